@@ -1,0 +1,32 @@
+# Set-up, tests and the demo. Everything runs inside .venv in the repository root.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-fast build-ext demo benchmark clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -r requirements.txt
+	touch $(STAMP)
+
+# The compiled deformable-convolution extension (C++ CPU, plus CUDA where a toolkit is present).
+build-ext: $(STAMP)
+	cd models/dcn && ../../$(PY) setup.py build_ext --inplace
+
+test: $(STAMP) build-ext
+	$(PY) -m pytest -q tests
+
+# The same without the tests marked slow.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
+
+benchmark: $(STAMP)
+	$(PY) scripts/benchmark.py --device cpu
+
+clean:
+	rm -rf output/demo models/dcn/build models/dcn/_C*.so

@@ -1,0 +1,134 @@
+"""One argument parser for every entry point, with YAML files that only set its defaults.
+
+`get_args_parser()` holds every official option (SPEC section 1) plus the data-path, inference and
+performance options of this project. `parse_args(parser, argv)` applies `--config FILE` first:
+the YAML's keys become the parser's defaults, command-line flags override them, and a key the
+parser does not know is an error.
+"""
+import argparse
+from pathlib import Path
+from typing import Optional, Sequence
+
+import yaml
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser("Wnet", add_help=False)
+    parser.add_argument("--config", default="", type=str,
+                        help="YAML file whose keys set this parser's defaults (flags still override)")
+
+    # Optimisation (SPEC section 4)
+    parser.add_argument("--lr", default=1e-4, type=float)
+    parser.add_argument("--lr_backbone", default=1e-5, type=float)
+    parser.add_argument("--batch_size", default=1, type=int)
+    parser.add_argument("--weight_decay", default=1e-4, type=float)
+    parser.add_argument("--epochs", default=18, type=int)
+    parser.add_argument("--lr_drop", default=12, type=int)
+    parser.add_argument("--clip_max_norm", default=0.1, type=float, help="gradient clipping max norm")
+
+    # Model
+    parser.add_argument("--pretrained_weights", default="", type=str,
+                        help="DETR-style weights (keys 'detr.*' or 'wnet.*') to initialise from; empty = none")
+    parser.add_argument("--backbone_weights", default="", type=str,
+                        help="ImageNet ResNet weights (torchvision state_dict); empty = torchvision cache or random")
+    parser.add_argument("--backbone", default="resnet50", type=str,
+                        choices=("resnet18", "resnet34", "resnet50", "resnet101"))
+    parser.add_argument("--dilation", action="store_true",
+                        help="replace the stride of the last ResNet stage by dilation (DC5)")
+    parser.add_argument("--position_embedding", default="sine", type=str, choices=("sine",))
+    parser.add_argument("--enc_layers", default=4, type=int)
+    parser.add_argument("--dec_layers", default=4, type=int)
+    parser.add_argument("--dim_feedforward", default=2048, type=int)
+    parser.add_argument("--hidden_dim", default=384, type=int)
+    parser.add_argument("--dropout", default=0.1, type=float)
+    parser.add_argument("--nheads", default=8, type=int)
+    parser.add_argument("--num_frames", default=36, type=int)
+    parser.add_argument("--num_queries", default=36, type=int)
+    parser.add_argument("--pre_norm", action="store_true")
+    parser.add_argument("--masks", action="store_true", help="build the mask model (required for training)")
+    parser.add_argument("--no_aux_loss", dest="aux_loss", action="store_false",
+                        help="disable the auxiliary decoder-layer losses")
+
+    # Loss coefficients (the official main.py values; its inference copies drifted)
+    parser.add_argument("--mask_loss_coef", default=1, type=float)
+    parser.add_argument("--dice_loss_coef", default=1, type=float)
+    parser.add_argument("--bbox_loss_coef", default=7.5, type=float)
+    parser.add_argument("--giou_loss_coef", default=3, type=float)
+    parser.add_argument("--kl_loss_coef", default=500, type=float)
+
+    # Data (defaults follow the official data/ layout; every path is an option)
+    parser.add_argument("--dataset_file", default="avos", choices=("avos", "ytvos", "a2d", "jhmdb"))
+    parser.add_argument("--ytvos_path", default="data/ytvos", type=str,
+                        help="Ref-YouTube-VOS root (train/JPEGImages, train/Annotations, meta_expressions/)")
+    parser.add_argument("--ytvos_split", default="train", type=str)
+    parser.add_argument("--ytvos_ann_file", default="", type=str,
+                        help="optional YouTube-VIS style instances json (the official ann/instances_*_sub.json)")
+    parser.add_argument("--a2d_path", default="data/a2d", type=str, help="A2D-Sentences root")
+    parser.add_argument("--jhmdb_path", default="data/jhmdb", type=str, help="JHMDB-Sentences root")
+    parser.add_argument("--rvos_audio_path", default="data/audio_feature", type=str,
+                        help="MFCC-39 .npy files <video>_<exp_id>.npy")
+    parser.add_argument("--a2d_audio_path", default="data/a2d_j_audio_feature", type=str,
+                        help="MFCC-39 .npy files <video>_<instance_id>.npy (A2D) and <video>.npy (JHMDB)")
+    parser.add_argument("--skip_bad_samples", action="store_true",
+                        help="warn about and drop broken samples instead of stopping")
+
+    # Run
+    parser.add_argument("--output_dir", default="output", help="where to save; empty for no saving")
+    parser.add_argument("--device", default="cuda", help="cuda or cpu")
+    parser.add_argument("--seed", default=42, type=int)
+    parser.add_argument("--resume", default="", help="resume from checkpoint")
+    parser.add_argument("--start_epoch", default=0, type=int, metavar="N")
+    parser.add_argument("--eval", action="store_true", help="only run the validation-loss loop")
+    parser.add_argument("--num_workers", default=4, type=int)
+    parser.add_argument("--world_size", default=1, type=int, help="number of distributed processes")
+    parser.add_argument("--dist_url", default="env://", help="url used to set up distributed training")
+
+    # Performance and memory
+    parser.add_argument("--amp", action="store_true",
+                        help="mixed precision: bfloat16 autocast (CPU/CUDA), float16 + grad scaler on CUDA")
+    parser.add_argument("--amp_dtype", default="bfloat16", choices=("bfloat16", "float16"))
+    parser.add_argument("--checkpoint_activations", action="store_true",
+                        help="recompute backbone and transformer activations in backward")
+
+    # Inference and evaluation
+    parser.add_argument("--model_path", default="", type=str, help="checkpoint to evaluate ({'model': state_dict})")
+    parser.add_argument("--save_path", default="result.json", type=str)
+    parser.add_argument("--num_ins", default=1, type=int)
+    parser.add_argument("--split_file", default="", type=str,
+                        help="videos to infer: a VIS-style json (ann/instances_test_sub.json) or a text file of ids")
+    parser.add_argument("--png_dir", default="", type=str, help="write the Ref-YouTube-VOS submission PNGs here")
+    parser.add_argument("--visualize", default="", type=str, help="write overlay images here")
+    parser.add_argument("--audio", default="", type=str, help="one raw recording (wav/flac/ogg) to run")
+    parser.add_argument("--video_dir", default="", type=str, help="one folder of frames to run --audio on")
+    parser.add_argument("--audio_feature", default="wnet", choices=("wnet", "librosa"),
+                        help="feature type for raw recordings (only 'wnet' matches the released checkpoint)")
+    parser.add_argument("--inference_dropout", action="store_true",
+                        help="infer in training mode like the official scripts (they forget model.eval())")
+    parser.add_argument("--metrics_path", default="", type=str, help="write the A2D/JHMDB metrics JSON here")
+    return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse `argv`, taking defaults from `--config FILE` when given."""
+    pre, _ = parser.parse_known_args(argv)
+    if pre.config:
+        parser.set_defaults(**load_config(pre.config, parser))
+    return parser.parse_args(argv)
+
+
+def load_config(path: str, parser: argparse.ArgumentParser) -> dict:
+    """Read a YAML mapping of option names to values; unknown names are an error naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    with open(path) as f:
+        values = yaml.safe_load(f) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {path}: expected a mapping of option names to values")
+    known = {a.dest for a in parser._actions}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"config file {path}: unknown option(s) {unknown}")
+    if "config" in values:
+        raise ValueError(f"config file {path}: 'config' cannot be set from a config file")
+    return values

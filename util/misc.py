@@ -1,0 +1,173 @@
+"""Nested tensors, collation, distributed helpers (no-ops in one process) and atomic file writes."""
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+# ----------------------------------------------------------------------------- nested tensors
+class NestedTensor:
+    """A padded batch `tensors` with a boolean `mask` that is True on padding."""
+
+    def __init__(self, tensors: Tensor, mask: Optional[Tensor]):
+        self.tensors = tensors
+        self.mask = mask
+
+    def to(self, device, non_blocking: bool = False) -> "NestedTensor":
+        mask = self.mask.to(device, non_blocking=non_blocking) if self.mask is not None else None
+        return NestedTensor(self.tensors.to(device, non_blocking=non_blocking), mask)
+
+    def decompose(self) -> Tuple[Tensor, Optional[Tensor]]:
+        return self.tensors, self.mask
+
+    def __repr__(self) -> str:
+        return f"NestedTensor(tensors={tuple(self.tensors.shape)}, mask={None if self.mask is None else tuple(self.mask.shape)})"
+
+
+def _max_by_axis(shapes: Sequence[Sequence[int]]) -> List[int]:
+    return [max(sizes) for sizes in zip(*shapes)]
+
+
+def nested_tensor_from_videos_list(videos: Sequence[Tensor]) -> NestedTensor:
+    """Clips `[T, 3, H_i, W_i]` (same T) -> frames `[B*T, 3, H, W]` padded to the largest size.
+
+    Frames are stacked clip-major on the batch axis, as the backbone expects; the mask is True on
+    padding and has shape `[B*T, H, W]`.
+    """
+    if not videos:
+        raise ValueError("expected at least one clip")
+    num_frames = videos[0].shape[0]
+    for v in videos:
+        if v.dim() != 4 or v.shape[1] != 3:
+            raise ValueError(f"expected clips of shape [T, 3, H, W], got {tuple(v.shape)}")
+        if v.shape[0] != num_frames:
+            raise ValueError(f"clips in one batch must have the same frame count, got {v.shape[0]} and {num_frames}")
+    height, width = _max_by_axis([v.shape[-2:] for v in videos])
+    tensor = videos[0].new_zeros((len(videos) * num_frames, 3, height, width))
+    mask = torch.ones((len(videos) * num_frames, height, width), dtype=torch.bool, device=videos[0].device)
+    for i, v in enumerate(videos):
+        frames = slice(i * num_frames, (i + 1) * num_frames)
+        tensor[frames, :, : v.shape[-2], : v.shape[-1]].copy_(v)
+        mask[frames, : v.shape[-2], : v.shape[-1]] = False
+    return NestedTensor(tensor, mask)
+
+
+def nested_tensor_from_audio_list(features: Sequence[Tensor]) -> NestedTensor:
+    """Audio features `[39, L_i]` -> `[B, 39, L]` zero-padded at the end; mask `[B, L]` True on padding."""
+    if not features:
+        raise ValueError("expected at least one audio feature")
+    dims = {f.shape[0] for f in features}
+    if any(f.dim() != 2 for f in features) or len(dims) != 1:
+        raise ValueError(f"expected audio features of shape [D, L] with one D, got {[tuple(f.shape) for f in features]}")
+    length = max(f.shape[1] for f in features)
+    tensor = features[0].new_zeros((len(features), features[0].shape[0], length))
+    mask = torch.ones((len(features), length), dtype=torch.bool, device=features[0].device)
+    for i, f in enumerate(features):
+        tensor[i, :, : f.shape[1]].copy_(f)
+        mask[i, : f.shape[1]] = False
+    return NestedTensor(tensor, mask)
+
+
+def collate_fn(batch: Sequence[Tuple[Tensor, Tensor, Dict[str, Any]]]):
+    """Dataset items `(clip [T,3,H,W], audio [39,L], target)` -> `(NestedTensor, NestedTensor, [target])`."""
+    clips, audios, targets = zip(*batch)
+    return nested_tensor_from_videos_list(clips), nested_tensor_from_audio_list(audios), list(targets)
+
+
+# ----------------------------------------------------------------------------- distributed
+def is_dist_avail_and_initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_dist_avail_and_initialized() else 1
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_dist_avail_and_initialized() else 0
+
+
+def is_main_process() -> bool:
+    return get_rank() == 0
+
+
+def init_distributed_mode(args) -> None:
+    """Set `args.distributed`, `args.rank`, `args.world_size`, `args.gpu` from the launcher's environment.
+
+    Works with `torch.distributed.launch --use_env` and `torchrun` (RANK, WORLD_SIZE, LOCAL_RANK).
+    NCCL on CUDA, gloo on CPU. Without those variables this is one process and nothing is set up.
+    """
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
+        args.rank = int(os.environ["RANK"])
+        args.world_size = int(os.environ["WORLD_SIZE"])
+        args.gpu = int(os.environ.get("LOCAL_RANK", 0))
+    else:
+        args.distributed = False
+        args.rank, args.world_size, args.gpu = 0, 1, 0
+        return
+    args.distributed = True
+    use_cuda = str(args.device).startswith("cuda")
+    if use_cuda:
+        torch.cuda.set_device(args.gpu)
+        args.device = f"cuda:{args.gpu}"
+    backend = "nccl" if use_cuda else "gloo"
+    dist.init_process_group(backend=backend, init_method=args.dist_url,
+                            world_size=args.world_size, rank=args.rank)
+    dist.barrier()
+
+
+def all_reduce_mean(value: Tensor) -> Tensor:
+    """Mean of a tensor over processes (identity in one process)."""
+    if get_world_size() == 1:
+        return value
+    value = value.clone()
+    dist.all_reduce(value)
+    return value / get_world_size()
+
+
+def reduce_dict(values: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """Average every value of a dict of scalar tensors over processes."""
+    if get_world_size() == 1 or not values:
+        return values
+    names = sorted(values)
+    stacked = torch.stack([values[k].detach().float() for k in names])  # [K]
+    dist.all_reduce(stacked)
+    stacked /= get_world_size()
+    return dict(zip(names, stacked))
+
+
+# ----------------------------------------------------------------------------- atomic writes
+def atomic_write(path: Union[str, Path], write: Callable[[str], None]) -> None:
+    """Call `write(tmp_path)`, then rename onto `path`: readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_torch_save(obj: Any, path: Union[str, Path]) -> None:
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_json_dump(obj: Any, path: Union[str, Path], **kwargs) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, **kwargs)
+    atomic_write(path, write)
+
+
+def save_on_master(obj: Any, path: Union[str, Path]) -> None:
+    if is_main_process():
+        atomic_torch_save(obj, path)
