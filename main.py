@@ -3,5 +3,219 @@
     python -m torch.distributed.launch --nproc_per_node=4 --use_env main.py \
         --backbone resnet50 --dataset_file avos --ytvos_path data/ytvos --masks \
         --pretrained_weights 384_coco_r50.pth
+    torchrun --nproc_per_node=2 main.py --config configs/ytvos_r50.yaml --device cpu
+
+Checkpoints (`checkpoint.pth` and `checkpoint%04d.pth` in `--output_dir`) are plain dicts written to a
+temporary file and renamed; they load with `torch.load(path, weights_only=True)`.
 """
-from util.config import get_args_parser, parse_args  # noqa: F401  (the one parser of every entry point)
+import argparse
+import datetime
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
+
+import util.misc as utils
+from util.config import get_args_parser, parse_args
+
+LOG_NAME = "log.txt"
+LATEST_CHECKPOINT = "checkpoint.pth"
+
+
+# ----------------------------------------------------------------------------- RNG state
+def get_rng_state() -> Dict[str, Any]:
+    """Every RNG the training touches, as tensors and plain tuples (loadable with weights_only=True)."""
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": np_kind, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
+                  "has_gauss": int(np_has_gauss), "cached_gaussian": float(np_gauss)},
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def gather_rng_states() -> List[Dict[str, Any]]:
+    """RNG states of every rank, in rank order (only rank 0 writes checkpoints, so it keeps them all)."""
+    state = get_rng_state()
+    if utils.get_world_size() == 1:
+        return [state]
+    states: List[Optional[Dict[str, Any]]] = [None] * utils.get_world_size()
+    torch.distributed.all_gather_object(states, state)
+    return states
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def load_checkpoint_file(path: str) -> Dict[str, Any]:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--resume: checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt or not a torch file: say which file
+        raise RuntimeError(f"--resume: cannot read checkpoint {path}: {e}") from e
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
+        raise ValueError(f"--resume: {path} is not a Wnet checkpoint (expected a dict with a 'model' entry)")
+    return checkpoint
+
+
+def build_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
+    """AdamW with the backbone at `lr_backbone` and everything else at `lr` (frozen parameters excluded)."""
+    param_groups = [
+        {"params": [p for n, p in model.named_parameters() if "backbone" not in n and p.requires_grad]},
+        {"params": [p for n, p in model.named_parameters() if "backbone" in n and p.requires_grad],
+         "lr": args.lr_backbone},
+    ]
+    return torch.optim.AdamW(param_groups, lr=args.lr, weight_decay=args.weight_decay)
+
+
+def build_loader(dataset, args: argparse.Namespace, shuffle: bool) -> DataLoader:
+    # One sampler for one or many processes: its order depends only on (seed, epoch), so a resumed run
+    # draws the same batches as an uninterrupted one.
+    sampler = DistributedSampler(dataset, num_replicas=utils.get_world_size(), rank=utils.get_rank(),
+                                 shuffle=shuffle, seed=args.seed)
+    batch_sampler = BatchSampler(sampler, args.batch_size, drop_last=shuffle)
+    return DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=utils.collate_fn,
+                      num_workers=args.num_workers)
+
+
+def append_log(output_dir: Path, record: Dict[str, Any]) -> None:
+    """One JSON line per epoch in output_dir/log.txt (rank 0 only) and on stdout."""
+    line = json.dumps(record)
+    print(line, flush=True)
+    if utils.is_main_process() and output_dir:
+        with open(output_dir / LOG_NAME, "a") as f:
+            f.write(line + "\n")
+
+
+def amp_settings(args: argparse.Namespace, device: torch.device):
+    dtype = torch.float16 if (args.amp_dtype == "float16" and device.type == "cuda") else torch.bfloat16
+    scaler = torch.amp.GradScaler("cuda") if (args.amp and dtype == torch.float16) else None
+    return dtype, scaler
+
+
+def main(args: argparse.Namespace) -> None:
+    from datasets import build_dataset
+    from engine import NonFiniteLossError, evaluate_loss, train_one_epoch
+    from models import build_model
+    from util.weights import load_pretrained_weights
+
+    utils.init_distributed_mode(args)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda was asked for but CUDA is not available; pass --device cpu")
+    if not args.masks:
+        raise SystemExit("training needs --masks (the KL loss uses the mask model's memory and fusion)")
+    if args.pretrained_weights and not Path(args.pretrained_weights).is_file():
+        raise SystemExit(f"--pretrained_weights: {args.pretrained_weights} does not exist")
+
+    seed = args.seed + utils.get_rank()
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+    model, criterion, _ = build_model(args)
+    model.to(device)
+    model_without_ddp = model
+    if args.distributed:
+        device_ids = [device.index] if device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        model_without_ddp = model.module
+    n_parameters = sum(p.numel() for p in model_without_ddp.parameters() if p.requires_grad)
+
+    optimizer = build_optimizer(model_without_ddp, args)
+    lr_scheduler = torch.optim.lr_scheduler.StepLR(optimizer, args.lr_drop)
+    amp_dtype, scaler = amp_settings(args, device)
+
+    output_dir = Path(args.output_dir) if args.output_dir else None
+    if output_dir and utils.is_main_process():
+        output_dir.mkdir(parents=True, exist_ok=True)
+
+    if args.pretrained_weights and not args.resume:
+        load_pretrained_weights(model_without_ddp, args.pretrained_weights)
+
+    if args.resume:
+        checkpoint = load_checkpoint_file(args.resume)
+        model_without_ddp.load_state_dict(checkpoint["model"], strict=True)
+        if not args.eval and all(k in checkpoint for k in ("optimizer", "lr_scheduler", "epoch")):
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
+            if scaler is not None and "scaler" in checkpoint:
+                scaler.load_state_dict(checkpoint["scaler"])
+            args.start_epoch = checkpoint["epoch"] + 1
+            states = checkpoint.get("rng")
+            if states and len(states) == utils.get_world_size():
+                set_rng_state(states[utils.get_rank()])
+            elif states:
+                print(f"warning: {args.resume} holds RNG states of {len(states)} processes, this run has "
+                      f"{utils.get_world_size()}; the data order continues, augmentation draws do not",
+                      file=sys.stderr)
+
+    if args.eval:
+        dataset_val = build_dataset("val", args)
+        stats = evaluate_loss(model, criterion, build_loader(dataset_val, args, shuffle=False), device,
+                              amp=args.amp, amp_dtype=amp_dtype)
+        append_log(output_dir, {**{f"val_{k}": v for k, v in stats.items()}, "epoch": args.start_epoch - 1})
+        return
+
+    dataset_train = build_dataset("train", args)
+    data_loader_train = build_loader(dataset_train, args, shuffle=True)
+    print(json.dumps({"event": "start", "n_parameters": n_parameters, "train_samples": len(dataset_train),
+                      "world_size": utils.get_world_size(), "start_epoch": args.start_epoch,
+                      "epochs": args.epochs}), flush=True)
+
+    start_time = time.time()
+    for epoch in range(args.start_epoch, args.epochs):
+        data_loader_train.batch_sampler.sampler.set_epoch(epoch)
+        try:
+            train_stats = train_one_epoch(model, criterion, data_loader_train, optimizer, device, epoch,
+                                          args.clip_max_norm, amp=args.amp, amp_dtype=amp_dtype, scaler=scaler)
+        except NonFiniteLossError as e:
+            raise SystemExit(str(e)) from None
+        lr_scheduler.step()
+        rng_states = gather_rng_states()
+        if output_dir:
+            checkpoint = {
+                "model": model_without_ddp.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "lr_scheduler": lr_scheduler.state_dict(),
+                "epoch": epoch,
+                "args": vars(args).copy(),
+                "rng": rng_states,
+            }
+            if scaler is not None:
+                checkpoint["scaler"] = scaler.state_dict()
+            # The numbered file first: `checkpoint.pth` always points at a complete epoch.
+            utils.save_on_master(checkpoint, output_dir / f"checkpoint{epoch:04}.pth")
+            utils.save_on_master(checkpoint, output_dir / LATEST_CHECKPOINT)
+        append_log(output_dir, {**{f"train_{k}": v for k, v in train_stats.items()}, "epoch": epoch,
+                                "n_parameters": n_parameters})
+
+    total = str(datetime.timedelta(seconds=int(time.time() - start_time)))
+    print(json.dumps({"event": "done", "training_time": total}), flush=True)
+    if args.distributed:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser("Wnet training and evaluation script", parents=[get_args_parser()])
+    main(parse_args(parser))

@@ -1,0 +1,146 @@
+"""Train and validation-loss loops (one epoch each), DETR style."""
+import contextlib
+import math
+from collections import defaultdict
+from typing import Dict, Iterable, List, Optional
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+import util.misc as utils
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; training stops before anything is saved."""
+
+
+def describe_samples(targets: List[dict]) -> str:
+    """Human-readable ids of the samples in a batch, for error messages."""
+    names = []
+    for t in targets:
+        keys = [k for k in ("video", "video_id", "exp_id", "instance_id", "frame_idx", "frame_id") if k in t]
+        parts = []
+        for k in keys:
+            v = t[k]
+            if torch.is_tensor(v):
+                v = v.tolist()
+            parts.append(f"{k}={v}")
+        names.append("(" + ", ".join(parts) + ")" if parts else "(unnamed sample)")
+    return ", ".join(names)
+
+
+def autocast_context(device: torch.device, enabled: bool, dtype: torch.dtype):
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _to_device(targets: List[dict], device: torch.device) -> List[dict]:
+    return [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+
+
+class EpochAverages:
+    """Running means of scalar loss terms (already reduced over processes)."""
+
+    def __init__(self) -> None:
+        self.sums: Dict[str, float] = defaultdict(float)
+        self.count = 0
+
+    def update(self, values: Dict[str, float]) -> None:
+        for k, v in values.items():
+            self.sums[k] += v
+        self.count += 1
+
+    def means(self) -> Dict[str, float]:
+        return {k: v / max(self.count, 1) for k, v in self.sums.items()}
+
+
+def _weighted_losses(loss_dict: Dict[str, torch.Tensor], weight_dict: Dict[str, float]):
+    total = sum(loss_dict[k] * weight_dict[k] for k in loss_dict if k in weight_dict)
+    return total
+
+
+def train_one_epoch(model: nn.Module, criterion: nn.Module, data_loader: Iterable,
+                    optimizer: torch.optim.Optimizer, device: torch.device, epoch: int,
+                    max_norm: float = 0.0, amp: bool = False, amp_dtype: torch.dtype = torch.bfloat16,
+                    scaler: Optional[torch.amp.GradScaler] = None) -> Dict[str, float]:
+    """One pass over `data_loader`; returns the epoch means of every loss term (reduced over ranks).
+
+    Raises `NonFiniteLossError` naming the batch's samples when the loss is not finite on any rank.
+    """
+    model.train()
+    criterion.train()
+    averages = EpochAverages()
+    progress = tqdm(data_loader, desc=f"epoch {epoch}", disable=not utils.is_main_process(), dynamic_ncols=True)
+    for samples, audio, targets in progress:
+        samples, audio = samples.to(device), audio.to(device)
+        targets = _to_device(targets, device)
+        with autocast_context(device, amp, amp_dtype):
+            outputs = model(samples, audio)
+        outputs = _outputs_to_float(outputs) if amp else outputs
+        loss_dict = criterion(outputs, targets)
+        losses = _weighted_losses(loss_dict, criterion.weight_dict)
+
+        reduced = utils.reduce_dict({k: v.detach() for k, v in loss_dict.items()})
+        reduced_total = float(_weighted_losses(reduced, criterion.weight_dict))
+        if not math.isfinite(reduced_total):
+            local_ok = math.isfinite(float(losses.detach()))
+            where = "another process's batch" if local_ok else f"the batch of samples {describe_samples(targets)}"
+            raise NonFiniteLossError(
+                f"epoch {epoch}: loss is {reduced_total} on {where}; terms: "
+                f"{ {k: float(v) for k, v in reduced.items()} }. Stopping; the last checkpoint is left untouched.")
+
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(losses).backward()
+            scaler.unscale_(optimizer)
+        else:
+            losses.backward()
+        if max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+
+        values = {k: float(v) for k, v in reduced.items()}
+        values["loss"] = reduced_total
+        averages.update(values)
+        progress.set_postfix(loss=f"{reduced_total:.4f}")
+    means = averages.means()
+    means["lr"] = optimizer.param_groups[0]["lr"]
+    return means
+
+
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, criterion: nn.Module, data_loader: Iterable, device: torch.device,
+                  amp: bool = False, amp_dtype: torch.dtype = torch.bfloat16) -> Dict[str, float]:
+    """The validation-loss loop: epoch means of every loss term in eval mode."""
+    model.eval()
+    criterion.eval()
+    averages = EpochAverages()
+    for samples, audio, targets in tqdm(data_loader, desc="eval", disable=not utils.is_main_process(),
+                                        dynamic_ncols=True):
+        samples, audio = samples.to(device), audio.to(device)
+        targets = _to_device(targets, device)
+        with autocast_context(device, amp, amp_dtype):
+            outputs = model(samples, audio)
+        outputs = _outputs_to_float(outputs) if amp else outputs
+        reduced = utils.reduce_dict(criterion(outputs, targets))
+        values = {k: float(v) for k, v in reduced.items()}
+        values["loss"] = float(_weighted_losses(reduced, criterion.weight_dict))
+        averages.update(values)
+    return averages.means()
+
+
+def _outputs_to_float(outputs):
+    """Losses run in float32 even under autocast (focal/dice/KL are sensitive to low precision)."""
+    if torch.is_tensor(outputs):
+        return outputs.float() if outputs.is_floating_point() else outputs
+    if isinstance(outputs, dict):
+        return {k: _outputs_to_float(v) for k, v in outputs.items()}
+    if isinstance(outputs, list):
+        return [_outputs_to_float(v) for v in outputs]
+    return outputs
