@@ -229,15 +229,18 @@ def load_audio(path: PathLike) -> Tuple[np.ndarray, int]:
         raise AudioDecodeError(path, "empty file (0 bytes)")
     try:
         samples, sample_rate = soundfile.read(str(path), dtype="float64", always_2d=True)  # [n, channels]
-    except soundfile.SoundFileError as sf_error:
+    except soundfile.SoundFileError as error:
+        sf_error = getattr(error, "error_string", str(error))  # libsndfile's reason without the path
         if path.suffix.lower() in _soundfile_extensions():
-            raise AudioDecodeError(path, f"corrupt or truncated {path.suffix.lower()[1:]} file ({sf_error})") from None
+            raise AudioDecodeError(path, f"corrupt or truncated {path.suffix.lower()[1:]} file "
+                                         f"(libsndfile: {sf_error})") from None
         import av
         try:
             samples, sample_rate = _decode_with_pyav(path)
         except av.FFmpegError as av_error:
+            ffmpeg_error = av_error.strerror or str(av_error)
             raise AudioDecodeError(path, f"unsupported format or corrupt file (libsndfile: {sf_error}; "
-                                         f"FFmpeg: {av_error})") from None
+                                         f"FFmpeg: {ffmpeg_error})") from None
     if samples.shape[0] == 0:
         raise AudioDecodeError(path, "zero-length recording (the file holds no audio samples)")
     if not np.all(np.isfinite(samples)):
