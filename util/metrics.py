@@ -184,15 +184,16 @@ def referring_metrics(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray],
     """Per-sample masks `[H_i, W_i]` -> `precision@0.5` .. `precision@0.9`, `overall_iou`,
     `mean_iou`, `mAP`, `AP50`, `AP75` (fractions in [0, 1]).
 
-    The per-sample IoU is (I + 1e-6) / (U + 1e-6); precision@K is the fraction of samples whose IoU
-    is strictly above K; overall IoU is sum(I) / sum(U).
+    precision@K is the fraction of samples whose IoU I / U (1 when both masks are empty) is strictly
+    above K; overall IoU is sum(I) / sum(U); mean IoU averages (I + 1e-6) / (U + 1e-6).
     """
     if len(gts) == 0:
         raise ValueError("referring_metrics needs at least one sample")
     intersections, unions = _intersection_union(preds, gts)
-    ious = (intersections + IOU_EPS) / (unions + IOU_EPS)
-    metrics = {f"precision@{threshold}": float(np.mean(ious > threshold)) for threshold in PRECISION_THRESHOLDS}
+    # Exact IoU for the thresholds (the smoothing would lift an IoU of exactly K above K).
+    exact_ious = np.where(unions == 0, 1.0, intersections / np.maximum(unions, 1))
+    metrics = {f"precision@{threshold}": float(np.mean(exact_ious > threshold)) for threshold in PRECISION_THRESHOLDS}
     metrics["overall_iou"] = float(intersections.sum() / unions.sum()) if unions.sum() > 0 else 1.0
-    metrics["mean_iou"] = float(ious.mean())
+    metrics["mean_iou"] = float(np.mean((intersections + IOU_EPS) / (unions + IOU_EPS)))
     metrics.update(coco_mask_ap(preds, gts, scores))
     return metrics
