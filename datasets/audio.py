@@ -9,6 +9,7 @@ Samples are float64 in 16-bit integer units, mono. Two choices of ours, not the 
 every storage format of the same recording gives the same features: float files are scaled by 32768 (the
 official passes them unscaled), and multi-channel files are averaged (the official flattens them by accident).
 """
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Tuple, Union
@@ -16,6 +17,8 @@ from typing import Tuple, Union
 import numpy as np
 import scipy.fft
 import soundfile
+
+from util.misc import atomic_write
 
 PathLike = Union[str, Path]
 
@@ -246,6 +249,22 @@ def load_audio(path: PathLike) -> Tuple[np.ndarray, int]:
     if not np.all(np.isfinite(samples)):
         raise AudioDecodeError(path, "corrupt samples (NaN or infinite values)")
     return samples.mean(axis=1) * INT16_SCALE, int(sample_rate)
+
+
+def default_file_mode() -> int:
+    """The permissions `open()` gives a new file under the current umask (temp files are created private)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def save_features(path: PathLike, features: np.ndarray) -> None:
+    """Save `[frames, 39]` features as `.npy` through a temporary file renamed onto `path`."""
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object, so np.save does not append ".npy" to the temp name
+            np.save(f, features)
+        os.chmod(tmp, default_file_mode())
+    atomic_write(path, write)
 
 
 def extract_features(path: PathLike, feature: str = "wnet") -> np.ndarray:

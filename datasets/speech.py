@@ -4,6 +4,7 @@ eSpeak NG keeps its voice, parameters and output callback in process-global stat
 initialised once and every synthesis runs under one lock.
 """
 import ctypes
+import os
 import threading
 from pathlib import Path
 from typing import List, Optional, Tuple, Union
@@ -12,6 +13,7 @@ import espeakng_loader
 import numpy as np
 import soundfile
 
+from datasets.audio import default_file_mode
 from util.misc import atomic_write
 
 PathLike = Union[str, Path]
@@ -115,4 +117,8 @@ def write_wav(path: PathLike, samples: np.ndarray, sample_rate: int) -> None:
     samples = np.asarray(samples)
     if samples.dtype != np.int16:
         raise ValueError(f"expected int16 samples for {path}, got {samples.dtype}")
-    atomic_write(path, lambda tmp: soundfile.write(tmp, samples, int(sample_rate), subtype="PCM_16", format="WAV"))
+
+    def write(tmp: str) -> None:
+        soundfile.write(tmp, samples, int(sample_rate), subtype="PCM_16", format="WAV")
+        os.chmod(tmp, default_file_mode())
+    atomic_write(path, write)

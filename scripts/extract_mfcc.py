@@ -15,13 +15,12 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datasets.audio import AUDIO_EXTENSIONS, FEATURE_TYPES, AudioDecodeError, extract_features  # noqa: E402
-from util.misc import atomic_write  # noqa: E402
+from datasets.audio import (AUDIO_EXTENSIONS, FEATURE_TYPES, AudioDecodeError, extract_features,  # noqa: E402
+                            save_features)
 
 MAX_JOBS_PER_CHUNK = 8  # files handed to a worker at a time: amortises the inter-process round trip
 CHUNKS_PER_WORKER = 4  # small folders still spread over every worker, and a slow file does not stall a big chunk
@@ -46,23 +45,6 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-FILE_MODE = 0o666 & ~_umask()  # what open() would give; the temp file is created private (0600)
-
-
-def save_npy(path: Path, features: np.ndarray) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:  # a file object, so np.save does not append ".npy" to the temp name
-            np.save(f, features)
-        os.chmod(tmp, FILE_MODE)
-    atomic_write(path, write)
-
-
 def convert(job: Tuple[Path, Path, str]) -> Tuple[Path, Optional[str]]:
     """Extract and save one file; returns (input, None) or (input, why it failed)."""
     in_path, out_path, feature = job
@@ -73,7 +55,7 @@ def convert(job: Tuple[Path, Path, str]) -> Tuple[Path, Optional[str]]:
     except ValueError as error:  # a decoded signal the features reject
         return in_path, str(error)
     try:
-        save_npy(out_path, features)
+        save_features(out_path, features)
     except OSError as error:
         return in_path, f"cannot write {out_path}: {error}"
     return in_path, None
