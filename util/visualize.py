@@ -1,0 +1,107 @@
+"""Pictures of predictions: mask overlays with a contour, contact sheets, animated GIFs (Pillow).
+
+Images are `[H, W, 3]` uint8 RGB arrays throughout; masks are `[H, W]` booleans.
+"""
+import math
+from pathlib import Path
+from typing import Sequence, Tuple, Union
+
+import numpy as np
+from PIL import Image
+
+from util.misc import atomic_write
+
+Color = Tuple[int, int, int]
+
+# Distinct colours, one per expression drawn on the same frame.
+PALETTE: Tuple[Color, ...] = (
+    (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (245, 130, 48),
+    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (0, 128, 128),
+)
+DEFAULT_ALPHA = 0.5
+CONTOUR_WIDTH = 2  # pixels, inside the mask
+SHEET_PADDING = 4  # pixels between (and around) the cells of a contact sheet
+SHEET_BACKGROUND: Color = (255, 255, 255)
+MILLISECONDS_PER_SECOND = 1000
+
+
+def _check_rgb(rgb: np.ndarray) -> np.ndarray:
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected an [H, W, 3] uint8 RGB image, got {rgb.shape} {rgb.dtype}")
+    return rgb
+
+
+def mask_contour(mask: np.ndarray, width: int = CONTOUR_WIDTH) -> np.ndarray:
+    """The mask's pixels within `width` 4-connected steps of the outside (the image border counts
+    as outside) -> boolean `[H, W]`."""
+    interior = np.asarray(mask, dtype=bool)
+    for _ in range(width):
+        # a pixel stays interior when it and its four neighbours are in the mask
+        padded = np.pad(interior, 1, constant_values=False)
+        interior = (padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1]
+                    & padded[1:-1, :-2] & padded[1:-1, 2:])
+    return np.asarray(mask, dtype=bool) & ~interior
+
+
+def overlay(rgb: np.ndarray, mask: np.ndarray, color: Color = PALETTE[0], alpha: float = DEFAULT_ALPHA,
+            contour_width: int = CONTOUR_WIDTH) -> np.ndarray:
+    """Tint the mask's pixels with `color` (opacity `alpha`) and draw its contour opaque.
+
+    `rgb [H, W, 3]` uint8, `mask [H, W]` -> a new `[H, W, 3]` uint8 image; pixels outside the mask
+    are unchanged.
+    """
+    rgb = _check_rgb(rgb)
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != rgb.shape[:2]:
+        raise ValueError(f"mask {mask.shape} and image {rgb.shape[:2]} differ in size")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    color_array = np.asarray(color, dtype=np.float64)
+    out = rgb.copy()
+    blended = (1.0 - alpha) * rgb[mask].astype(np.float64) + alpha * color_array  # [P, 3]
+    out[mask] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    out[mask_contour(mask, contour_width)] = color_array.astype(np.uint8)
+    return out
+
+
+def contact_sheet(images: Sequence[np.ndarray], columns: int, padding: int = SHEET_PADDING,
+                  background: Color = SHEET_BACKGROUND) -> np.ndarray:
+    """Tile images row by row in `columns` columns -> one `[H, W, 3]` uint8 image.
+
+    Every cell has the largest image's size (smaller images sit in its top-left corner); cells are
+    separated and surrounded by `padding` pixels of `background`.
+    """
+    if not images:
+        raise ValueError("contact_sheet needs at least one image")
+    if columns < 1:
+        raise ValueError(f"columns must be >= 1, got {columns}")
+    images = [_check_rgb(image) for image in images]
+    cell_height = max(image.shape[0] for image in images)
+    cell_width = max(image.shape[1] for image in images)
+    columns = min(columns, len(images))
+    rows = math.ceil(len(images) / columns)
+    sheet = np.empty((rows * cell_height + (rows + 1) * padding, columns * cell_width + (columns + 1) * padding, 3),
+                     dtype=np.uint8)
+    sheet[:] = np.asarray(background, dtype=np.uint8)
+    for index, image in enumerate(images):
+        row, column = divmod(index, columns)
+        top = padding + row * (cell_height + padding)
+        left = padding + column * (cell_width + padding)
+        sheet[top:top + image.shape[0], left:left + image.shape[1]] = image
+    return sheet
+
+
+def save_gif(frames: Sequence[np.ndarray], path: Union[str, Path], fps: float) -> None:
+    """Write `frames` (`[H, W, 3]` uint8, one size) as a looping animated GIF, atomically."""
+    if not frames:
+        raise ValueError(f"{path}: save_gif needs at least one frame")
+    if fps <= 0:
+        raise ValueError(f"{path}: fps must be positive, got {fps}")
+    frames = [_check_rgb(frame) for frame in frames]
+    if len({frame.shape for frame in frames}) != 1:
+        raise ValueError(f"{path}: frames differ in size {sorted({frame.shape for frame in frames})}")
+    pictures = [Image.fromarray(frame) for frame in frames]
+    duration_ms = round(MILLISECONDS_PER_SECOND / fps)
+    atomic_write(path, lambda tmp: pictures[0].save(tmp, format="GIF", save_all=True, append_images=pictures[1:],
+                                                    duration=duration_ms, loop=0))
