@@ -1,0 +1,43 @@
+"""Convert VisTR-style DETR weights to Wnet names: `python scripts/convert_detr_weights.py IN OUT`.
+
+IN is a checkpoint `{'model': state_dict}` (or a bare state dict) with keys `detr.*`, such as
+VisTR's `384_coco_r50.pth`. OUT gets `{'model': state_dict}` with `detr.` renamed to `wnet.` and
+without `wnet.class_embed.*` and `wnet.query_embed.weight`, ready for `--pretrained_weights`.
+The output is written to a temporary file and renamed, so it is never left half-written.
+"""
+import sys
+from pathlib import Path
+from typing import List
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from util.misc import atomic_torch_save  # noqa: E402
+from util.weights import convert_detr_state_dict, plan_detr_conversion, read_state_dict  # noqa: E402
+
+USAGE = "usage: python scripts/convert_detr_weights.py IN OUT"
+
+
+def main(argv: List[str]) -> int:
+    if len(argv) != 2 or argv[0] in ("-h", "--help"):
+        print(USAGE, file=sys.stderr)
+        return 2
+    source, destination = argv
+    try:
+        state_dict = read_state_dict(source)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    renames, dropped = plan_detr_conversion(list(state_dict))
+    converted = convert_detr_state_dict(state_dict)
+    atomic_torch_save({"model": converted}, destination)
+    print(f"{source}: {len(state_dict)} tensors")
+    print(f"renamed {len(renames)} key(s) from 'detr.*' to 'wnet.*'")
+    if not renames:
+        print(f"warning: {source} has no 'detr.*' key; is it a VisTR-style DETR checkpoint?", file=sys.stderr)
+    print(f"dropped {len(dropped)} key(s): {', '.join(dropped) if dropped else 'none'}")
+    print(f"wrote {len(converted)} tensors to {destination}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,210 @@
+"""Loading weights: the released Wnet checkpoint, VisTR-style DETR weights and ImageNet ResNets.
+
+Every file is read with `torch.load(weights_only=True)` on the CPU, and nothing is ever downloaded:
+ResNet weights come from a path the user gives or from torchvision's local cache.
+"""
+import argparse
+import logging
+import pickle
+from collections import OrderedDict
+from pathlib import Path
+from typing import Dict, List, Mapping, Tuple, Union
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+
+# VisTR-style DETR weights name the inner detector `detr.`; ours is `wnet.`.
+DETR_PREFIX = "detr."
+WNET_PREFIX = "wnet."
+# DETR parts that Wnet has no use for: the class head, and the query embedding (Q differs).
+DROPPED_DETR_PREFIXES = ("wnet.class_embed.",)
+DROPPED_DETR_KEYS = ("wnet.query_embed.weight",)
+# torchvision ResNet entries that the backbone body does not hold.
+RESNET_HEAD_PREFIX = "fc."
+BN_COUNTER_SUFFIX = "num_batches_tracked"
+# The ImageNet weights whose file name torchvision's cache uses.
+IMAGENET_WEIGHTS = "IMAGENET1K_V1"
+
+
+class StateDictMismatchError(RuntimeError):
+    """A state dict that does not fit a model; the message lists every offending key."""
+
+    def __init__(self, source: str, missing: List[str], unexpected: List[str],
+                 mismatched: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]]):
+        self.source = source
+        self.missing = missing
+        self.unexpected = unexpected
+        self.mismatched = mismatched
+        parts = [f"{source} does not fit the model:"]
+        if missing:
+            parts.append(f"{len(missing)} missing key(s): {', '.join(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s): {', '.join(unexpected)}")
+        if mismatched:
+            shapes = ", ".join(f"{k} (file {list(f)}, model {list(m)})" for k, f, m in mismatched)
+            parts.append(f"{len(mismatched)} key(s) with mismatched shapes: {shapes}")
+        super().__init__("\n  ".join(parts))
+
+
+# ----------------------------------------------------------------------------- reading files
+def load_weights_file(path: PathLike) -> object:
+    """`torch.load(path, weights_only=True, map_location='cpu')` with errors that name the file.
+
+    `argparse.Namespace` is allowed too: training checkpoints (ours and DETR's) store their args.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+        raise ValueError(f"{path} is not a readable torch checkpoint (weights_only load failed): {error}") from error
+
+
+def _is_state_dict(obj: object) -> bool:
+    return isinstance(obj, Mapping) and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items())
+
+
+def _model_state_dict_from_checkpoint(obj: object, path: PathLike) -> Dict[str, Tensor]:
+    """The `model` entry of a `{'model': state_dict, ...}` checkpoint, checked."""
+    if not isinstance(obj, Mapping) or "model" not in obj:
+        found = sorted(map(str, obj.keys()))[:10] if isinstance(obj, Mapping) else type(obj).__name__
+        raise ValueError(f"{path} is not a checkpoint of the form {{'model': state_dict}} (found {found})")
+    state_dict = obj["model"]
+    if not _is_state_dict(state_dict):
+        raise ValueError(f"{path}: 'model' is not a state dict of named tensors")
+    return dict(state_dict)
+
+
+def compare_state_dicts(expected: Mapping[str, Tensor], given: Mapping[str, Tensor]
+                        ) -> Tuple[List[str], List[str], List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]]]:
+    """(missing, unexpected, mismatched) keys of `given` relative to `expected`.
+
+    mismatched: `(key, given shape, expected shape)` for keys in both with different shapes.
+    """
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    mismatched = [(k, tuple(given[k].shape), tuple(expected[k].shape))
+                  for k in expected if k in given and given[k].shape != expected[k].shape]
+    return missing, unexpected, mismatched
+
+
+def read_state_dict(path: PathLike) -> Dict[str, Tensor]:
+    """The state dict in `path`: a checkpoint `{'model': state_dict, ...}` or a bare state dict."""
+    obj = load_weights_file(path)
+    return dict(obj) if _is_state_dict(obj) else _model_state_dict_from_checkpoint(obj, path)
+
+
+# ----------------------------------------------------------------------------- Wnet checkpoint
+def load_wnet_checkpoint(model: nn.Module, path: PathLike) -> Dict[str, object]:
+    """Load a Wnet checkpoint `{'model': state_dict, ...}` into `model`, strictly.
+
+    Any missing, unexpected or mis-shaped key raises a StateDictMismatchError listing them all.
+    Returns the whole checkpoint (optimizer, epoch, ... when it holds them).
+    """
+    checkpoint = load_weights_file(path)
+    state_dict = _model_state_dict_from_checkpoint(checkpoint, path)
+    missing, unexpected, mismatched = compare_state_dicts(model.state_dict(), state_dict)
+    if missing or unexpected or mismatched:
+        raise StateDictMismatchError(f"checkpoint {path}", missing, unexpected, mismatched)
+    model.load_state_dict(state_dict, strict=True)
+    return dict(checkpoint)
+
+
+# ----------------------------------------------------------------------------- DETR weights
+def plan_detr_conversion(keys: List[str]) -> Tuple[Dict[str, str], List[str]]:
+    """For VisTR-style DETR keys: (renames `detr.* -> wnet.*`, dropped keys after renaming)."""
+    renames = {k: WNET_PREFIX + k[len(DETR_PREFIX):] for k in keys if k.startswith(DETR_PREFIX)}
+    dropped = []
+    for key in keys:
+        new_key = renames.get(key, key)
+        if new_key.startswith(DROPPED_DETR_PREFIXES) or new_key in DROPPED_DETR_KEYS:
+            dropped.append(new_key)
+    return renames, dropped
+
+
+def convert_detr_state_dict(state_dict: Mapping[str, Tensor]) -> "OrderedDict[str, Tensor]":
+    """Rename `detr.` to `wnet.` and drop `wnet.class_embed.*` and `wnet.query_embed.weight`."""
+    renames, dropped = plan_detr_conversion(list(state_dict))
+    dropped_set = set(dropped)
+    converted = OrderedDict()
+    for key, value in state_dict.items():
+        new_key = renames.get(key, key)
+        if new_key in dropped_set:
+            continue
+        if new_key in converted:
+            raise ValueError(f"converting DETR weights: two tensors map to the key {new_key}")
+        converted[new_key] = value
+    return converted
+
+
+def load_pretrained_weights(model: nn.Module, path: PathLike) -> Tuple[List[str], List[str]]:
+    """Initialise `model` from DETR-style weights (keys `detr.*` or `wnet.*`), non-strictly.
+
+    The file is a checkpoint `{'model': state_dict}` or a bare state dict. Keys are converted with
+    `convert_detr_state_dict`; keys present in both with different shapes raise a
+    StateDictMismatchError. Returns (missing, unexpected) keys, which are also logged.
+    """
+    state_dict = convert_detr_state_dict(read_state_dict(path))
+    model_state = model.state_dict()
+    _, _, mismatched = compare_state_dicts(model_state, state_dict)
+    if mismatched:
+        raise StateDictMismatchError(f"pretrained weights {path}", [], [], mismatched)
+    if not any(k in model_state for k in state_dict):
+        raise ValueError(f"pretrained weights {path}: none of its {len(state_dict)} tensors matches a model key "
+                         f"(expected keys 'detr.*' or 'wnet.*', found e.g. {list(state_dict)[:3]})")
+    result = model.load_state_dict(state_dict, strict=False)
+    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    logger.info("loaded pretrained weights %s: %d tensors loaded", path, len(state_dict) - len(unexpected))
+    if missing:
+        logger.info("pretrained weights %s: %d missing key(s) keep their initialisation: %s",
+                    path, len(missing), ", ".join(missing))
+    if unexpected:
+        logger.info("pretrained weights %s: %d unexpected key(s) ignored: %s",
+                    path, len(unexpected), ", ".join(unexpected))
+    return missing, unexpected
+
+
+# ----------------------------------------------------------------------------- ResNet weights
+def torchvision_cache_path(name: str) -> Path:
+    """Where torchvision keeps the ImageNet weights of ResNet `name` (e.g. resnet50); never downloads."""
+    try:
+        weights_enum = torchvision.models.get_model_weights(name)
+    except ValueError as error:
+        raise ValueError(f"unknown backbone {name!r}: {error}") from error
+    file_name = Path(getattr(weights_enum, IMAGENET_WEIGHTS).url).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / file_name
+
+
+def load_backbone_weights(body: nn.Module, name: str, path: PathLike = "") -> None:
+    """Load ImageNet weights of torchvision ResNet `name` into the backbone `body`.
+
+    From `path` (a torchvision state dict) when given, else from torchvision's local cache. With
+    neither, the body keeps its random initialisation and a warning is logged. `fc.*` and the BN
+    `num_batches_tracked` counters are dropped; every other key must fit the body exactly.
+    """
+    if path:
+        source = Path(path)
+        if not source.is_file():
+            raise FileNotFoundError(f"backbone weights file {source} does not exist")
+    else:
+        source = torchvision_cache_path(name)
+        if not source.is_file():
+            logger.warning("no ImageNet weights for %s: %s is absent and --backbone_weights is not set; "
+                           "the backbone keeps its random initialisation", name, source)
+            return
+    state_dict = {k: v for k, v in read_state_dict(source).items()
+                  if not k.startswith(RESNET_HEAD_PREFIX) and not k.endswith(BN_COUNTER_SUFFIX)}
+    expected = {k: v for k, v in body.state_dict().items()
+                if not k.startswith(RESNET_HEAD_PREFIX) and not k.endswith(BN_COUNTER_SUFFIX)}
+    missing, unexpected, mismatched = compare_state_dicts(expected, state_dict)
+    if missing or unexpected or mismatched:
+        raise StateDictMismatchError(f"{name} backbone weights {source}", missing, unexpected, mismatched)
+    body.load_state_dict(state_dict, strict=False)
+    logger.info("loaded ImageNet weights for %s from %s", name, source)
