@@ -1,0 +1,456 @@
+"""The demo dataset: moving coloured shapes with spoken referring expressions, in the Ref-YouTube-VOS layout.
+
+    python scripts/make_demo_data.py --out data/demo --seed 0 [--num_train_videos 24 --num_test_videos 6
+                                     --frames 16 --size 120x216 --min_objects 2 --max_objects 3 --force]
+
+Every video shows 2-3 shapes (circle, square, triangle, star, heart, cross) that differ in colour AND shape,
+each in a "small" or "big" size, moving in a straight line along one of the four directions so that their
+paths cross near the middle of the frame; a random depth order decides who covers whom, and the label maps
+keep only the visible pixels. The background is a smooth, mildly tinted texture plus per-frame noise. Each
+object gets one spoken expression naming its colour and shape, sometimes its size and its motion
+("the small blue square moving left"); no two objects of a video share an expression, so only the audio
+tells which one to segment. Speech comes from eSpeak NG in several voices and speeds.
+
+Written under OUT (all videos in the `train` split, as our RVOS loaders read the train split for both):
+
+    train/JPEGImages/<vid>/00000.jpg ...         frames
+    train/Annotations/<vid>/00000.png ...        palette PNG, pixel value = object id (0 = background)
+    train/meta.json                              objects per video (category, frames where visible)
+    meta_expressions/train/meta_expressions.json {"videos": {vid: {"expressions": {exp_id: {"exp", "obj_id"}},
+                                                  "frames": [...]}}}
+    ann/instances_{train,test}_sub.json          YouTube-VIS style split files (the official training reads these)
+    train_videos.txt, test_videos.txt            the same split as text files of video ids
+    audio_wav/<vid>_<exp_id>.wav                 the spoken expressions (16-bit PCM, 22050 Hz)
+    audio_feature/<vid>_<exp_id>.npy             their MFCC-39 features, float64 [frames, 39] (SPEC §5, §6)
+    .complete                                    the generation parameters; written last
+
+The dataset is built in a temporary folder next to OUT and renamed onto it at the end, so a killed run leaves
+no half dataset; a complete OUT made with the same parameters is kept as it is.
+
+Deterministic for a seed: the same parameters give the same bytes when run in a fresh process. eSpeak NG
+seeds its own random generator (breathy voice variants such as `en+f3` use it) from the clock, so it is
+re-seeded before every synthesis; it also carries state from one synthesis to the next inside a process, so
+the audio depends on the order of the syntheses, which is fixed here.
+"""
+import argparse
+import ctypes
+import json
+import math
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import espeakng_loader
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from datasets.audio import mfcc39, save_features  # noqa: E402
+from datasets.formats import (write_jpeg, write_json, write_meta_expressions, write_palette_png,  # noqa: E402
+                              vis_annotation_from_masks, write_vis_instances)
+from datasets.speech import synthesize, write_wav  # noqa: E402
+
+SPLIT_DIR = "train"  # every video lives in the train split; the split files say which are held out
+COMPLETE_MARKER = ".complete"
+FRAME_NAME = "{:05d}"
+
+COLOURS: Dict[str, Tuple[int, int, int]] = {
+    "red": (215, 35, 35), "green": (40, 175, 60), "blue": (40, 80, 225),
+    "yellow": (235, 215, 40), "purple": (145, 55, 200), "orange": (245, 135, 25),
+}
+SHAPES = ("circle", "square", "triangle", "star", "heart", "cross")
+# Object radius as a fraction of the frame height, per spoken size.
+SIZE_RADIUS = {"small": (0.09, 0.11), "big": (0.16, 0.19)}
+DIRECTIONS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
+SPEED_RANGE = (0.008, 0.016)  # pixels per frame, as a fraction of the frame width
+DIRECTION_JITTER_DEG = 20.0  # motion stays clearly "left", "right", "up" or "down"
+CROSSING_JITTER = 0.15  # paths cross within this fraction of the frame size around its centre
+COLOUR_JITTER = 12  # per-channel variation of an object's colour
+P_SAY_SIZE = 0.35  # how often an expression also names the size
+P_SAY_MOTION = 0.35  # ... and the motion
+
+BACKGROUND_LEVEL = (70, 120)  # the background's grey level range
+BACKGROUND_TINT = 15  # per-channel tint of the background
+TEXTURE_CELL = 12  # pixels per cell of the smooth background texture
+TEXTURE_AMPLITUDE = 18
+FRAME_NOISE_STD = 4.0  # per-pixel noise added to every frame
+
+MIN_VISIBLE_FRACTION = 0.4  # an object must show this much of its area ...
+MIN_VISIBLE_FRAMES = 0.6  # ... on this fraction of the frames, or the video is drawn again
+MAX_LAYOUT_TRIES = 50
+
+VOICES = ("en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc", "en+f3", "en-us+m3", "en+f2")
+SPEECH_RATE_WPM = (130, 200)
+SPEECH_SEED_RANGE = 2 ** 31  # eSpeak NG's seed is a C long; stay within 32 bits
+
+
+@dataclass
+class DemoConfig:
+    """What `generate` makes; stored in the `.complete` marker."""
+
+    seed: int = 0
+    num_train_videos: int = 24
+    num_test_videos: int = 6
+    num_frames: int = 16
+    height: int = 120
+    width: int = 216
+    min_objects: int = 2
+    max_objects: int = 3
+
+    def check(self) -> None:
+        if self.num_train_videos < 0 or self.num_test_videos < 0 or self.num_train_videos + self.num_test_videos == 0:
+            raise ValueError("need at least one video (--num_train_videos / --num_test_videos >= 0, not both 0)")
+        if self.num_frames < 1:
+            raise ValueError(f"--frames must be >= 1, got {self.num_frames}")
+        if self.height < 32 or self.width < 32:
+            raise ValueError(f"--size must be at least 32x32, got {self.height}x{self.width}")
+        if not 1 <= self.min_objects <= self.max_objects <= min(len(COLOURS), len(SHAPES)):
+            raise ValueError(f"need 1 <= --min_objects <= --max_objects <= {min(len(COLOURS), len(SHAPES))}, "
+                             f"got {self.min_objects} and {self.max_objects}")
+
+
+@dataclass
+class DemoObject:
+    """One shape of a video: what it is, how it moves, and how it is spoken about."""
+
+    obj_id: int
+    shape: str
+    colour: str
+    size: str
+    direction: str
+    rgb: Tuple[int, int, int]
+    radius: float
+    depth: int  # 0 is drawn first (farthest)
+    centres: List[Tuple[float, float]]  # (x, y) per frame
+    expression: str = ""
+
+
+@dataclass
+class DemoVideo:
+    """A rendered video: `frames [T, H, W, 3]` uint8, `labels [T, H, W]` uint8 object ids, its objects."""
+
+    video_id: str
+    frames: np.ndarray
+    labels: np.ndarray
+    objects: List[DemoObject] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- drawing
+def _polygon(cx: float, cy: float, radii: Sequence[float], start_deg: float) -> List[Tuple[float, float]]:
+    """Vertices at equal angles from `start_deg`, at the given distances from the centre."""
+    step = 2 * math.pi / len(radii)
+    start = math.radians(start_deg)
+    return [(cx + r * math.cos(start + i * step), cy + r * math.sin(start + i * step)) for i, r in enumerate(radii)]
+
+
+def _heart(cx: float, cy: float, radius: float) -> List[Tuple[float, float]]:
+    """The classic parametric heart, scaled to about `radius`."""
+    heart_extent = 16.0  # the curve's half width in its own units
+    scale = radius / heart_extent
+    points = []
+    for t in np.linspace(0, 2 * math.pi, 48, endpoint=False):
+        x = 16 * math.sin(t) ** 3
+        y = 13 * math.cos(t) - 5 * math.cos(2 * t) - 2 * math.cos(3 * t) - math.cos(4 * t)
+        points.append((cx + scale * x, cy - scale * (y + 2.5)))  # + 2.5 centres it vertically
+    return points
+
+
+def _cross(cx: float, cy: float, radius: float) -> List[Tuple[float, float]]:
+    """A plus sign with arms of half-width 0.38 radius."""
+    a, b = 0.38 * radius, 1.05 * radius
+    corners = [(a, b), (a, a), (b, a), (b, -a), (a, -a), (a, -b), (-a, -b), (-a, -a), (-b, -a), (-b, a), (-a, a),
+               (-a, b)]
+    return [(cx + x, cy + y) for x, y in corners]
+
+
+def shape_mask(shape: str, cx: float, cy: float, radius: float, height: int, width: int) -> np.ndarray:
+    """Boolean `[H, W]` mask of a shape centred at (cx, cy), about `radius` pixels from centre to edge."""
+    canvas = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(canvas)
+    if shape == "circle":
+        draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=1)
+    elif shape == "square":
+        half = 0.88 * radius  # about the area of the circle
+        draw.rectangle([cx - half, cy - half, cx + half, cy + half], fill=1)
+    elif shape == "triangle":
+        draw.polygon(_polygon(cx, cy + 0.2 * radius, [1.3 * radius] * 3, -90), fill=1)
+    elif shape == "star":
+        draw.polygon(_polygon(cx, cy, [1.3 * radius, 0.55 * radius] * 5, -90), fill=1)
+    elif shape == "heart":
+        draw.polygon(_heart(cx, cy, 1.1 * radius), fill=1)
+    elif shape == "cross":
+        draw.polygon(_cross(cx, cy, radius), fill=1)
+    else:
+        raise ValueError(f"unknown shape {shape!r}; known: {SHAPES}")
+    return np.asarray(canvas, dtype=bool)
+
+
+def make_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A smooth tinted texture, float `[H, W, 3]`."""
+    level = rng.uniform(*BACKGROUND_LEVEL)
+    tint = rng.uniform(-BACKGROUND_TINT, BACKGROUND_TINT, size=3)
+    cells = rng.uniform(-1, 1, size=(height // TEXTURE_CELL + 2, width // TEXTURE_CELL + 2)).astype(np.float32)
+    smooth = np.asarray(Image.fromarray(cells, mode="F").resize((width, height), Image.BICUBIC))  # [H, W]
+    return level + tint[None, None, :] + TEXTURE_AMPLITUDE * smooth[:, :, None]
+
+
+# ----------------------------------------------------------------------------- layout and expressions
+def _path(rng: np.random.Generator, direction: str, radius: float, config: DemoConfig) -> List[Tuple[float, float]]:
+    """Centres per frame of a straight motion crossing near the frame's middle, kept (mostly) inside the frame."""
+    h, w, t = config.height, config.width, config.num_frames
+    dx, dy = DIRECTIONS[direction]
+    angle = math.radians(rng.uniform(-DIRECTION_JITTER_DEG, DIRECTION_JITTER_DEG))
+    vx, vy = dx * math.cos(angle) - dy * math.sin(angle), dx * math.sin(angle) + dy * math.cos(angle)
+    speed = rng.uniform(*SPEED_RANGE) * w
+    crossing_time = rng.uniform(0.3, 0.7) * (t - 1)
+    cross_x = w / 2 + rng.uniform(-CROSSING_JITTER, CROSSING_JITTER) * w
+    cross_y = h / 2 + rng.uniform(-CROSSING_JITTER, CROSSING_JITTER) * h
+    times = np.arange(t) - crossing_time
+    xs, ys = cross_x + speed * vx * times, cross_y + speed * vy * times
+    # Shift the whole path (not the motion) so the centre stays at least half a radius inside the frame.
+    margin = radius / 2
+    for coords, extent in ((xs, w), (ys, h)):
+        low, high = margin - coords.min(), extent - margin - coords.max()
+        coords += min(max(0.0, low), high) if low <= high else (low + high) / 2
+    return [(float(x), float(y)) for x, y in zip(xs, ys)]
+
+
+def describe(obj: DemoObject, rng: np.random.Generator) -> str:
+    """The spoken expression: colour and shape, sometimes also the size and the motion."""
+    words = ["the"]
+    if rng.random() < P_SAY_SIZE:
+        words.append(obj.size)
+    words += [obj.colour, obj.shape]
+    if rng.random() < P_SAY_MOTION:
+        words += ["moving", obj.direction]
+    return " ".join(words)
+
+
+def _layout(rng: np.random.Generator, config: DemoConfig) -> List[DemoObject]:
+    num_objects = int(rng.integers(config.min_objects, config.max_objects + 1))
+    colours = rng.choice(list(COLOURS), size=num_objects, replace=False)
+    shapes = rng.choice(SHAPES, size=num_objects, replace=False)
+    depths = rng.permutation(num_objects)
+    objects = []
+    for index in range(num_objects):
+        size = str(rng.choice(list(SIZE_RADIUS)))
+        radius = rng.uniform(*SIZE_RADIUS[size]) * config.height
+        direction = str(rng.choice(list(DIRECTIONS)))
+        base = np.array(COLOURS[str(colours[index])])
+        rgb = tuple(int(v) for v in np.clip(base + rng.integers(-COLOUR_JITTER, COLOUR_JITTER + 1, size=3), 0, 255))
+        objects.append(DemoObject(obj_id=index + 1, shape=str(shapes[index]), colour=str(colours[index]), size=size,
+                                  direction=direction, rgb=rgb, radius=float(radius), depth=int(depths[index]),
+                                  centres=_path(rng, direction, radius, config)))
+    return objects
+
+
+def _render_labels(objects: List[DemoObject], config: DemoConfig) -> Tuple[np.ndarray, np.ndarray]:
+    """(labels [T, H, W] uint8 of visible object ids, full areas [K, T]) with nearer objects covering farther ones."""
+    t, h, w = config.num_frames, config.height, config.width
+    labels = np.zeros((t, h, w), dtype=np.uint8)
+    full_areas = np.zeros((len(objects), t), dtype=np.int64)
+    by_depth = sorted(objects, key=lambda o: o.depth)  # farthest first: nearer ones overwrite
+    for frame in range(t):
+        for obj in by_depth:
+            cx, cy = obj.centres[frame]
+            mask = shape_mask(obj.shape, cx, cy, obj.radius, h, w)
+            labels[frame][mask] = obj.obj_id
+            full_areas[obj.obj_id - 1, frame] = mask.sum()
+    return labels, full_areas
+
+
+def _well_visible(objects: List[DemoObject], labels: np.ndarray, full_areas: np.ndarray) -> bool:
+    """Every object shows at least MIN_VISIBLE_FRACTION of itself on at least MIN_VISIBLE_FRAMES of the frames."""
+    for obj in objects:
+        visible = (labels == obj.obj_id).sum(axis=(1, 2))
+        fraction = visible / np.maximum(full_areas[obj.obj_id - 1], 1)
+        if np.mean(fraction >= MIN_VISIBLE_FRACTION) < MIN_VISIBLE_FRAMES:
+            return False
+    return True
+
+
+def make_video(video_id: str, rng: np.random.Generator, config: DemoConfig) -> DemoVideo:
+    """Draw one video: objects laid out until all are well visible, then frames, labels and expressions."""
+    for _ in range(MAX_LAYOUT_TRIES):
+        objects = _layout(rng, config)
+        labels, full_areas = _render_labels(objects, config)
+        if _well_visible(objects, labels, full_areas):
+            break
+    else:
+        raise RuntimeError(f"{video_id}: no layout with every object visible in {MAX_LAYOUT_TRIES} tries; "
+                           f"use a larger --size or fewer --max_objects")
+    background = make_background(rng, config.height, config.width)
+    frames = np.empty((config.num_frames, config.height, config.width, 3), dtype=np.uint8)
+    colours = np.zeros((len(objects) + 1, 3))  # row k = the colour of object k
+    for obj in objects:
+        colours[obj.obj_id] = obj.rgb
+    for index in range(config.num_frames):
+        label = labels[index]
+        image = np.where(label[:, :, None] > 0, colours[label], background)  # [H, W, 3]
+        image = image + rng.normal(0, FRAME_NOISE_STD, size=image.shape)
+        frames[index] = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    for obj in objects:
+        obj.expression = describe(obj, rng)
+    return DemoVideo(video_id, frames, labels, objects)
+
+
+# ----------------------------------------------------------------------------- writing
+def _seed_speech(seed: int) -> None:
+    """Seed eSpeak NG's random generator (process-global, like the rest of its state that `synthesize` uses)."""
+    library = ctypes.CDLL(espeakng_loader.get_library_path())  # the already loaded library: same handle
+    library.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+    library.espeak_ng_SetRandSeed.restype = None
+    library.espeak_ng_SetRandSeed(seed)
+
+
+def video_ids(config: DemoConfig) -> Tuple[List[str], List[str]]:
+    """(training ids, held-out test ids)."""
+    return ([f"train{i:03d}" for i in range(config.num_train_videos)],
+            [f"test{i:03d}" for i in range(config.num_test_videos)])
+
+
+def _video_rng(seed: int, split_index: int, video_index: int) -> np.random.Generator:
+    # One stream per video: a video does not change when another split's count changes.
+    return np.random.default_rng([seed, split_index, video_index])
+
+
+def _write_video(root: Path, video: DemoVideo, rng: np.random.Generator) -> Tuple[dict, dict]:
+    """Frames, masks, audio and features of one video -> (its meta_expressions entry, its meta.json entry)."""
+    frame_names = [FRAME_NAME.format(i) for i in range(len(video.frames))]
+    for name, frame, label in zip(frame_names, video.frames, video.labels):
+        write_jpeg(root / SPLIT_DIR / "JPEGImages" / video.video_id / f"{name}.jpg", frame)
+        write_palette_png(root / SPLIT_DIR / "Annotations" / video.video_id / f"{name}.png", label)
+    expressions, objects = {}, {}
+    order = rng.permutation(len(video.objects))  # expression ids do not follow object ids
+    for exp_index, obj_index in enumerate(order):
+        obj = video.objects[obj_index]
+        exp_id = str(exp_index)
+        expressions[exp_id] = {"exp": obj.expression, "obj_id": str(obj.obj_id)}
+        voice = str(rng.choice(VOICES))
+        rate = int(rng.integers(SPEECH_RATE_WPM[0], SPEECH_RATE_WPM[1] + 1))
+        _seed_speech(int(rng.integers(SPEECH_SEED_RANGE)))
+        samples, sample_rate = synthesize(obj.expression, voice, rate)
+        stem = f"{video.video_id}_{exp_id}"
+        write_wav(root / "audio_wav" / f"{stem}.wav", samples, sample_rate)
+        save_features(root / "audio_feature" / f"{stem}.npy", mfcc39(samples, sample_rate))
+    for obj in video.objects:
+        present = [name for name, label in zip(frame_names, video.labels) if np.any(label == obj.obj_id)]
+        objects[str(obj.obj_id)] = {"category": obj.shape, "frames": present}
+    return {"expressions": expressions, "frames": frame_names}, {"objects": objects}
+
+
+def _vis_split(videos: List[DemoVideo], first_video_id: int, first_annotation_id: int) -> Tuple[list, list]:
+    """YouTube-VIS style (videos, annotations); annotations in object-id order, so the k-th is object k."""
+    vis_videos, annotations = [], []
+    for offset, video in enumerate(videos):
+        numeric_id = first_video_id + offset
+        height, width = video.labels.shape[1:]
+        vis_videos.append({"id": numeric_id, "width": int(width), "height": int(height), "length": len(video.labels),
+                           "file_names": [f"{video.video_id}/{FRAME_NAME.format(i)}.jpg" for i in range(len(video.labels))]})
+        for obj in sorted(video.objects, key=lambda o: o.obj_id):
+            annotation = vis_annotation_from_masks(first_annotation_id + len(annotations), numeric_id,
+                                                   SHAPES.index(obj.shape) + 1, list(video.labels == obj.obj_id))
+            annotations.append(annotation)
+    return vis_videos, annotations
+
+
+def _write_dataset(root: Path, config: DemoConfig) -> None:
+    train_ids, test_ids = video_ids(config)
+    meta_expressions, meta = {}, {}
+    rendered: Dict[str, List[DemoVideo]] = {"train": [], "test": []}
+    jobs = [("train", 0, i, vid) for i, vid in enumerate(train_ids)] + [("test", 1, i, vid) for i, vid in enumerate(test_ids)]
+    for split, split_index, video_index, vid in tqdm(jobs, desc="demo videos", unit="video"):
+        rng = _video_rng(config.seed, split_index, video_index)
+        video = make_video(vid, rng, config)
+        meta_expressions[vid], meta[vid] = _write_video(root, video, rng)
+        rendered[split].append(video)
+    write_meta_expressions(root / "meta_expressions" / SPLIT_DIR / "meta_expressions.json", meta_expressions)
+    write_json(root / SPLIT_DIR / "meta.json", {"videos": meta})
+    categories = [{"id": i + 1, "name": shape} for i, shape in enumerate(SHAPES)]
+    train_videos, train_annotations = _vis_split(rendered["train"], 1, 1)
+    test_videos, test_annotations = _vis_split(rendered["test"], len(train_videos) + 1, len(train_annotations) + 1)
+    write_vis_instances(root / "ann" / "instances_train_sub.json", train_videos, train_annotations, categories)
+    write_vis_instances(root / "ann" / "instances_test_sub.json", test_videos, test_annotations, categories)
+    (root / "train_videos.txt").write_text("".join(f"{vid}\n" for vid in train_ids))
+    (root / "test_videos.txt").write_text("".join(f"{vid}\n" for vid in test_ids))
+    (root / COMPLETE_MARKER).write_text(json.dumps(asdict(config), sort_keys=True) + "\n")
+
+
+def is_complete(out: Path, config: Optional[DemoConfig] = None) -> bool:
+    """Whether `out` holds a finished demo dataset (made with `config`, when given)."""
+    marker = Path(out) / COMPLETE_MARKER
+    if not marker.is_file():
+        return False
+    return config is None or json.loads(marker.read_text()) == asdict(config)
+
+
+def generate(out: Path, config: DemoConfig, force: bool = False) -> bool:
+    """Write the demo dataset to `out`; returns False (and writes nothing) when it is already there.
+
+    An `out` that exists but is not a complete dataset made with `config` is an error unless `force`,
+    which replaces it.
+    """
+    config.check()
+    out = Path(out)
+    if out.exists() and not force:
+        if is_complete(out, config):
+            return False
+        reason = "made with other parameters" if is_complete(out) else "not a complete demo dataset"
+        raise FileExistsError(f"{out} exists and is {reason}; remove it or pass --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        _write_dataset(tmp, config)
+        tmp.chmod(0o755)  # mkdtemp makes it private; the dataset is an ordinary folder
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return True
+
+
+def parse_size(text: str) -> Tuple[int, int]:
+    """'120x216' -> (120, 216): height x width."""
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--size must be HEIGHTxWIDTH such as 120x216, got {text!r}") from None
+    return height, width
+
+
+def get_parser() -> argparse.ArgumentParser:
+    # A data-making utility, not a model entry point, so it has its own small parser.
+    defaults = DemoConfig()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("data/demo"), help="dataset root to create")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--num_train_videos", type=int, default=defaults.num_train_videos)
+    parser.add_argument("--num_test_videos", type=int, default=defaults.num_test_videos)
+    parser.add_argument("--frames", type=int, default=defaults.num_frames, help="frames per video")
+    parser.add_argument("--size", type=parse_size, default=(defaults.height, defaults.width), help="HEIGHTxWIDTH")
+    parser.add_argument("--min_objects", type=int, default=defaults.min_objects)
+    parser.add_argument("--max_objects", type=int, default=defaults.max_objects)
+    parser.add_argument("--force", action="store_true", help="replace an existing --out")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = get_parser().parse_args(argv)
+    config = DemoConfig(seed=args.seed, num_train_videos=args.num_train_videos, num_test_videos=args.num_test_videos,
+                        num_frames=args.frames, height=args.size[0], width=args.size[1],
+                        min_objects=args.min_objects, max_objects=args.max_objects)
+    if generate(args.out, config, force=args.force):
+        print(f"wrote the demo dataset to {args.out}")
+    else:
+        print(f"{args.out} is already complete; skipped (use --force to make it again)")
+
+
+if __name__ == "__main__":
+    main()
