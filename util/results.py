@@ -6,6 +6,7 @@ of the expression in `meta_expressions.json`, because several expressions can sh
 RLE `counts` are stored as str so that the file is plain JSON.
 """
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Union
 
@@ -24,6 +25,7 @@ _RLE_SIGN_BIT = 0x10
 _RLE_VALUE_BITS = 0x1F
 _RLE_BITS_PER_CHUNK = 5
 _RLE_MAX_CHUNKS = 12  # 60 bits: far beyond any mask, and no int64 overflow
+_PYCOCOTOOLS_NUMPY2_WARNING = "__array__ implementation doesn't accept a copy keyword"
 
 
 class ResultsFormatError(ValueError):
@@ -47,7 +49,9 @@ def decode_masks(rles: Sequence[Dict[str, Any]]) -> np.ndarray:
     coco_rles = [{"size": list(rle["size"]),
                   "counts": rle["counts"].encode("ascii") if isinstance(rle["counts"], str) else rle["counts"]}
                  for rle in rles]
-    masks = mask_utils.decode(coco_rles)  # [H, W, N]
+    with warnings.catch_warnings():  # pycocotools' own NumPy 2 deprecation, nothing a user can act on
+        warnings.filterwarnings("ignore", message=_PYCOCOTOOLS_NUMPY2_WARNING, category=DeprecationWarning)
+        masks = mask_utils.decode(coco_rles)  # [H, W, N]
     return np.ascontiguousarray(masks.transpose(2, 0, 1)).astype(bool)
 
 

@@ -1,0 +1,213 @@
+"""Score a Ref-YouTube-VOS results.json: region J, boundary F and J&F (SPEC section 7).
+
+    python scripts/evaluate_rvos.py RESULTS_JSON --ytvos_path ROOT [--ytvos_split train]
+        [--split_file F] [--out metrics.json]
+
+Ground truth: `ROOT/<split>/Annotations/<vid>/<frame>.png` (palette PNG, pixel value = object id)
+and `ROOT/meta_expressions/<split>/meta_expressions.json`. The evaluated expressions are every
+expression of the evaluated videos: those of `--split_file` (a YouTube-VIS style json or a text file
+of video ids), else every video of meta_expressions that has annotations. Unlike the official
+script, an expression missing from the results, or predicted empty, is scored as empty masks, and
+every frame counts. J and F are averaged over every frame of every evaluated expression.
+"""
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # run as a script: make the repository's packages importable
+    sys.path.insert(0, str(REPO_ROOT))
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from datasets.formats import DataFormatError, read_json, read_meta_expressions, read_palette_png  # noqa: E402
+from util.config import get_args_parser, parse_args  # noqa: E402
+from util.metrics import db_eval_boundary, db_eval_iou  # noqa: E402
+from util.misc import atomic_json_dump  # noqa: E402
+from util.results import (ResultsFormatError, decode_masks, describe_entry, read_results,  # noqa: E402
+                          validate_results)
+
+ANNOTATION_SUFFIX = ".png"
+ExpressionKey = Tuple[str, str]  # (video name, exp_id)
+
+
+def read_split_videos(path: Path) -> List[str]:
+    """Video names of a split file: a VIS-style json (`videos[i].file_names[0]` = 'vid/frame.jpg')
+    or a text file with one video id per line."""
+    path = Path(path)
+    if path.suffix == ".json":
+        data = read_json(path)
+        videos = data.get("videos") if isinstance(data, dict) else None
+        if not isinstance(videos, list):
+            raise DataFormatError(f"{path}: expected a YouTube-VIS style object with a 'videos' list")
+        names = []
+        for index, video in enumerate(videos):
+            file_names = video.get("file_names") if isinstance(video, dict) else None
+            if not file_names or not isinstance(file_names[0], str) or "/" not in file_names[0]:
+                raise DataFormatError(f"{path}: video {index} has no 'file_names' of the form 'vid/frame.jpg'")
+            names.append(file_names[0].split("/")[0])
+        return names
+    if not path.is_file():
+        raise FileNotFoundError(f"split file not found: {path}")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def evaluated_videos(meta: Dict[str, dict], annotations_dir: Path, split_file: str) -> List[str]:
+    """The split file's videos (each must be in meta_expressions and annotated), else every
+    annotated video of meta_expressions, in file order."""
+    if split_file:
+        videos = read_split_videos(Path(split_file))
+        for vid in videos:
+            if vid not in meta:
+                raise DataFormatError(f"{split_file}: video {vid!r} is not in meta_expressions")
+            if not (annotations_dir / vid).is_dir():
+                raise FileNotFoundError(f"{split_file}: video {vid!r} has no annotations ({annotations_dir / vid} missing)")
+        return videos
+    videos = [vid for vid in meta if (annotations_dir / vid).is_dir()]
+    if not videos:
+        raise FileNotFoundError(f"no video of meta_expressions has annotations under {annotations_dir}")
+    return videos
+
+
+def index_entries(entries: Sequence[Dict[str, Any]], meta: Dict[str, dict],
+                  results_path: str) -> Dict[ExpressionKey, Tuple[int, Dict[str, Any]]]:
+    """`{(vid, exp_id): (entry index, entry)}`; an unknown video or expression, an obj_id that is
+    not the expression's, a wrong frame count or a duplicate is an error naming the entry."""
+    indexed: Dict[ExpressionKey, Tuple[int, Dict[str, Any]]] = {}
+    for index, entry in enumerate(entries):
+        where = f"{results_path}: {describe_entry(entry, index)}"
+        vid, exp_id = entry["file_name"], entry["exp_id"]
+        if vid not in meta:
+            raise ResultsFormatError(f"{where}: unknown video {vid!r} (not in meta_expressions)")
+        expression = meta[vid]["expressions"].get(exp_id)
+        if expression is None:
+            raise ResultsFormatError(f"{where}: video {vid!r} has no expression {exp_id!r}")
+        if expression.get("obj_id") is not None and int(expression["obj_id"]) != entry["obj_id"]:
+            raise ResultsFormatError(f"{where}: obj_id {entry['obj_id']} but the expression refers to "
+                                     f"object {expression['obj_id']}")
+        num_frames = len(meta[vid]["frames"])
+        if len(entry["segmentations"]) != num_frames:
+            raise ResultsFormatError(f"{where}: {len(entry['segmentations'])} frames, the video has {num_frames}")
+        if (vid, exp_id) in indexed:
+            raise ResultsFormatError(f"{where}: duplicates entry {indexed[(vid, exp_id)][0]}")
+        indexed[(vid, exp_id)] = (index, entry)
+    return indexed
+
+
+def annotation_size(path: Path) -> Tuple[int, int]:
+    """(H, W) of an annotation PNG from its header."""
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation not found: {path}")
+    with Image.open(path) as image:
+        return image.height, image.width
+
+
+def check_rle_sizes(indexed: Dict[ExpressionKey, Tuple[int, Dict[str, Any]]], video_sizes: Dict[str, Tuple[int, int]],
+                    results_path: str) -> None:
+    """Every RLE of an evaluated video must have the size of its annotations (checked before scoring)."""
+    for (vid, _), (index, entry) in indexed.items():
+        if vid not in video_sizes:
+            continue
+        for frame, rle in enumerate(entry["segmentations"]):
+            if tuple(rle["size"]) != video_sizes[vid]:
+                raise ResultsFormatError(f"{results_path}: {describe_entry(entry, index)}: frame {frame}: RLE size "
+                                         f"{list(rle['size'])}, the annotations are {list(video_sizes[vid])}")
+
+
+def read_video_labels(annotations_dir: Path, vid: str, frames: Sequence[str], size: Tuple[int, int]) -> np.ndarray:
+    """Object-id maps `[num_frames, H, W]` of one video."""
+    labels = np.empty((len(frames), *size), dtype=np.uint8)
+    for i, frame in enumerate(frames):
+        path = annotations_dir / vid / f"{frame}{ANNOTATION_SUFFIX}"
+        label = read_palette_png(path)
+        if label.shape != size:
+            raise DataFormatError(f"{path}: size {list(label.shape)}, the video's first annotation is {list(size)}")
+        labels[i] = label
+    return labels
+
+
+def evaluate_rvos(results: Union[str, Path, Sequence[Dict[str, Any]]], ytvos_path: Union[str, Path],
+                  split: str = "train", split_file: Optional[Union[str, Path]] = None,
+                  progress: bool = False) -> Dict[str, Any]:
+    """Score results (a results.json path, or its entries in memory) against the ground truth.
+
+    Returns `{"J", "F", "J&F"}` (fractions in [0, 1]) with `num_frames`, `num_expressions` and
+    `num_missing_expressions`. Malformed results raise `ResultsFormatError` naming the entry.
+    """
+    if isinstance(results, (str, Path)):
+        results_path = str(results)
+        entries = read_results(results)
+    else:
+        results_path = "results"
+        entries = validate_results(results, results_path)
+    root = Path(ytvos_path)
+    annotations_dir = root / split / "Annotations"
+    meta_path = root / "meta_expressions" / split / "meta_expressions.json"
+    meta = read_meta_expressions(meta_path)
+    videos = evaluated_videos(meta, annotations_dir, str(split_file) if split_file else "")
+    indexed = index_entries(entries, meta, results_path)
+    video_sizes = {}
+    for vid in videos:
+        if not meta[vid]["frames"]:
+            raise DataFormatError(f"{meta_path}: video {vid!r} lists no frames")
+        video_sizes[vid] = annotation_size(annotations_dir / vid / f"{meta[vid]['frames'][0]}{ANNOTATION_SUFFIX}")
+    check_rle_sizes(indexed, video_sizes, results_path)
+
+    jaccards: List[np.ndarray] = []
+    boundaries: List[np.ndarray] = []
+    num_expressions = num_missing = 0
+    with tqdm(total=sum(len(meta[vid]["expressions"]) for vid in videos), desc="evaluate",
+              unit="expr", disable=not progress) as bar:
+        for vid in videos:
+            frames = meta[vid]["frames"]
+            labels = read_video_labels(annotations_dir, vid, frames, video_sizes[vid])
+            for exp_id, expression in meta[vid]["expressions"].items():
+                if expression.get("obj_id") is None:
+                    raise DataFormatError(f"{meta_path}: video {vid!r} expression {exp_id!r} has no obj_id "
+                                          f"(split {split!r} has no ground truth)")
+                gt = labels == int(expression["obj_id"])  # [num_frames, H, W]
+                if (vid, exp_id) in indexed:
+                    pred = decode_masks(indexed[(vid, exp_id)][1]["segmentations"])
+                else:
+                    pred = np.zeros_like(gt)
+                    num_missing += 1
+                jaccards.append(db_eval_iou(gt, pred))
+                boundaries.append(db_eval_boundary(gt, pred))
+                num_expressions += 1
+                bar.update(1)
+    jaccard = float(np.concatenate(jaccards).mean())
+    boundary = float(np.concatenate(boundaries).mean())
+    return {"J": jaccard, "F": boundary, "J&F": (jaccard + boundary) / 2,
+            "num_frames": int(sum(len(j) for j in jaccards)), "num_expressions": num_expressions,
+            "num_missing_expressions": num_missing}
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser("evaluate_rvos", parents=[get_args_parser()],
+                                     description="Score a Ref-YouTube-VOS results.json (J, F, J&F).")
+    parser.add_argument("results", type=str, help="results.json written by inference_rvos.py")
+    parser.add_argument("--out", default="", type=str,
+                        help="metrics JSON to write (default: <results stem>_metrics.json beside the results)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    args = parse_args(get_parser(), argv)
+    metrics = evaluate_rvos(args.results, args.ytvos_path, args.ytvos_split, args.split_file, progress=True)
+    out = Path(args.out) if args.out else Path(args.results).with_name(f"{Path(args.results).stem}_metrics.json")
+    print(f"J {metrics['J']:.4f}  F {metrics['F']:.4f}  J&F {metrics['J&F']:.4f}  "
+          f"({metrics['num_frames']} frames, {metrics['num_expressions']} expressions, "
+          f"{metrics['num_missing_expressions']} missing from the results)")
+    atomic_json_dump(metrics, out, indent=2)
+    print(f"metrics written to {out}")
+    return metrics
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ResultsFormatError, DataFormatError, FileNotFoundError) as error:
+        sys.exit(f"evaluate_rvos: {error}")
