@@ -1,0 +1,126 @@
+"""Frozen-BN ResNet backbone returning the four levels (layer1..layer4) with their padding masks.
+
+Layout as the official (DETR/VisTR): `backbone.0.body.*` is the ResNet without its head,
+`backbone.1` is the 3-D position encoding (no parameters). Frames of all clips are on the batch
+axis. The position encoding is computed only for the last level, the only one that uses it.
+"""
+from typing import Dict, List, Tuple
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+from torchvision.models._utils import IntermediateLayerGetter
+
+from util.misc import NestedTensor
+from util.weights import load_backbone_weights
+
+from .position_encoding import NUM_AXES, PositionEmbeddingSine3D
+
+FROZEN_BN_EPS = 1e-5
+RESNET_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101")
+BOTTLENECK_RESNETS = ("resnet50", "resnet101")
+LEVEL_NAMES = ("layer1", "layer2", "layer3", "layer4")
+TRAINABLE_LEVELS = ("layer2", "layer3", "layer4")  # the stem and layer1 never train
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """BatchNorm2d with fixed statistics and affine parameters, all buffers (as DETR)."""
+
+    def __init__(self, num_features: int, eps: float = FROZEN_BN_EPS) -> None:
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("weight", torch.ones(num_features))
+        self.register_buffer("bias", torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # torchvision checkpoints carry a BN step counter that a frozen BN does not have.
+        state_dict.pop(prefix + "num_batches_tracked", None)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    def scale_and_shift(self) -> Tuple[Tensor, Tensor]:
+        """The affine map this layer applies: `x * scale + shift`, each `[C]`."""
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        return scale, self.bias - self.running_mean * scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale, shift = self.scale_and_shift()
+        return x * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
+
+
+def level_channels(name: str) -> List[int]:
+    """Channels of layer1..layer4 of torchvision ResNet `name`."""
+    if name not in RESNET_NAMES:
+        raise ValueError(f"unknown backbone {name!r}; expected one of {', '.join(RESNET_NAMES)}")
+    expansion = 4 if name in BOTTLENECK_RESNETS else 1
+    return [64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
+
+
+class Backbone(nn.Module):
+    """ResNet body with frozen BN; returns every level as a NestedTensor with its padding mask."""
+
+    def __init__(self, name: str, train_backbone: bool, dilation: bool = False,
+                 checkpoint_activations: bool = False) -> None:
+        super().__init__()
+        channels = level_channels(name)
+        if dilation and name not in BOTTLENECK_RESNETS:
+            raise ValueError(f"--dilation needs a bottleneck ResNet ({', '.join(BOTTLENECK_RESNETS)}), got {name}")
+        resnet = getattr(torchvision.models, name)(weights=None, norm_layer=FrozenBatchNorm2d,
+                                                   replace_stride_with_dilation=[False, False, dilation])
+        for param_name, param in resnet.named_parameters():
+            if not train_backbone or not param_name.startswith(TRAINABLE_LEVELS):
+                param.requires_grad_(False)
+        self.body = IntermediateLayerGetter(resnet, return_layers={n: n for n in LEVEL_NAMES})
+        self.level_channels = channels
+        self.num_channels = channels[-1]
+        self.checkpoint_activations = checkpoint_activations
+
+    def forward(self, images: NestedTensor) -> List[NestedTensor]:
+        """images: `[N, 3, H, W]` with mask `[N, H, W]`. Returns layer1..layer4 as NestedTensors."""
+        x, mask = images.decompose()
+        levels: Dict[str, Tensor] = {}
+        for name, module in self.body.items():
+            recompute = (self.checkpoint_activations and self.training and torch.is_grad_enabled()
+                         and name in TRAINABLE_LEVELS)
+            x = checkpoint(module, x, use_reentrant=False) if recompute else module(x)
+            if name in LEVEL_NAMES:
+                levels[name] = x
+        out = []
+        for name in LEVEL_NAMES:
+            feature = levels[name]
+            level_mask = F.interpolate(mask[None].float(), size=feature.shape[-2:]).to(torch.bool)[0]  # [N,h,w]
+            out.append(NestedTensor(feature, level_mask))
+        return out
+
+
+class Joiner(nn.Sequential):
+    """`[backbone, position_encoding]`: the features of every level and the encoding of the last."""
+
+    def __init__(self, backbone: Backbone, position_embedding: PositionEmbeddingSine3D) -> None:
+        super().__init__(backbone, position_embedding)
+        self.num_channels = backbone.num_channels
+        self.level_channels = backbone.level_channels
+
+    def forward(self, images: NestedTensor) -> Tuple[List[NestedTensor], Tensor]:
+        """Returns (layer1..layer4 NestedTensors, position encoding of layer4 `[B, T, C, h, w]`)."""
+        features = self[0](images)
+        last = features[-1]
+        pos = self[1](last.mask).to(last.tensors.dtype)
+        return features, pos
+
+
+def build_backbone(args) -> Joiner:
+    if args.hidden_dim % (2 * NUM_AXES) != 0:
+        raise ValueError(f"--hidden_dim must be divisible by {2 * NUM_AXES} (three sine/cosine axes), "
+                         f"got {args.hidden_dim}")
+    backbone = Backbone(args.backbone, train_backbone=args.lr_backbone > 0, dilation=args.dilation,
+                        checkpoint_activations=getattr(args, "checkpoint_activations", False))
+    # ImageNet weights from --backbone_weights or the local torchvision cache; never downloaded.
+    load_backbone_weights(backbone.body, args.backbone, getattr(args, "backbone_weights", ""))
+    position_embedding = PositionEmbeddingSine3D(args.hidden_dim // NUM_AXES, num_frames=args.num_frames)
+    return Joiner(backbone, position_embedding)

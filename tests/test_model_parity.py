@@ -1,0 +1,47 @@
+"""Parity of the model with the official Wnet outputs stored in ../shared/reference/parity_*.pt."""
+import json
+
+import pytest
+import torch
+
+from models import build_model
+from util.config import get_args_parser, parse_args
+
+BOX_ABS_TOL = 1e-5
+REL_L2_TOL = 1e-4
+
+
+def relative_l2(ours: torch.Tensor, reference: torch.Tensor) -> float:
+    return ((ours.double() - reference.double()).norm() / reference.double().norm()).item()
+
+
+def build_reference_model(reference_dir, num_frames: int, seed: int) -> torch.nn.Module:
+    from reference_weights import reference_state_dict
+    args = parse_args(get_args_parser(), ["--num_frames", str(num_frames), "--num_queries", str(num_frames),
+                                          "--masks", "--device", "cpu"])
+    model, _, _ = build_model(args)
+    keys = json.loads((reference_dir / f"wnet_state_dict_keys_T{num_frames}.json").read_text())
+    ours = [[k, list(v.shape), str(v.dtype).removeprefix("torch.")] for k, v in model.state_dict().items()]
+    assert ours == keys, "state_dict keys, shapes, dtypes or order differ from the official"
+    model.load_state_dict(reference_state_dict(keys, seed), strict=True)
+    return model.eval()
+
+
+@pytest.mark.parametrize("num_frames", [4, 2])
+def test_outputs_match_official(reference_dir, num_frames):
+    from reference_weights import reference_inputs
+    fixture = torch.load(reference_dir / f"parity_T{num_frames}.pt", weights_only=False)
+    model = build_reference_model(reference_dir, num_frames, fixture["seed"])
+    clip, audio = reference_inputs(num_frames, fixture["height"], fixture["width"], fixture["audio_len"],
+                                   fixture["input_seed"])
+    with torch.no_grad():
+        out = model(clip, audio)
+
+    assert out["pred_boxes"].shape == fixture["pred_boxes"].shape
+    assert (out["pred_boxes"].double() - fixture["pred_boxes"]).abs().max() <= BOX_ABS_TOL
+    aux = torch.stack([a["pred_boxes"] for a in out["aux_outputs"]])
+    assert aux.shape == fixture["aux_pred_boxes"].shape
+    assert (aux.double() - fixture["aux_pred_boxes"]).abs().max() <= BOX_ABS_TOL
+    for key in ("pred_masks", "memory", "fusion"):
+        assert out[key].shape == fixture[key].shape, key
+        assert relative_l2(out[key], fixture[key]) <= REL_L2_TOL, key
