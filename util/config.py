@@ -71,6 +71,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="MFCC-39 .npy files <video>_<instance_id>.npy (A2D) and <video>.npy (JHMDB)")
     parser.add_argument("--skip_bad_samples", action="store_true",
                         help="warn about and drop broken samples instead of stopping")
+    parser.add_argument("--data_scale", default=1.0, type=float,
+                        help="multiplies every resize/crop size of the clip transforms (1 = the official sizes; "
+                             "tiny test or demo runs use less, never below 32 pixels)")
 
     # Run
     parser.add_argument("--output_dir", default="output", help="where to save; empty for no saving")

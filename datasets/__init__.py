@@ -1,0 +1,24 @@
+"""Datasets: `build_dataset(image_set, args)` for `--dataset_file avos | ytvos | a2d | jhmdb`."""
+from typing import Callable, Optional
+
+from torch.utils.data import Dataset
+
+DATASET_FILES = ("avos", "ytvos", "a2d", "jhmdb")
+
+
+def build_dataset(image_set: str, args, transforms: Optional[Callable] = None) -> Dataset:
+    """The dataset of `args.dataset_file` for `image_set` 'train' or 'val', with the official clip
+    transforms of that set (or `transforms` when given). Items: `(clip [T,3,H,W], audio [39,L], target)`."""
+    if image_set not in ("train", "val"):
+        raise ValueError(f"unknown image set {image_set!r}; expected 'train' or 'val'")
+    if args.dataset_file == "avos":
+        from datasets.avos import build
+    elif args.dataset_file == "ytvos":
+        from datasets.ytvos import build
+    elif args.dataset_file == "a2d":
+        from datasets.a2d import build
+    elif args.dataset_file == "jhmdb":
+        from datasets.jhmdb import build
+    else:
+        raise ValueError(f"unknown --dataset_file {args.dataset_file!r}; expected one of {DATASET_FILES}")
+    return build(image_set, args, transforms)

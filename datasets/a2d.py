@@ -1,0 +1,195 @@
+"""A2D-Sentences (the A2D part of AVOS; SPEC §6).
+
+    <root>/Release/videoset.csv                          id, label, start, end, H, W, frames, annotated, split
+    <root>/Release/pngs320H/<video>/<00001>.png           frames (scripts/extract_frames.py makes them)
+    <root>/a2d_annotation_with_instances/<video>/<frame 1-based>.h5   instance, reMask, reBBox, id
+    <root>/a2d_annotation_info.txt                       samples: video_id, instance_id, frame_idx (0-based), query
+    <root>/a2d_annotation.txt                            queries: video_id, instance_id, query
+    <audio_root>/<video>_<instance_id>.npy               MFCC-39 (frames, 39)
+
+Samples come from `a2d_annotation_info.txt`, or, when it is absent, are derived from `a2d_annotation.txt`:
+one per (query, annotated frame whose .h5 lists the query's instance). A clip is `T` frames centred on the
+annotated frame (clamped to the video); the target is that one frame (`frame_idx = (T-1)//2` in the clip).
+Split 'train' = videoset split 0, 'val' / 'test' = split 1. Unlike the official (which falls back to
+`00025.h5`), a sample whose .h5 is missing is reported.
+"""
+import re
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+
+from datasets.common import (ClipDataset, apply_transforms, centred_clip_indices, check_audio_feature, check_items,
+                             load_audio_feature, make_target, middle_frame_index, read_frames)
+from datasets.formats import (A2D_TEST_SPLIT, A2D_TRAIN_SPLIT, A2DFrameAnnotation, A2DSample, A2DVideo,
+                              DataFormatError, read_a2d_annotation_info, read_a2d_annotations, read_a2d_h5,
+                              read_videoset_csv)
+
+PathLike = Union[str, Path]
+A2D_SPLITS = {"train": A2D_TRAIN_SPLIT, "val": A2D_TEST_SPLIT, "test": A2D_TEST_SPLIT}
+FRAME_EXTENSION = ".png"
+H5_EXTENSION = ".h5"
+
+
+def a2d_paths(root: PathLike) -> Dict[str, Path]:
+    root = Path(root)
+    return {"videoset": root / "Release" / "videoset.csv", "frames": root / "Release" / "pngs320H",
+            "clips": root / "Release" / "clips320H", "instances": root / "a2d_annotation_with_instances",
+            "info": root / "a2d_annotation_info.txt", "queries": root / "a2d_annotation.txt"}
+
+
+def h5_path(root: PathLike, video_id: str, frame_idx: int) -> Path:
+    """The instance annotation of 0-based frame `frame_idx` (files are named 1-based)."""
+    return a2d_paths(root)["instances"] / video_id / f"{frame_idx + 1:05d}{H5_EXTENSION}"
+
+
+def audio_feature_path(audio_root: PathLike, video_id: str, instance_id: str) -> Path:
+    return Path(audio_root) / f"{video_id}_{instance_id}.npy"
+
+
+def a2d_frame_paths(root: PathLike, video_id: str) -> List[Path]:
+    """The video's frames: the sorted listing of its PNG folder (hidden files ignored)."""
+    folder = a2d_paths(root)["frames"] / video_id
+    if not folder.is_dir():
+        raise FileNotFoundError(f"frame folder not found: {folder} (run scripts/extract_frames.py)")
+    return sorted(p for p in folder.iterdir() if p.suffix == FRAME_EXTENSION and not p.name.startswith("."))
+
+
+def parse_instance_id(instance_id: str) -> int:
+    """The number of an instance id as written in the annotation files (the release has '1 (copy)')."""
+    match = re.match(r"\s*(\d+)", instance_id)
+    if match is None:
+        raise DataFormatError(f"instance id {instance_id!r} does not start with a number")
+    return int(match.group(1))
+
+
+def select_instance(annotation: A2DFrameAnnotation, instance_id: str) -> int:
+    """Index of `instance_id` among the .h5's instances. As the official, a file with a single instance
+    gives that instance whatever its id."""
+    number = parse_instance_id(instance_id)
+    matches = np.flatnonzero(annotation.instance_ids == number)
+    if matches.size:
+        return int(matches[0])
+    if len(annotation.instance_ids) == 1:
+        return 0
+    raise DataFormatError(f"instance {instance_id} not among the annotated instances {annotation.instance_ids.tolist()}")
+
+
+def derive_a2d_samples(root: PathLike) -> List[A2DSample]:
+    """Samples from `a2d_annotation.txt` and the .h5 files: every annotated frame that lists the instance."""
+    paths = a2d_paths(root)
+    queries = read_a2d_annotations(paths["queries"])
+    instances_of: Dict[Tuple[str, int], List[int]] = {}  # (video, frame_idx) -> instance ids
+    frames_of: Dict[str, List[int]] = {}
+    samples = []
+    for query in queries:
+        if query.video_id not in frames_of:
+            folder = paths["instances"] / query.video_id
+            files = sorted(folder.glob(f"*{H5_EXTENSION}")) if folder.is_dir() else []
+            frames_of[query.video_id] = [int(f.stem) - 1 for f in files if f.stem.isdigit()]
+        for frame_idx in frames_of[query.video_id]:
+            key = (query.video_id, frame_idx)
+            if key not in instances_of:
+                instances_of[key] = read_a2d_h5(h5_path(root, *key)).instance_ids.tolist()
+            if parse_instance_id(query.instance_id) in instances_of[key]:
+                samples.append(A2DSample(query.video_id, query.instance_id, frame_idx, query.query))
+    return samples
+
+
+def read_a2d_samples(root: PathLike) -> List[A2DSample]:
+    """All samples (both splits): `a2d_annotation_info.txt`, else derived from `a2d_annotation.txt`."""
+    paths = a2d_paths(root)
+    if paths["info"].is_file():
+        return read_a2d_annotation_info(paths["info"])
+    if paths["queries"].is_file():
+        return derive_a2d_samples(root)
+    raise FileNotFoundError(f"A2D samples not found: neither {paths['info']} nor {paths['queries']} exists")
+
+
+def load_a2d_ground_truth(root: PathLike, sample: A2DSample) -> Tuple[np.ndarray, np.ndarray, int]:
+    """The annotated frame of a sample: mask `[H, W]` uint8, box (x0, y0, x1, y1) pixels, class id."""
+    annotation = read_a2d_h5(h5_path(root, sample.video_id, sample.frame_idx))
+    index = select_instance(annotation, sample.instance_id)
+    return annotation.masks[index], annotation.boxes[index], int(annotation.class_ids[index])
+
+
+class A2DDataset(ClipDataset):
+    """A2D-Sentences clips: item `(clip [T,3,H,W], audio [39,L], target with 1 entry)`."""
+
+    name = "a2d"
+
+    def __init__(self, root: PathLike, audio_root: PathLike, num_frames: int, transforms: Optional[Callable] = None,
+                 split: str = "train", skip_bad_samples: bool = False):
+        super().__init__(skip_bad_samples)
+        if split not in A2D_SPLITS:
+            raise ValueError(f"unknown A2D split {split!r}; expected one of {sorted(A2D_SPLITS)}")
+        self.root, self.audio_root = Path(root), Path(audio_root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"A2D-Sentences root {self.root} does not exist (--a2d_path)")
+        self.num_frames = num_frames
+        self.transforms = transforms
+        self.videos: Dict[str, A2DVideo] = read_videoset_csv(a2d_paths(root)["videoset"])
+        self._frames: Dict[str, List[Path]] = {}
+        wanted = A2D_SPLITS[split]
+        samples = [s for s in read_a2d_samples(root)
+                   if s.video_id not in self.videos or self.videos[s.video_id].split == wanted]
+        self.samples: List[A2DSample] = check_items(samples, self._check_sample, self._describe_sample,
+                                                    skip_bad_samples, self.name)
+        self.num_dropped = len(samples) - len(self.samples)
+
+    def frame_paths(self, video_id: str) -> List[Path]:
+        """The video's frames, checked against the frame count of `videoset.csv` (cached)."""
+        if video_id not in self._frames:
+            if video_id not in self.videos:
+                raise DataFormatError(f"video {video_id} is not in {a2d_paths(self.root)['videoset']}")
+            frames = a2d_frame_paths(self.root, video_id)
+            expected = self.videos[video_id].num_frames
+            if len(frames) != expected:
+                raise DataFormatError(f"{len(frames)} frames in {a2d_paths(self.root)['frames'] / video_id}, "
+                                      f"videoset.csv says {expected}")
+            self._frames[video_id] = frames
+        return self._frames[video_id]
+
+    @staticmethod
+    def _describe_sample(sample: A2DSample) -> str:
+        return f"video {sample.video_id} instance {sample.instance_id} frame {sample.frame_idx}"
+
+    def _check_sample(self, sample: A2DSample) -> None:
+        num_video_frames = len(self.frame_paths(sample.video_id))
+        if not 0 <= sample.frame_idx < num_video_frames:
+            raise IndexError(f"annotated frame {sample.frame_idx} outside the video's {num_video_frames} frames")
+        load_a2d_ground_truth(self.root, sample)
+        check_audio_feature(audio_feature_path(self.audio_root, sample.video_id, sample.instance_id))
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def describe(self, index: int) -> str:
+        return self._describe_sample(self.samples[index])
+
+    def clip_indices(self, index: int) -> List[int]:
+        sample = self.samples[index]
+        return centred_clip_indices(sample.frame_idx, len(self.frame_paths(sample.video_id)), self.num_frames)
+
+    def load(self, index: int):
+        sample = self.samples[index]
+        clip = self.clip_indices(index)
+        paths = self.frame_paths(sample.video_id)
+        frames = read_frames([paths[i] for i in clip])
+        width, height = frames[0].size
+        mask, box, class_id = load_a2d_ground_truth(self.root, sample)
+        if mask.shape != (height, width):
+            raise DataFormatError(f"mask is {mask.shape[0]}x{mask.shape[1]}, frames {height}x{width}")
+        audio = load_audio_feature(audio_feature_path(self.audio_root, sample.video_id, sample.instance_id))
+        target = make_target(box[None], mask[None], np.ones(1), np.asarray([class_id]), height, width,
+                             video=sample.video_id, instance_id=sample.instance_id, frame_id=sample.frame_idx,
+                             frame_idx=middle_frame_index(self.num_frames), clip_frames=clip)
+        clip_tensor, target = apply_transforms(frames, target, self.transforms)
+        return clip_tensor, audio, target
+
+
+def build(image_set: str, args, transforms: Optional[Callable] = None) -> A2DDataset:
+    from datasets.transforms import make_video_transforms
+    return A2DDataset(args.a2d_path, args.a2d_audio_path, args.num_frames,
+                      transforms or make_video_transforms(image_set, args.data_scale),
+                      split=image_set, skip_bad_samples=args.skip_bad_samples)

@@ -1,0 +1,23 @@
+"""AVOS training data: the Ref-YouTube-VOS clips followed by the A2D-Sentences clips, as the official.
+
+RVOS items carry `T` targets (one per frame), A2D items one (the annotated middle frame); the criterion
+handles both. Audio features come from `--rvos_audio_path` and `--a2d_audio_path` respectively.
+"""
+from typing import Callable, Optional
+
+from torch.utils.data import ConcatDataset
+
+from datasets import a2d, ytvos
+
+
+class AVOSDataset(ConcatDataset):
+    """`ConcatDataset([RVOSDataset, A2DDataset])` with both parts reachable as `.rvos` and `.a2d`."""
+
+    def __init__(self, rvos: ytvos.RVOSDataset, a2d_dataset: a2d.A2DDataset):
+        super().__init__([rvos, a2d_dataset])
+        self.rvos, self.a2d = rvos, a2d_dataset
+        self.num_dropped = rvos.num_dropped + a2d_dataset.num_dropped
+
+
+def build(image_set: str, args, transforms: Optional[Callable] = None) -> AVOSDataset:
+    return AVOSDataset(ytvos.build(image_set, args, transforms), a2d.build(image_set, args, transforms))

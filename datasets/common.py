@@ -1,0 +1,220 @@
+"""Helpers every clip dataset shares: clip windows, audio features, targets and bad-sample handling.
+
+Dataset items are `(clip [T, 3, H, W] float normalised, audio [39, L] float, target)` with `target`:
+
+- `boxes [N, 4]` normalised (cx, cy, w, h), all zero where the object is absent;
+- `masks [N, H, W]` uint8 aligned with the transformed frames; `valid [N]` int64 (0 = absent);
+- `labels [N]` int64 (category where the format stores one, 0 where absent);
+- `orig_size`, `size`: (H, W) before and after the transforms;
+- identifiers for messages: `video`, `exp_id` (RVOS) or `instance_id` (A2D), `frame_id` (frame of the
+  video the sample is about) and, when N = 1, `frame_idx` (the annotated frame's index within the clip);
+  `clip_frames` lists the video frame index of every clip frame.
+
+N is T (RVOS: one target per frame) or 1 (A2D / JHMDB: the annotated middle frame).
+"""
+import warnings
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from datasets.formats import DataFormatError, read_rgb
+
+PathLike = Union[str, Path]
+Sample = TypeVar("Sample")
+
+AUDIO_FEATURE_DIM = 39
+# A sample that fails while loading is replaced by the next one at most this many times in a row.
+MAX_CONSECUTIVE_BAD_SAMPLES = 16
+
+
+class SampleError(DataFormatError):
+    """Broken data for one sample; the message names the dataset item and what is wrong."""
+
+
+class BadSampleWarning(UserWarning):
+    """A broken sample was dropped because of `--skip_bad_samples`."""
+
+
+# ----------------------------------------------------------------------------- clip windows
+def rvos_clip_indices(end_frame: int, num_video_frames: int, num_frames: int) -> List[int]:
+    """Frames of the RVOS clip ending at `end_frame` (the official window, SPEC §6).
+
+    Clip frame j is `end_frame - ((T - 1 - j) mod n)`, negative indices wrapping to the end of the video,
+    so a video shorter than T repeats cyclically.
+    """
+    if not 0 <= end_frame < num_video_frames:
+        raise IndexError(f"frame {end_frame} outside a video of {num_video_frames} frames")
+    return [(end_frame - (num_frames - 1 - j) % num_video_frames) % num_video_frames for j in range(num_frames)]
+
+
+def middle_frame_index(num_frames: int) -> int:
+    """Position in a clip of its centre frame, `(T - 1) // 2` (where A2D / JHMDB put the annotated frame)."""
+    return (num_frames - 1) // 2
+
+
+def centred_clip_indices(frame_idx: int, num_video_frames: int, num_frames: int) -> List[int]:
+    """`T` frames centred on `frame_idx` (`frame_idx - (T-1)//2 + j`), clamped to the video (A2D / JHMDB)."""
+    first = frame_idx - middle_frame_index(num_frames)
+    return [min(max(first + j, 0), num_video_frames - 1) for j in range(num_frames)]
+
+
+# ----------------------------------------------------------------------------- audio and frames
+def _check_audio_shape(shape: Tuple[int, ...], path: PathLike) -> None:
+    if len(shape) != 2 or shape[1] != AUDIO_FEATURE_DIM or shape[0] == 0:
+        hint = " (stored transposed? expected (frames, 39))" if len(shape) == 2 and shape[0] == AUDIO_FEATURE_DIM else ""
+        raise DataFormatError(f"audio feature {path}: expected shape (frames, {AUDIO_FEATURE_DIM}), got {tuple(shape)}{hint}")
+
+
+def check_audio_feature(path: PathLike) -> None:
+    """Check that an MFCC-39 `.npy` exists and has shape (frames, 39), reading only its header."""
+    try:
+        features = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"audio feature not found: {path}") from None
+    except ValueError as error:
+        raise DataFormatError(f"audio feature {path}: not a readable .npy array ({error})") from None
+    _check_audio_shape(features.shape, path)
+
+
+def load_audio_feature(path: PathLike) -> Tensor:
+    """An MFCC-39 `.npy` stored `(frames, 39)` -> float32 `[39, frames]` (the model reads it transposed)."""
+    try:
+        features = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"audio feature not found: {path}") from None
+    except ValueError as error:
+        raise DataFormatError(f"audio feature {path}: not a readable .npy array ({error})") from None
+    _check_audio_shape(features.shape, path)
+    if not np.all(np.isfinite(features)):
+        raise DataFormatError(f"audio feature {path}: contains NaN or infinite values")
+    return torch.as_tensor(np.ascontiguousarray(features.T), dtype=torch.float32)  # (L, 39) -> [39, L]
+
+
+def read_frames(paths: Sequence[PathLike]) -> List[Image.Image]:
+    """RGB PIL images of `paths`; a path repeated in a clip is decoded once."""
+    cache: Dict[str, Image.Image] = {}
+    frames = []
+    for path in paths:
+        key = str(path)
+        if key not in cache:
+            cache[key] = read_rgb(path)
+        frames.append(cache[key])
+    return frames
+
+
+# ----------------------------------------------------------------------------- targets
+def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
+    """`[N, H, W]` binary masks -> `[N, 4]` float32 pixel boxes (x0, y0, x1, y1), x1/y1 exclusive
+    (the COCO box of the mask); all zero for an empty mask."""
+    boxes = np.zeros((masks.shape[0], 4), dtype=np.float32)
+    for i, mask in enumerate(masks):
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        if rows.size:
+            boxes[i] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+    return boxes
+
+
+def clamp_boxes(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Pixel (x0, y0, x1, y1) boxes clamped to the frame."""
+    boxes = np.asarray(boxes, dtype=np.float32).copy()
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
+    return boxes
+
+
+def make_target(boxes: np.ndarray, masks: np.ndarray, valid: np.ndarray, labels: np.ndarray,
+                height: int, width: int, **identifiers) -> Dict[str, object]:
+    """The pre-transform target: pixel (x0, y0, x1, y1) `boxes [N, 4]`, `masks [N, H, W]`, `valid [N]`,
+    `labels [N]`, sizes and the identifiers (kept as plain Python values)."""
+    if masks.shape[1:] != (height, width):
+        raise DataFormatError(f"masks of size {masks.shape[1:]} do not match frames of size {(height, width)}")
+    valid = np.asarray(valid, dtype=np.int64)
+    boxes = (clamp_boxes(boxes, height, width) * valid[:, None]).astype(np.float32)
+    target = {
+        "boxes": torch.from_numpy(boxes),
+        "masks": torch.from_numpy(np.ascontiguousarray(masks, dtype=np.uint8)),
+        "valid": torch.from_numpy(valid),
+        "labels": torch.as_tensor(np.asarray(labels, dtype=np.int64)),
+        "orig_size": torch.tensor([height, width]),
+        "size": torch.tensor([height, width]),
+    }
+    target.update(identifiers)
+    return target
+
+
+def apply_transforms(frames: List[Image.Image], target: Dict[str, object],
+                     transforms: Optional[Callable]) -> Tuple[Tensor, Dict[str, object]]:
+    """Run the clip transforms and stack the frames: -> `[T, 3, H, W]`, target."""
+    if transforms is None:
+        from datasets.transforms import Normalize
+        transforms = Normalize()
+    frames, target = transforms(frames, target)
+    return torch.stack(frames), target
+
+
+# ----------------------------------------------------------------------------- bad samples
+def report_dropped(dataset_name: str, dropped: int, kept: int, what: str = "samples") -> None:
+    if dropped:
+        warnings.warn(f"{dataset_name}: dropped {dropped} broken {what} (--skip_bad_samples); {kept} remain",
+                      BadSampleWarning, stacklevel=3)
+
+
+def check_items(items: Sequence[Sample], check: Callable[[Sample], None], describe: Callable[[Sample], str],
+                skip_bad: bool, dataset_name: str, what: str = "samples") -> List[Sample]:
+    """Run `check` on every item. A failure raises an error naming the item, or with `skip_bad` warns,
+    drops the item and, at the end, reports how many were dropped."""
+    kept, dropped = [], 0
+    for item in items:
+        try:
+            check(item)
+        except (OSError, DataFormatError, IndexError) as error:
+            message = f"{dataset_name}: {describe(item)}: {error}"
+            if not skip_bad:
+                raise SampleError(message + " (pass --skip_bad_samples to drop broken samples)") from error
+            warnings.warn(message, BadSampleWarning, stacklevel=2)
+            dropped += 1
+            continue
+        kept.append(item)
+    report_dropped(dataset_name, dropped, len(kept), what)
+    return kept
+
+
+class ClipDataset(Dataset):
+    """Base of the clip datasets: `load(index)` builds an item, `describe(index)` names it.
+
+    A sample whose files fail while loading raises `SampleError` naming it; with `skip_bad_samples` it is
+    reported and replaced by the next sample (the dataset's length is fixed once a sampler holds it), and
+    `num_skipped_at_load` counts such replacements in this process.
+    """
+
+    name = "dataset"
+
+    def __init__(self, skip_bad_samples: bool = False):
+        self.skip_bad_samples = skip_bad_samples
+        self.num_dropped = 0
+        self.num_skipped_at_load = 0
+
+    def load(self, index: int):
+        raise NotImplementedError
+
+    def describe(self, index: int) -> str:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int):
+        for attempt in range(MAX_CONSECUTIVE_BAD_SAMPLES):
+            current = (index + attempt) % len(self)
+            try:
+                return self.load(current)
+            except (OSError, DataFormatError, IndexError) as error:
+                message = f"{self.name}: {self.describe(current)}: {error}"
+                if not self.skip_bad_samples:
+                    raise SampleError(message) from error
+                self.num_skipped_at_load += 1
+                warnings.warn(f"{message}; using the next sample instead", BadSampleWarning, stacklevel=2)
+        raise SampleError(f"{self.name}: {MAX_CONSECUTIVE_BAD_SAMPLES} consecutive broken samples from "
+                          f"{self.describe(index)} on")

@@ -1,0 +1,312 @@
+"""Video-consistent transforms (SPEC §4): one random draw per clip for every geometric step.
+
+A transform is called as `frames, target = t(frames, target)` with `frames` a list of RGB PIL images (one
+clip) and `target` a dict holding, before `Normalize`:
+
+- `boxes [N, 4]` float, (x0, y0, x1, y1) in pixels of the current frames (N = T frames, or 1 for A2D/JHMDB);
+- `masks [N, H, W]` uint8, aligned with the frames;
+- `valid [N]` int64 (0 where the object is absent);
+- `size` = tensor (H, W) of the current frames.
+
+Flip, resize and crop draw once per clip and apply the same change to every frame, box and mask; the
+photometric distortion is drawn per frame, as the official. Flipping does not touch the expression: the
+expression is spoken audio, so there is no "left"/"right" word to swap (the official flips anyway too).
+`Normalize` turns the frames into ImageNet-normalised tensors and the boxes into (cx, cy, w, h) divided
+by the frame width and height.
+"""
+import random
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.functional as TF
+from PIL import Image
+from torch import Tensor
+
+Target = Dict[str, object]
+Frames = List[Image.Image]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# The official training and validation sizes (SPEC §4).
+TRAIN_SCALES = tuple(range(480, 769, 32))
+TRAIN_MAX_SIZE = 800
+CROP_RESIZE_SCALES = (400, 500, 600)
+CROP_MIN_SIZE, CROP_MAX_SIZE = 384, 600
+TRAIN_FINAL_SIZE, TRAIN_FINAL_MAX_SIZE = 300, 540
+VAL_SIZE, VAL_MAX_SIZE = 360, 640
+INFERENCE_SIZE = 300  # the inference scripts' torchvision Resize(300): short side, no cap on the long side
+
+# SSD-style photometric distortion (SPEC §4), each step with probability 0.5.
+BRIGHTNESS_DELTA = 32.0
+CONTRAST_RANGE = (0.5, 1.5)
+SATURATION_RANGE = (0.5, 1.5)
+HUE_DELTA_DEGREES = 18.0
+MIN_SCALED_SIZE = 32  # `--data_scale` never shrinks a size below one stride-32 feature cell
+
+
+def _frame_size(frames: Frames) -> Tuple[int, int]:
+    """(W, H) of a clip, checking that every frame has it (masks and boxes assume one size)."""
+    sizes = {frame.size for frame in frames}
+    if len(sizes) != 1:
+        raise ValueError(f"frames of one clip have different sizes: {sorted(sizes)}")
+    return frames[0].size
+
+
+class Compose:
+    def __init__(self, transforms: Sequence):
+        self.transforms = list(transforms)
+
+    def __call__(self, frames: Frames, target: Target):
+        for t in self.transforms:
+            frames, target = t(frames, target)
+        return frames, target
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.transforms})"
+
+
+# ----------------------------------------------------------------------------- geometry
+def hflip(frames: Frames, target: Target) -> Tuple[Frames, Target]:
+    width, _ = _frame_size(frames)
+    frames = [TF.hflip(frame) for frame in frames]
+    target = dict(target)
+    if "boxes" in target:
+        boxes = target["boxes"]
+        # x0' = W - x1, x1' = W - x0
+        target["boxes"] = boxes[:, [2, 1, 0, 3]] * torch.tensor([-1, 1, -1, 1]) + torch.tensor([width, 0, width, 0])
+    if "masks" in target:
+        target["masks"] = target["masks"].flip(-1)
+    return frames, target
+
+
+class RandomHorizontalFlip:
+    def __init__(self, p: float = 0.5):
+        self.p = p
+
+    def __call__(self, frames: Frames, target: Target):
+        if random.random() < self.p:
+            return hflip(frames, target)
+        return frames, target
+
+
+def resized_size(image_size: Tuple[int, int], size: int, max_size: Optional[int] = None) -> Tuple[int, int]:
+    """(H, W) with the short side `size` and, when given, the long side at most `max_size` (DETR's rule)."""
+    width, height = image_size
+    if max_size is not None:
+        short, long = float(min(width, height)), float(max(width, height))
+        if long / short * size > max_size:
+            size = int(round(max_size * short / long))
+    if (width <= height and width == size) or (height <= width and height == size):
+        return height, width
+    if width < height:
+        return int(size * height / width), size
+    return size, int(size * width / height)
+
+
+def resize(frames: Frames, target: Target, size: int, max_size: Optional[int] = None) -> Tuple[Frames, Target]:
+    old_width, old_height = _frame_size(frames)
+    new_height, new_width = resized_size((old_width, old_height), size, max_size)
+    if (new_height, new_width) == (old_height, old_width):
+        return frames, target
+    frames = [frame.resize((new_width, new_height), Image.BILINEAR) for frame in frames]
+    target = dict(target)
+    if "boxes" in target:
+        scale = torch.tensor([new_width / old_width, new_height / old_height] * 2, dtype=torch.float32)
+        target["boxes"] = target["boxes"] * scale
+    if "masks" in target:
+        masks = target["masks"]
+        # [N, H, W] -> [N, 1, H, W] for interpolate; nearest keeps the masks binary
+        resized = F.interpolate(masks[:, None].float(), size=(new_height, new_width), mode="nearest")[:, 0]
+        target["masks"] = (resized > 0.5).to(masks.dtype)
+    target["size"] = torch.tensor([new_height, new_width])
+    return frames, target
+
+
+class RandomResize:
+    """Resize the short side to one of `sizes` (drawn once per clip), long side capped at `max_size`."""
+
+    def __init__(self, sizes: Sequence[int], max_size: Optional[int] = None):
+        self.sizes = list(sizes)
+        self.max_size = max_size
+
+    def __call__(self, frames: Frames, target: Target):
+        return resize(frames, target, random.choice(self.sizes), self.max_size)
+
+
+def crop(frames: Frames, target: Target, top: int, left: int, height: int, width: int) -> Tuple[Frames, Target]:
+    """Crop every frame to the region; boxes are shifted and clamped, and an object the crop removes
+    entirely gets `valid = 0` (its box and mask are then empty, so no loss may use them)."""
+    frames = [frame.crop((left, top, left + width, top + height)) for frame in frames]
+    target = dict(target)
+    if "boxes" in target:
+        boxes = target["boxes"] - torch.tensor([left, top, left, top], dtype=torch.float32)
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(min=0, max=width)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(min=0, max=height)
+        target["boxes"] = boxes
+    if "masks" in target:
+        target["masks"] = target["masks"][:, top:top + height, left:left + width]
+    if "valid" in target:
+        visible = torch.ones_like(target["valid"], dtype=torch.bool)
+        if "boxes" in target:
+            boxes = target["boxes"]
+            visible &= (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        if "masks" in target:
+            visible &= (target["masks"].flatten(1) != 0).any(1)
+        target["valid"] = target["valid"] * visible.to(target["valid"].dtype)
+        if "boxes" in target:
+            target["boxes"] = target["boxes"] * visible[:, None]
+    target["size"] = torch.tensor([height, width])
+    return frames, target
+
+
+class RandomSizeCrop:
+    """Crop a random region with sides in [min_size, max_size] (capped at the frame), one region per clip."""
+
+    def __init__(self, min_size: int, max_size: int):
+        self.min_size = min_size
+        self.max_size = max_size
+
+    def __call__(self, frames: Frames, target: Target):
+        width, height = _frame_size(frames)
+        crop_width = random.randint(min(self.min_size, width), min(width, self.max_size))
+        crop_height = random.randint(min(self.min_size, height), min(height, self.max_size))
+        top = random.randint(0, height - crop_height)
+        left = random.randint(0, width - crop_width)
+        return crop(frames, target, top, left, crop_height, crop_width)
+
+
+# ----------------------------------------------------------------------------- photometric
+def _rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
+    """[H, W, 3] float RGB in [0, 255] -> HSV with hue in degrees [0, 360), S in [0, 1], V in [0, 255]."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    value = rgb.max(-1)
+    chroma = value - rgb.min(-1)
+    safe_chroma = np.where(chroma > 0, chroma, 1.0)
+    hue = np.where(value == r, (g - b) / safe_chroma % 6,
+                   np.where(value == g, (b - r) / safe_chroma + 2, (r - g) / safe_chroma + 4)) * 60.0
+    hue = np.where(chroma > 0, hue, 0.0)
+    saturation = np.where(value > 0, chroma / np.where(value > 0, value, 1.0), 0.0)
+    return np.stack([hue, saturation, value], -1)
+
+
+def _hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
+    hue, saturation, value = hsv[..., 0] % 360.0, hsv[..., 1], hsv[..., 2]
+    chroma = value * saturation
+    sector = hue / 60.0
+    x = chroma * (1 - np.abs(sector % 2 - 1))
+    zero = np.zeros_like(hue)
+    index = np.floor(sector).astype(np.int64) % 6
+    # (r, g, b) before adding the minimum, per 60° sector
+    choices = [(chroma, x, zero), (x, chroma, zero), (zero, chroma, x), (zero, x, chroma), (x, zero, chroma), (chroma, zero, x)]
+    rgb = np.zeros(hue.shape + (3,))
+    for sector_index, channels in enumerate(choices):
+        selected = index == sector_index
+        for c in range(3):
+            rgb[..., c] = np.where(selected, channels[c], rgb[..., c])
+    return rgb + (value - chroma)[..., None]
+
+
+class PhotometricDistort:
+    """SSD photometric distortion, drawn independently per frame (as the official).
+
+    Brightness (+-32), then contrast (x0.5..1.5) either before or after saturation (x0.5..1.5) and hue
+    (+-18 degrees), then a random channel permutation; each step with probability 0.5. Values are
+    clipped to [0, 255] (the official wraps around when it converts back to uint8).
+    """
+
+    def __init__(self, p: float = 0.5):
+        self.p = p
+
+    def _maybe(self) -> bool:
+        return random.random() < self.p
+
+    def distort(self, frame: Image.Image) -> Image.Image:
+        image = np.asarray(frame, dtype=np.float64)
+        if self._maybe():
+            image = image + random.uniform(-BRIGHTNESS_DELTA, BRIGHTNESS_DELTA)
+        contrast_first = self._maybe()
+        if contrast_first and self._maybe():
+            image = image * random.uniform(*CONTRAST_RANGE)
+        apply_saturation, apply_hue = self._maybe(), self._maybe()
+        if apply_saturation or apply_hue:
+            hsv = _rgb_to_hsv(np.clip(image, 0, 255))
+            if apply_saturation:
+                hsv[..., 1] = np.clip(hsv[..., 1] * random.uniform(*SATURATION_RANGE), 0, 1)
+            if apply_hue:
+                hsv[..., 0] = hsv[..., 0] + random.uniform(-HUE_DELTA_DEGREES, HUE_DELTA_DEGREES)
+            image = _hsv_to_rgb(hsv)
+        if not contrast_first and self._maybe():
+            image = image * random.uniform(*CONTRAST_RANGE)
+        if self._maybe():
+            image = image[..., random.sample(range(3), 3)]
+        return Image.fromarray(np.clip(image, 0, 255).round().astype(np.uint8))
+
+    def __call__(self, frames: Frames, target: Target):
+        return [self.distort(frame) for frame in frames], target
+
+
+# ----------------------------------------------------------------------------- to tensors
+def box_xyxy_to_normalised_cxcywh(boxes: Tensor, height: int, width: int) -> Tensor:
+    """[N, 4] pixel (x0, y0, x1, y1) -> [N, 4] (cx, cy, w, h) divided by the frame width and height."""
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    cxcywh = torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dim=-1)
+    return cxcywh / torch.tensor([width, height, width, height], dtype=torch.float32)
+
+
+class Normalize:
+    """Frames -> ImageNet-normalised `[3, H, W]` float tensors; boxes -> normalised (cx, cy, w, h)."""
+
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+        self.mean = list(mean)
+        self.std = list(std)
+
+    def __call__(self, frames: Frames, target: Target):
+        width, height = _frame_size(frames)
+        tensors = [TF.normalize(TF.to_tensor(frame), self.mean, self.std) for frame in frames]
+        target = dict(target)
+        if "boxes" in target:
+            boxes = box_xyxy_to_normalised_cxcywh(target["boxes"], height, width)
+            if "valid" in target:  # absent objects keep an all-zero box whatever the flips did to it
+                boxes = boxes * (target["valid"] > 0)[:, None]
+            target["boxes"] = boxes
+        target["size"] = torch.tensor([height, width])
+        return tensors, target
+
+
+def _scaled(sizes: Sequence[int], scale: float) -> List[int]:
+    return sorted({max(MIN_SCALED_SIZE, int(round(s * scale))) for s in sizes})
+
+
+def make_video_transforms(image_set: str, scale: float = 1.0) -> Compose:
+    """The official clip transforms of SPEC §4 for 'train' or 'val'.
+
+    `scale` multiplies every resize and crop size (1 = the official sizes; tiny test and demo runs use
+    less, sizes never below 32 pixels).
+    """
+    (final,) = _scaled([TRAIN_FINAL_SIZE], scale)
+    if image_set == "train":
+        (crop_min,) = _scaled([CROP_MIN_SIZE], scale)
+        (crop_max,) = _scaled([CROP_MAX_SIZE], scale)
+        return Compose([
+            RandomHorizontalFlip(),
+            RandomResize(_scaled(TRAIN_SCALES, scale), max_size=_scaled([TRAIN_MAX_SIZE], scale)[0]),
+            PhotometricDistort(),
+            RandomResize(_scaled(CROP_RESIZE_SCALES, scale)),
+            RandomSizeCrop(crop_min, crop_max),
+            RandomResize([final], max_size=_scaled([TRAIN_FINAL_MAX_SIZE], scale)[0]),
+            Normalize(),
+        ])
+    if image_set == "val":
+        return Compose([
+            RandomResize(_scaled([VAL_SIZE], scale), max_size=_scaled([VAL_MAX_SIZE], scale)[0]),
+            Normalize(),
+        ])
+    raise ValueError(f"unknown image set {image_set!r}; expected 'train' or 'val'")
+
+
+def make_inference_transforms(short_side: int = INFERENCE_SIZE) -> Compose:
+    """The inference scripts' transform: short side `short_side`, no cap on the long side, normalised."""
+    return Compose([RandomResize([short_side]), Normalize()])
