@@ -258,3 +258,63 @@ def test_backbone_weights_from_torchvision_cache(tmp_path: Path, monkeypatch, im
     torch.save(imagenet_like_resnet18, cached)
     load_backbone_weights(body, "resnet18")
     assert_body_holds(body, imagenet_like_resnet18)
+
+
+# ----------------------------------------------------------------------------- the real model, small
+def small_wnet(*extra: str) -> nn.Module:
+    from models import build_model
+    from util.config import get_args_parser, parse_args
+    args = parse_args(get_args_parser(), ["--masks", "--backbone", "resnet18", "--hidden_dim", "48",
+                                          "--dim_feedforward", "64", "--enc_layers", "1", "--dec_layers", "2",
+                                          "--num_frames", "2", "--num_queries", "2", "--device", "cpu", *extra])
+    model, _, _ = build_model(args)
+    return model
+
+
+def test_real_model_checkpoint_round_trip_and_detr_init(tmp_path: Path):
+    torch.manual_seed(0)
+    source = small_wnet()
+    torch.manual_seed(1)
+    target = small_wnet()
+    assert not same_state(source, target)
+    path = tmp_path / "checkpoint.pth"
+    atomic_torch_save({"model": source.state_dict(), "epoch": 0}, path)
+    load_wnet_checkpoint(target, path)
+    assert same_state(source, target)
+
+    # a model with another clip length differs only in the query embedding, which the error names
+    torch.manual_seed(2)
+    with pytest.raises(StateDictMismatchError) as error:
+        load_wnet_checkpoint(small_wnet("--num_frames", "3", "--num_queries", "3"), path)
+    assert error.value.mismatched == [("wnet.query_embed.weight", (2, 48), (3, 48))]
+    assert not error.value.missing and not error.value.unexpected
+
+    # DETR-style weights made from the same tensors: everything but the query embedding and the
+    # modules outside the detector loads, and the class head is dropped
+    detr = OrderedDict((k.replace("wnet.", "detr.", 1), v) for k, v in source.state_dict().items()
+                       if k.startswith("wnet."))
+    detr["detr.class_embed.weight"] = torch.zeros(92, 48)
+    detr["detr.class_embed.bias"] = torch.zeros(92)
+    detr_path = tmp_path / "detr.pth"
+    torch.save({"model": detr}, detr_path)
+    torch.manual_seed(3)
+    fresh = small_wnet()
+    missing, unexpected = load_pretrained_weights(fresh, detr_path)
+    assert unexpected == []
+    assert "wnet.query_embed.weight" in missing and all(
+        k == "wnet.query_embed.weight" or not k.startswith("wnet.") for k in missing)
+    loaded = fresh.state_dict()
+    assert all(torch.equal(loaded[k.replace("detr.", "wnet.", 1)], v) for k, v in detr.items()
+               if "class_embed" not in k and "query_embed" not in k)
+
+
+def test_real_model_backbone_weights_option(tmp_path: Path, imagenet_like_resnet18, no_download):
+    path = tmp_path / "resnet18.pth"
+    torch.save(imagenet_like_resnet18, path)
+    model = small_wnet("--backbone_weights", str(path))
+    body_state = {k.split("backbone.0.body.", 1)[1]: v for k, v in model.state_dict().items()
+                  if "backbone.0.body." in k}
+    assert set(body_state) == {k for k in imagenet_like_resnet18
+                               if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
+    for key, value in body_state.items():
+        assert torch.equal(value, imagenet_like_resnet18[key]), key
