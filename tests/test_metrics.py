@@ -70,6 +70,20 @@ def test_one_pixel_objects_in_corners_and_on_edges():
         assert db_eval_boundary(gt, gt) == 1.0
 
 
+def test_random_small_masks_anywhere_in_the_frame():
+    """Sparse random masks touching every border, and crowded ones: the per-frame crops the
+    implementation uses must not change the boundaries."""
+    rng = np.random.default_rng(7)
+    for _ in range(60):
+        height, width = rng.integers(3, 20, size=2)
+        density = rng.choice([0.02, 0.1, 0.5, 0.95])
+        gt = rng.random((height, width)) < density
+        pred = rng.random((height, width)) < density
+        for radius in (1, 3):
+            expected = reference_boundary_f(gt, pred, radius)
+            assert db_eval_boundary(gt, pred, bound_th=radius) == pytest.approx(expected, abs=1e-12)
+
+
 def test_disk_tolerance_is_inclusive_and_round():
     """A boundary matches exactly when it lies within distance r (x^2 + y^2 <= r^2), not a square."""
     radius = 8

@@ -109,21 +109,30 @@ def db_eval_boundary(gt: np.ndarray, pred: np.ndarray, bound_th: float = BOUND_T
     if single:
         gt, pred = gt[None], pred[None]
     radius = boundary_radius(gt.shape[-2], gt.shape[-1], bound_th)
-    gt_points = _points_per_frame(seg2bmap(gt))
-    pred_points = _points_per_frame(seg2bmap(pred))
     scores = np.empty(len(gt), dtype=np.float64)
-    for i, (gt_frame, pred_frame) in enumerate(zip(gt_points, pred_points)):
-        scores[i] = _f_measure(_count_matched(pred_frame, gt_frame, radius), len(pred_frame),
-                               _count_matched(gt_frame, pred_frame, radius), len(gt_frame))
+    for i, (gt_frame, pred_frame) in enumerate(zip(gt, pred)):
+        gt_points, pred_points = _boundary_points(gt_frame, pred_frame)
+        scores[i] = _f_measure(_count_matched(pred_points, gt_points, radius), len(pred_points),
+                               _count_matched(gt_points, pred_points, radius), len(gt_points))
     return float(scores[0]) if single else scores
 
 
-def _points_per_frame(boundaries: np.ndarray) -> list:
-    """Boolean maps [N, H, W] -> N arrays [P_i, 2] of (y, x) boundary coordinates."""
-    frame, ys, xs = np.nonzero(boundaries)  # sorted by frame
-    points = np.stack([ys, xs], axis=1)
-    splits = np.searchsorted(frame, np.arange(1, len(boundaries)))
-    return np.split(points, splits)
+def _boundary_points(gt: np.ndarray, pred: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(y, x) coordinates `[P, 2]` of the `seg2bmap` boundaries of two masks `[H, W]`.
+
+    Computed on the crop around both masks, one pixel wider above and left (where a boundary pixel
+    can lie outside its mask) and below and right (an all-background row or column there has no
+    boundary, so seg2bmap's special last row and column fall on empty pixels, as in the full frame).
+    """
+    union = gt | pred
+    rows, columns = np.flatnonzero(union.any(axis=1)), np.flatnonzero(union.any(axis=0))
+    if rows.size == 0:
+        empty = np.zeros((0, 2), dtype=np.int64)
+        return empty, empty
+    top, left = max(rows[0] - 1, 0), max(columns[0] - 1, 0)
+    crop = (slice(top, rows[-1] + 2), slice(left, columns[-1] + 2))
+    offset = np.array([top, left])
+    return np.argwhere(seg2bmap(gt[crop])) + offset, np.argwhere(seg2bmap(pred[crop])) + offset
 
 
 # ----------------------------------------------------------------------------- referring metrics
