@@ -142,6 +142,12 @@ def reduce_dict(values: Dict[str, Tensor]) -> Dict[str, Tensor]:
 
 
 # ----------------------------------------------------------------------------- atomic writes
+def _default_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: Union[str, Path], write: Callable[[str], None]) -> None:
     """Call `write(tmp_path)`, then rename onto `path`: readers never see a half-written file."""
     path = Path(path)
@@ -150,6 +156,7 @@ def atomic_write(path: Union[str, Path], write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _default_file_mode())  # mkstemp creates rw------- files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
