@@ -2,7 +2,9 @@
 
 There is no Hungarian matching: query `j` predicts frame `j` of the clip, and only frames whose
 target `valid` flag is 1 count. A target with a single frame (an A2D-Sentences sample, annotated on
-its middle frame) is compared with the middle prediction `(T - 1) // 2`.
+its middle frame) is compared with the prediction of its clip position `frame_idx` when the target
+holds one, else with the middle prediction `(T - 1) // 2` (the official always uses the middle; the
+datasets centre the clip on the annotated frame, so both agree).
 
 Deviations from the official criterion, none of which changes a batch-size-1 value:
 - the frame selection is decided per sample (the official decides it for the whole batch from the
@@ -85,21 +87,24 @@ class SetCriterion(nn.Module):
 
     # ------------------------------------------------------------------ frame selection
     @staticmethod
-    def _frame_indices(target_frames: int, valid: Tensor, num_pred_frames: int, what: str) -> Tuple[Tensor, Tensor]:
-        """Indices (prediction frames, target rows) of the valid frames of one sample.
+    def _frame_indices(target: Target, key: str, num_pred_frames: int) -> Tuple[Tensor, Tensor]:
+        """Indices (prediction frames, target rows) of the valid frames of one sample's `target[key]`.
 
         A target with `num_pred_frames` rows is compared frame by frame; a single-row target (A2D)
-        with the middle prediction `(T - 1) // 2`.
+        with prediction `target['frame_idx']`, by default the middle one `(T - 1) // 2`.
         """
+        target_frames, valid = target[key].shape[0], target["valid"]
         if valid.numel() != target_frames:
-            raise ValueError(f"target 'valid' has {valid.numel()} entries but its {what} have {target_frames} frames")
+            raise ValueError(f"target 'valid' has {valid.numel()} entries but its {key} have {target_frames} frames")
         if target_frames == num_pred_frames:
             pred_offset = 0
         elif target_frames == 1:
-            pred_offset = (num_pred_frames - 1) // 2
+            pred_offset = int(target.get("frame_idx", (num_pred_frames - 1) // 2))
+            if not 0 <= pred_offset < num_pred_frames:
+                raise ValueError(f"target 'frame_idx' {pred_offset} is outside the clip's {num_pred_frames} frames")
         else:
-            raise ValueError(f"target {what} have {target_frames} frames; expected {num_pred_frames} "
-                             f"(one per predicted frame) or 1 (the middle frame)")
+            raise ValueError(f"target {key} have {target_frames} frames; expected {num_pred_frames} "
+                             f"(one per predicted frame) or 1 (one annotated frame)")
         target_rows = (valid.flatten() == 1).nonzero().flatten()
         return target_rows + pred_offset, target_rows
 
@@ -108,8 +113,7 @@ class SetCriterion(nn.Module):
         """L1 and GIoU losses of `pred_boxes [B, T, 4]` (cx, cy, w, h) against the valid target boxes."""
         src, tgt = [], []
         for b, target in enumerate(targets):
-            pred_idx, tgt_idx = self._frame_indices(target["boxes"].shape[0], target["valid"],
-                                                    pred_boxes.shape[1], "boxes")
+            pred_idx, tgt_idx = self._frame_indices(target, "boxes", pred_boxes.shape[1])
             src.append(pred_boxes[b, pred_idx.to(pred_boxes.device)])
             tgt.append(target["boxes"][tgt_idx])
         src_boxes = torch.cat(src)  # [N_valid, 4]
@@ -131,7 +135,7 @@ class SetCriterion(nn.Module):
         focal_terms, dice_terms = [], []
         for b, target in enumerate(targets):
             masks = target["masks"]
-            pred_idx, tgt_idx = self._frame_indices(masks.shape[0], target["valid"], pred_masks.shape[1], "masks")
+            pred_idx, tgt_idx = self._frame_indices(target, "masks", pred_masks.shape[1])
             if pred_idx.numel() == 0:
                 continue
             logits = pred_masks[b, pred_idx.to(pred_masks.device)]  # [n, h, w]
@@ -168,7 +172,8 @@ class SetCriterion(nn.Module):
         outputs: `pred_boxes [B, T, 4]`, `pred_masks [B, T, h, w]` (for "masks"), `memory` and
         `fusion [L_v, B, C]` (for "kl"), optional `aux_outputs` (list of `{'pred_boxes'}`).
         targets: dicts with `boxes [T or 1, 4]` (normalised cx, cy, w, h), `masks [T or 1, H, W]`,
-        `valid [T or 1]`, `labels`; other keys are ignored.
+        `valid [T or 1]`, `labels`, and for a one-frame target optionally `frame_idx` (its position in
+        the clip; default the middle); other keys are ignored.
         Returns scalar tensors `loss_kl`, `loss_bbox`, `loss_giou`, `loss_mask`, `loss_dice` and
         `loss_bbox_i`, `loss_giou_i` for each auxiliary output i.
         """

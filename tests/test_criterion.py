@@ -46,15 +46,38 @@ def test_loss_parity_with_official(fixture: dict):
             assert abs(got - expected) <= LOSS_RTOL * abs(expected), (case_name, name, got, expected)
 
 
-def test_frame_index_key_is_ignored(fixture: dict):
-    """Extra target keys (an A2D sample's `frame_idx`) do not change the loss: the single annotated
-    frame is always compared with the middle prediction, as the official does."""
+def test_dataset_keys_keep_the_official_values(fixture: dict):
+    """The datasets' extra keys change nothing: identifiers are ignored, and an A2D sample's
+    `frame_idx` (its clip position) is the middle frame the official compares with."""
     criterion = make_criterion()
     for case in fixture["losses"].values():
         base = criterion(fixture_outputs(fixture), case["targets"])
-        targets = [dict(t, frame_idx=torch.tensor(0), orig_size=torch.tensor([7, 9])) for t in case["targets"]]
+        middle = (fixture["num_frames"] - 1) // 2
+        targets = [dict(t, frame_idx=torch.tensor(middle), orig_size=torch.tensor([7, 9]), video="v")
+                   for t in case["targets"]]
         with_extra = criterion(fixture_outputs(fixture), targets)
         assert all(torch.equal(base[k], with_extra[k]) for k in base)
+
+
+def test_single_frame_target_follows_frame_idx():
+    """A one-frame target with `frame_idx = k` is scored against prediction k: the same as moving
+    prediction k to the middle slot and using the default."""
+    torch.manual_seed(5)
+    T = 4
+    outputs = random_outputs(batch=1, frames=T)
+    target = random_target(frames=1, height=16, width=20)
+    criterion = make_criterion()
+    middle = (T - 1) // 2
+    order = list(range(T))
+    order[0], order[middle] = middle, 0  # swap prediction 0 into the middle slot
+    swapped = dict(outputs, pred_boxes=outputs["pred_boxes"][:, order], pred_masks=outputs["pred_masks"][:, order],
+                   aux_outputs=[{"pred_boxes": a["pred_boxes"][:, order]} for a in outputs["aux_outputs"]])
+    expected = criterion(swapped, [target])
+    got = criterion(outputs, [dict(target, frame_idx=0)])
+    assert all(torch.equal(got[k], expected[k]) for k in got)
+    assert not torch.equal(got["loss_bbox"], criterion(outputs, [target])["loss_bbox"])
+    with pytest.raises(ValueError, match="'frame_idx' 4 is outside the clip's 4 frames"):
+        criterion(outputs, [dict(target, frame_idx=T)])
 
 
 def test_single_frame_target_uses_middle_prediction():
