@@ -34,30 +34,38 @@ ANNOTATION_SUFFIX = ".png"
 ExpressionKey = Tuple[str, str]  # (video name, exp_id)
 
 
-def read_split_videos(path: Path) -> List[str]:
-    """Video names of a split file: a VIS-style json (`videos[i].file_names[0]` = 'vid/frame.jpg')
-    or a text file with one video id per line."""
+def read_split_videos(path: Path) -> Dict[str, Optional[List[str]]]:
+    """Videos of a split file -> `{vid: frame names, or None when the file lists none}`, in order.
+
+    A YouTube-VIS style json gives each video's frames (`file_names` = 'vid/frame.jpg'); a text
+    file gives one video id per line.
+    """
     path = Path(path)
     if path.suffix == ".json":
         data = read_json(path)
         videos = data.get("videos") if isinstance(data, dict) else None
         if not isinstance(videos, list):
             raise DataFormatError(f"{path}: expected a YouTube-VIS style object with a 'videos' list")
-        names = []
+        frames_by_video: Dict[str, Optional[List[str]]] = {}
         for index, video in enumerate(videos):
             file_names = video.get("file_names") if isinstance(video, dict) else None
-            if not file_names or not isinstance(file_names[0], str) or "/" not in file_names[0]:
+            if (not isinstance(file_names, list) or not file_names
+                    or not all(isinstance(name, str) and name.count("/") == 1 for name in file_names)):
                 raise DataFormatError(f"{path}: video {index} has no 'file_names' of the form 'vid/frame.jpg'")
-            names.append(file_names[0].split("/")[0])
-        return names
+            vid = file_names[0].split("/")[0]
+            if any(name.split("/")[0] != vid for name in file_names):
+                raise DataFormatError(f"{path}: video {index} ({vid!r}) has 'file_names' of several videos")
+            frames_by_video[vid] = [Path(name).stem for name in file_names]
+        return frames_by_video
     if not path.is_file():
         raise FileNotFoundError(f"split file not found: {path}")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return {line.strip(): None for line in path.read_text().splitlines() if line.strip()}
 
 
-def evaluated_videos(meta: Dict[str, dict], annotations_dir: Path, split_file: str) -> List[str]:
-    """The split file's videos (each must be in meta_expressions and annotated), else every
-    annotated video of meta_expressions, in file order."""
+def evaluated_videos(meta: Dict[str, dict], annotations_dir: Path, split_file: str) -> Dict[str, List[str]]:
+    """`{vid: frame names}` of the evaluated videos: the split file's (each must be in
+    meta_expressions and annotated; its frames when it lists them, else meta_expressions'), else
+    every annotated video of meta_expressions, in file order."""
     if split_file:
         videos = read_split_videos(Path(split_file))
         for vid in videos:
@@ -65,17 +73,18 @@ def evaluated_videos(meta: Dict[str, dict], annotations_dir: Path, split_file: s
                 raise DataFormatError(f"{split_file}: video {vid!r} is not in meta_expressions")
             if not (annotations_dir / vid).is_dir():
                 raise FileNotFoundError(f"{split_file}: video {vid!r} has no annotations ({annotations_dir / vid} missing)")
-        return videos
-    videos = [vid for vid in meta if (annotations_dir / vid).is_dir()]
+        return {vid: frames if frames is not None else meta[vid]["frames"] for vid, frames in videos.items()}
+    videos = {vid: meta[vid]["frames"] for vid in meta if (annotations_dir / vid).is_dir()}
     if not videos:
         raise FileNotFoundError(f"no video of meta_expressions has annotations under {annotations_dir}")
     return videos
 
 
-def index_entries(entries: Sequence[Dict[str, Any]], meta: Dict[str, dict],
+def index_entries(entries: Sequence[Dict[str, Any]], meta: Dict[str, dict], video_frames: Dict[str, List[str]],
                   results_path: str) -> Dict[ExpressionKey, Tuple[int, Dict[str, Any]]]:
     """`{(vid, exp_id): (entry index, entry)}`; an unknown video or expression, an obj_id that is
-    not the expression's, a wrong frame count or a duplicate is an error naming the entry."""
+    not the expression's, a frame count other than the video's (its evaluated frames, else those
+    of meta_expressions) or a duplicate is an error naming the entry."""
     indexed: Dict[ExpressionKey, Tuple[int, Dict[str, Any]]] = {}
     for index, entry in enumerate(entries):
         where = f"{results_path}: {describe_entry(entry, index)}"
@@ -88,7 +97,7 @@ def index_entries(entries: Sequence[Dict[str, Any]], meta: Dict[str, dict],
         if expression.get("obj_id") is not None and int(expression["obj_id"]) != entry["obj_id"]:
             raise ResultsFormatError(f"{where}: obj_id {entry['obj_id']} but the expression refers to "
                                      f"object {expression['obj_id']}")
-        num_frames = len(meta[vid]["frames"])
+        num_frames = len(video_frames.get(vid, meta[vid]["frames"]))
         if len(entry["segmentations"]) != num_frames:
             raise ResultsFormatError(f"{where}: {len(entry['segmentations'])} frames, the video has {num_frames}")
         if (vid, exp_id) in indexed:
@@ -148,12 +157,12 @@ def evaluate_rvos(results: Union[str, Path, Sequence[Dict[str, Any]]], ytvos_pat
     meta_path = root / "meta_expressions" / split / "meta_expressions.json"
     meta = read_meta_expressions(meta_path)
     videos = evaluated_videos(meta, annotations_dir, str(split_file) if split_file else "")
-    indexed = index_entries(entries, meta, results_path)
+    indexed = index_entries(entries, meta, videos, results_path)
     video_sizes = {}
-    for vid in videos:
-        if not meta[vid]["frames"]:
+    for vid, frames in videos.items():
+        if not frames:
             raise DataFormatError(f"{meta_path}: video {vid!r} lists no frames")
-        video_sizes[vid] = annotation_size(annotations_dir / vid / f"{meta[vid]['frames'][0]}{ANNOTATION_SUFFIX}")
+        video_sizes[vid] = annotation_size(annotations_dir / vid / f"{frames[0]}{ANNOTATION_SUFFIX}")
     check_rle_sizes(indexed, video_sizes, results_path)
 
     jaccards: List[np.ndarray] = []
@@ -161,8 +170,7 @@ def evaluate_rvos(results: Union[str, Path, Sequence[Dict[str, Any]]], ytvos_pat
     num_expressions = num_missing = 0
     with tqdm(total=sum(len(meta[vid]["expressions"]) for vid in videos), desc="evaluate",
               unit="expr", disable=not progress) as bar:
-        for vid in videos:
-            frames = meta[vid]["frames"]
+        for vid, frames in videos.items():
             labels = read_video_labels(annotations_dir, vid, frames, video_sizes[vid])
             for exp_id, expression in meta[vid]["expressions"].items():
                 if expression.get("obj_id") is None:

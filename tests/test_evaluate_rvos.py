@@ -134,6 +134,17 @@ def test_split_files_select_the_videos(dataset, tmp_path):
                                      "width": 32, "height": 24, "length": 4}], [])
     metrics = evaluate_rvos(entries, root, SPLIT, split_file=vis_split)
     assert metrics["num_expressions"] == 3 and metrics["num_frames"] == 12
+    # a VIS split file's frames are the evaluated frames (as in the official evaluation)
+    write_vis_instances(vis_split, [{"id": 1, "file_names": ["vid_a/00005.jpg", "vid_a/00015.jpg"],
+                                     "width": 32, "height": 24, "length": 2}], [])
+    frames_5_and_15 = [{**entry, "segmentations": [entry["segmentations"][1], entry["segmentations"][3]]}
+                       for entry in entries if entry["file_name"] == "vid_a"]
+    metrics = evaluate_rvos(frames_5_and_15, root, SPLIT, split_file=vis_split)
+    subset = {vid: dict(video, labels=video["labels"][[1, 3]]) for vid, video in videos.items() if vid == "vid_a"}
+    assert metrics["num_frames"] == 6
+    assert metrics["F"] == pytest.approx(expected_scores(subset, shifted)["F"], abs=1e-12)
+    with pytest.raises(ResultsFormatError, match="4 frames, the video has 2"):
+        evaluate_rvos(entries, root, SPLIT, split_file=vis_split)
     text_split.write_text("vid_c\n")
     with pytest.raises(ValueError, match="vid_c"):
         evaluate_rvos(entries, root, SPLIT, split_file=text_split)
