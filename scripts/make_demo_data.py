@@ -21,6 +21,7 @@ Written under OUT (all videos in the `train` split, as our RVOS loaders read the
     ann/instances_{train,test}_sub.json          YouTube-VIS style split files (the official training reads these)
     train_videos.txt, test_videos.txt            the same split as text files of video ids
     audio_wav/<vid>_<exp_id>.wav                 the spoken expressions (16-bit PCM, 22050 Hz)
+    audio_wav/speech.json                        text, eSpeak NG voice and rate of each recording
     audio_feature/<vid>_<exp_id>.npy             their MFCC-39 features, float64 [frames, 39] (SPEC §5, §6)
     .complete                                    the generation parameters; written last
 
@@ -319,8 +320,12 @@ def _video_rng(seed: int, split_index: int, video_index: int) -> np.random.Gener
     return np.random.default_rng([seed, split_index, video_index])
 
 
-def _write_video(root: Path, video: DemoVideo, rng: np.random.Generator) -> Tuple[dict, dict]:
-    """Frames, masks, audio and features of one video -> (its meta_expressions entry, its meta.json entry)."""
+def _write_video(root: Path, video: DemoVideo, rng: np.random.Generator,
+                 speech_log: Dict[str, dict]) -> Tuple[dict, dict]:
+    """Frames, masks, audio and features of one video -> (its meta_expressions entry, its meta.json entry).
+
+    Adds `{stem: {"text", "voice", "rate_wpm"}}` of each recording to `speech_log`.
+    """
     frame_names = [FRAME_NAME.format(i) for i in range(len(video.frames))]
     for name, frame, label in zip(frame_names, video.frames, video.labels):
         write_jpeg(root / SPLIT_DIR / "JPEGImages" / video.video_id / f"{name}.jpg", frame)
@@ -336,6 +341,7 @@ def _write_video(root: Path, video: DemoVideo, rng: np.random.Generator) -> Tupl
         _seed_speech(int(rng.integers(SPEECH_SEED_RANGE)))
         samples, sample_rate = synthesize(obj.expression, voice, rate)
         stem = f"{video.video_id}_{exp_id}"
+        speech_log[stem] = {"text": obj.expression, "voice": voice, "rate_wpm": rate}
         write_wav(root / "audio_wav" / f"{stem}.wav", samples, sample_rate)
         save_features(root / "audio_feature" / f"{stem}.npy", mfcc39(samples, sample_rate))
     for obj in video.objects:
@@ -361,16 +367,17 @@ def _vis_split(videos: List[DemoVideo], first_video_id: int, first_annotation_id
 
 def _write_dataset(root: Path, config: DemoConfig) -> None:
     train_ids, test_ids = video_ids(config)
-    meta_expressions, meta = {}, {}
+    meta_expressions, meta, speech_log = {}, {}, {}
     rendered: Dict[str, List[DemoVideo]] = {"train": [], "test": []}
     jobs = [("train", 0, i, vid) for i, vid in enumerate(train_ids)] + [("test", 1, i, vid) for i, vid in enumerate(test_ids)]
     for split, split_index, video_index, vid in tqdm(jobs, desc="demo videos", unit="video"):
         rng = _video_rng(config.seed, split_index, video_index)
         video = make_video(vid, rng, config)
-        meta_expressions[vid], meta[vid] = _write_video(root, video, rng)
+        meta_expressions[vid], meta[vid] = _write_video(root, video, rng, speech_log)
         rendered[split].append(video)
     write_meta_expressions(root / "meta_expressions" / SPLIT_DIR / "meta_expressions.json", meta_expressions)
     write_json(root / SPLIT_DIR / "meta.json", {"videos": meta})
+    write_json(root / "audio_wav" / "speech.json", speech_log)
     categories = [{"id": i + 1, "name": shape} for i, shape in enumerate(SHAPES)]
     train_videos, train_annotations = _vis_split(rendered["train"], 1, 1)
     test_videos, test_annotations = _vis_split(rendered["test"], len(train_videos) + 1, len(train_annotations) + 1)
