@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from data_factory import make_ytvos
 from datasets.formats import write_meta_expressions, write_palette_png, write_vis_instances
 from davis_reference import reference_boundary_f, reference_jaccard
 from scripts.evaluate_rvos import evaluate_rvos, main
@@ -203,3 +204,33 @@ def test_script_reports_a_bad_entry_and_fails(dataset, tmp_path):
     assert completed.returncode != 0
     assert "entry 2 (video 'vid_z', expression '2')" in completed.stderr and "unknown video" in completed.stderr
     assert not (tmp_path / "m.json").exists()
+
+
+def test_the_shared_data_factory_layout(tmp_path):
+    """The tests' shared Ref-YouTube-VOS factory: masks drawn from its boxes score 1 when right, and
+    the reference value when every expression is given the other object's mask."""
+    height, width = 24, 32
+    info = make_ytvos(tmp_path / "ytvos", num_videos=2, num_frames=[3, 5], height=height, width=width, vis_file=True)
+
+    def box_masks(boxes):
+        masks = np.zeros((len(boxes), height, width), dtype=bool)
+        for frame, box in enumerate(boxes):
+            if box is not None:
+                x0, y0, x1, y1 = box
+                masks[frame, y0:y1, x0:x1] = True
+        return masks
+
+    perfect, swapped, expected_swapped = [], [], {"J": [], "F": []}
+    for video_id, (vid, video) in enumerate(info["videos"].items(), start=1):
+        for exp_id, obj_id, other in (("0", 1, 2), ("1", 2, 1)):
+            gt, wrong = box_masks(video["boxes"][obj_id]), box_masks(video["boxes"][other])
+            perfect.append(make_entry(video_id, obj_id, vid, exp_id, gt))
+            swapped.append(make_entry(video_id, obj_id, vid, exp_id, wrong))
+            expected_swapped["J"] += [reference_jaccard(g, w) for g, w in zip(gt, wrong)]
+            expected_swapped["F"] += [reference_boundary_f(g, w) for g, w in zip(gt, wrong)]
+    for split_file in (None, info["ann_file"]):
+        metrics = evaluate_rvos(perfect, info["root"], SPLIT, split_file=split_file)
+        assert (metrics["J"], metrics["F"], metrics["num_frames"], metrics["num_expressions"]) == (1.0, 1.0, 16, 4)
+    metrics = evaluate_rvos(swapped, info["root"], SPLIT)
+    assert metrics["J"] == pytest.approx(np.mean(expected_swapped["J"]), abs=1e-12)
+    assert metrics["F"] == pytest.approx(np.mean(expected_swapped["F"]), abs=1e-12)
