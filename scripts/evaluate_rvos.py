@@ -6,9 +6,12 @@
 Ground truth: `ROOT/<split>/Annotations/<vid>/<frame>.png` (palette PNG, pixel value = object id)
 and `ROOT/meta_expressions/<split>/meta_expressions.json`. The evaluated expressions are every
 expression of the evaluated videos: those of `--split_file` (a YouTube-VIS style json or a text file
-of video ids), else every video of meta_expressions that has annotations. Unlike the official
-script, an expression missing from the results, or predicted empty, is scored as empty masks, and
-every frame counts. J and F are averaged over every frame of every evaluated expression.
+of video ids), else every video of meta_expressions that has annotations; their frames are those
+the YouTube-VIS json lists, else those of meta_expressions. Unlike the official script, an
+expression missing from the results, or predicted empty, is scored as empty masks, and every frame
+counts. J and F are averaged over every frame of every evaluated expression.
+
+In-process: `from scripts.evaluate_rvos import evaluate_rvos`.
 """
 import argparse
 import sys
