@@ -3,15 +3,28 @@ from typing import Dict, Tuple
 
 from torch import nn
 
+from .backbone import fold_frozen_batch_norms
 from .criterion import build_criterion
 from .postprocess import build_postprocessors
 from .segmentation import WnetSegm, build_wnet_segm
 from .wnet import Wnet, build_wnet
 
-__all__ = ["Wnet", "WnetSegm", "build_model"]
+__all__ = ["Wnet", "WnetSegm", "build_model", "optimize_for_inference"]
 
 
 def build_model(args) -> Tuple[nn.Module, nn.Module, Dict[str, nn.Module]]:
     """The mask model `WnetSegm` with `--masks` (needed for training), else the detector `Wnet`."""
     model = build_wnet_segm(args) if args.masks else build_wnet(args)
     return model, build_criterion(args), build_postprocessors(args)
+
+
+def optimize_for_inference(model: nn.Module) -> nn.Module:
+    """Prepare a loaded model for inference, in place: eval mode, frozen BNs folded into the convs.
+
+    Call it after loading weights: the backbone's state_dict layout changes (its convs gain a bias,
+    the BNs disappear), so the optimised model no longer loads official checkpoints. Outputs stay
+    within float32 rounding of the unoptimised model.
+    """
+    wnet = model.wnet if isinstance(model, WnetSegm) else model
+    fold_frozen_batch_norms(wnet.backbone[0].body)
+    return model.eval()

@@ -98,6 +98,47 @@ class Backbone(nn.Module):
         return out
 
 
+def _fold_into_conv(conv: nn.Conv2d, norm: FrozenBatchNorm2d) -> nn.Conv2d:
+    """A conv computing `norm(conv(x))`: the frozen BN's scale and shift moved into weight and bias."""
+    scale, shift = norm.scale_and_shift()
+    folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                       padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=True,
+                       padding_mode=conv.padding_mode).to(device=conv.weight.device, dtype=conv.weight.dtype)
+    bias = conv.bias * scale + shift if conv.bias is not None else shift
+    with torch.no_grad():
+        folded.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
+        folded.bias.copy_(bias)
+    folded.weight.requires_grad_(conv.weight.requires_grad)
+    folded.bias.requires_grad_(conv.weight.requires_grad)
+    return folded
+
+
+def fold_frozen_batch_norms(module: nn.Module) -> int:
+    """Fold every frozen BN that directly follows a conv of a torchvision ResNet into that conv.
+
+    Pairs are `convK`/`bnK` attributes of one module and `downsample = Sequential(conv, bn)`; each BN
+    becomes an Identity. For inference only: the state_dict layout changes (convs gain a bias).
+    Returns the number of folded layers.
+    """
+    folded = 0
+    for child in list(module.modules()):
+        for name, conv in list(child.named_children()):
+            if not isinstance(conv, nn.Conv2d):
+                continue
+            if isinstance(child, nn.Sequential):
+                norm_name = str(int(name) + 1)
+            elif name.startswith("conv"):
+                norm_name = "bn" + name[len("conv"):]
+            else:
+                continue
+            norm = getattr(child, norm_name, None)
+            if isinstance(norm, FrozenBatchNorm2d):
+                setattr(child, name, _fold_into_conv(conv, norm))
+                setattr(child, norm_name, nn.Identity())
+                folded += 1
+    return folded
+
+
 class Joiner(nn.Sequential):
     """`[backbone, position_encoding]`: the features of every level and the encoding of the last."""
 

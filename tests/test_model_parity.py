@@ -4,7 +4,8 @@ import json
 import pytest
 import torch
 
-from models import build_model
+from models import build_model, optimize_for_inference
+from models.backbone import FrozenBatchNorm2d
 from util.config import get_args_parser, parse_args
 
 BOX_ABS_TOL = 1e-5
@@ -35,8 +36,15 @@ def test_outputs_match_official(reference_dir, num_frames):
     clip, audio = reference_inputs(num_frames, fixture["height"], fixture["width"], fixture["audio_len"],
                                    fixture["input_seed"])
     with torch.no_grad():
-        out = model(clip, audio)
+        plain = model(clip, audio)
+        optimize_for_inference(model)
+        optimised = model(clip, audio)
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in model.modules()), "BNs left unfolded"
+    for out in (plain, optimised):
+        assert_matches(out, fixture)
 
+
+def assert_matches(out: dict, fixture: dict) -> None:
     assert out["pred_boxes"].shape == fixture["pred_boxes"].shape
     assert (out["pred_boxes"].double() - fixture["pred_boxes"]).abs().max() <= BOX_ABS_TOL
     aux = torch.stack([a["pred_boxes"] for a in out["aux_outputs"]])
