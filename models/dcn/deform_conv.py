@@ -2,15 +2,104 @@
 
 `DeformConv` holds `weight [out, in/groups, k, k]` (and `bias` only when asked for), exactly the
 layout of the official `mask_head.dcn`, so released checkpoints load strictly.
+
+Two interchangeable backends compute it: the compiled extension `models/dcn/_C` (C++ CPU with
+OpenMP, plus CUDA kernels where it was built with them) and `torchvision.ops.deform_conv2d`. The
+extension is used when it is built; the environment variable WNET_DCN_BACKEND=extension|torchvision
+forces one.
 """
 import math
-from typing import Optional, Tuple, Union
+import os
+from types import ModuleType
+from typing import Any, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import FunctionCtx, once_differentiable
 from torchvision.ops import deform_conv2d as torchvision_deform_conv2d
 
 IntPair = Union[int, Tuple[int, int]]
+
+BACKEND_ENV = "WNET_DCN_BACKEND"
+EXTENSION = "extension"
+TORCHVISION = "torchvision"
+BUILD_HINT = "run `make build-ext` in the repository root, or `cd models/dcn && python setup.py build_ext --inplace`"
+# dtypes the compiled kernels run in; others (float16, bfloat16) are computed in float32.
+_EXTENSION_DTYPES = (torch.float32, torch.float64)
+
+try:
+    from . import _C as _extension
+    _EXTENSION_ERROR: Optional[str] = None
+except ImportError as error:  # not built (or built for another torch): torchvision is the fallback
+    _extension = None
+    _EXTENSION_ERROR = str(error)
+
+
+def extension_available() -> bool:
+    """Whether the compiled extension models/dcn/_C is built and importable."""
+    return _extension is not None
+
+
+def extension_has_cuda() -> bool:
+    """Whether the compiled extension was built with its CUDA kernels."""
+    return _extension is not None and bool(_extension.compiled_with_cuda())
+
+
+def selected_backend() -> str:
+    """The backend deform_conv uses now: WNET_DCN_BACKEND if set, else the extension when built."""
+    forced = os.environ.get(BACKEND_ENV, "").strip().lower()
+    if forced == "":
+        return EXTENSION if extension_available() else TORCHVISION
+    if forced not in (EXTENSION, TORCHVISION):
+        raise ValueError(f"{BACKEND_ENV}={forced!r} is not a backend; use {EXTENSION!r} or {TORCHVISION!r}")
+    if forced == EXTENSION and not extension_available():
+        raise RuntimeError(f"{BACKEND_ENV}={EXTENSION} but the compiled extension models/dcn/_C is not "
+                           f"available ({_EXTENSION_ERROR}); to build it, {BUILD_HINT}")
+    return forced
+
+
+def _require_extension() -> ModuleType:
+    if _extension is None:
+        raise RuntimeError(f"the compiled extension models/dcn/_C is not available ({_EXTENSION_ERROR}); "
+                           f"to build it, {BUILD_HINT}")
+    return _extension
+
+
+class DeformConvFunction(torch.autograd.Function):
+    """Autograd wrapper of the compiled forward and backward (first-order gradients only)."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, x: Tensor, offset: Tensor, weight: Tensor, bias: Optional[Tensor],
+                stride: Tuple[int, int], padding: Tuple[int, int], dilation: Tuple[int, int],
+                groups: int, deformable_groups: int) -> Tensor:
+        extension = _require_extension()
+        ctx.geometry = (stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
+                        groups, deformable_groups)
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(x, offset, weight)
+        return extension.forward(x, offset, weight, bias, *ctx.geometry)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_output: Tensor) -> Tuple[Optional[Tensor], ...]:
+        x, offset, weight = ctx.saved_tensors
+        need_input, need_offset, need_weight, need_bias = ctx.needs_input_grad[:4]
+        grad_input, grad_offset, grad_weight, grad_bias = _require_extension().backward(
+            grad_output, x, offset, weight, *ctx.geometry, need_input, need_offset, need_weight,
+            need_bias and ctx.has_bias)
+        return grad_input, grad_offset, grad_weight, grad_bias, None, None, None, None, None
+
+
+def _extension_deform_conv(x: Tensor, offset: Tensor, weight: Tensor, bias: Optional[Tensor],
+                           stride: Tuple[int, int], padding: Tuple[int, int], dilation: Tuple[int, int],
+                           groups: int, deformable_groups: int) -> Tensor:
+    if x.dtype in _EXTENSION_DTYPES:
+        return DeformConvFunction.apply(x, offset, weight, bias, stride, padding, dilation, groups,
+                                        deformable_groups)
+    # Half precision (e.g. under autocast): compute in float32 as torchvision's autocast rule does.
+    as_float = [t.float() if t is not None else None for t in (x, offset, weight, bias)]
+    output = DeformConvFunction.apply(*as_float, stride, padding, dilation, groups, deformable_groups)
+    return output.to(x.dtype)
 
 
 def _pair(value: IntPair, name: str) -> Tuple[int, int]:
@@ -59,14 +148,21 @@ def _check_inputs(x: Tensor, offset: Tensor, weight: Tensor, bias: Optional[Tens
 
 def deform_conv(x: Tensor, offset: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
                 stride: IntPair = 1, padding: IntPair = 0, dilation: IntPair = 1,
-                groups: int = 1, deformable_groups: int = 1) -> Tensor:
+                groups: int = 1, deformable_groups: int = 1, backend: Optional[str] = None) -> Tensor:
     """Deformable convolution v1: bilinear sampling at the offset taps, zero outside the image.
 
     x: [N, C_in, H, W]; offset: [N, 2*deformable_groups*kh*kw, H_out, W_out] holding (dy, dx) per tap
     in row-major tap order; weight: [C_out, C_in/groups, kh, kw]. Returns [N, C_out, H_out, W_out].
+    backend: "extension" or "torchvision"; None picks `selected_backend()`.
     """
     stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
     _check_inputs(x, offset, weight, bias, stride, padding, dilation, groups, deformable_groups)
+    backend = selected_backend() if backend is None else backend
+    if backend == EXTENSION:
+        return _extension_deform_conv(x, offset, weight, bias, stride, padding, dilation, groups,
+                                      deformable_groups)
+    if backend != TORCHVISION:
+        raise ValueError(f"deform_conv: unknown backend {backend!r}; use {EXTENSION!r} or {TORCHVISION!r}")
     # torchvision infers groups and deformable groups from the channel counts.
     return torchvision_deform_conv2d(x, offset, weight, bias, stride=stride, padding=padding,
                                      dilation=dilation)
