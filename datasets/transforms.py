@@ -106,6 +106,22 @@ def resized_size(image_size: Tuple[int, int], size: int, max_size: Optional[int]
     return size, int(size * width / height)
 
 
+def _mark_vanished(target: Target) -> Target:
+    """`valid = 0` (and an all-zero box) for objects a crop or a down-scaling removed from the frame."""
+    if "valid" not in target:
+        return target
+    visible = torch.ones_like(target["valid"], dtype=torch.bool)
+    if "boxes" in target:
+        boxes = target["boxes"]
+        visible &= (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    if "masks" in target:
+        visible &= (target["masks"].flatten(1) != 0).any(1)
+    target["valid"] = target["valid"] * visible.to(target["valid"].dtype)
+    if "boxes" in target:
+        target["boxes"] = target["boxes"] * visible[:, None]
+    return target
+
+
 def resize(frames: Frames, target: Target, size: int, max_size: Optional[int] = None) -> Tuple[Frames, Target]:
     old_width, old_height = _frame_size(frames)
     new_height, new_width = resized_size((old_width, old_height), size, max_size)
@@ -121,6 +137,7 @@ def resize(frames: Frames, target: Target, size: int, max_size: Optional[int] = 
         # [N, H, W] -> [N, 1, H, W] for interpolate; nearest keeps the masks binary
         resized = F.interpolate(masks[:, None].float(), size=(new_height, new_width), mode="nearest")[:, 0]
         target["masks"] = (resized > 0.5).to(masks.dtype)
+        target = _mark_vanished(target)  # a sliver of an object can vanish when shrunk
     target["size"] = torch.tensor([new_height, new_width])
     return frames, target
 
@@ -148,16 +165,7 @@ def crop(frames: Frames, target: Target, top: int, left: int, height: int, width
         target["boxes"] = boxes
     if "masks" in target:
         target["masks"] = target["masks"][:, top:top + height, left:left + width]
-    if "valid" in target:
-        visible = torch.ones_like(target["valid"], dtype=torch.bool)
-        if "boxes" in target:
-            boxes = target["boxes"]
-            visible &= (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        if "masks" in target:
-            visible &= (target["masks"].flatten(1) != 0).any(1)
-        target["valid"] = target["valid"] * visible.to(target["valid"].dtype)
-        if "boxes" in target:
-            target["boxes"] = target["boxes"] * visible[:, None]
+    target = _mark_vanished(target)
     target["size"] = torch.tensor([height, width])
     return frames, target
 

@@ -26,7 +26,7 @@ from datasets.formats import (A2D_TEST_SPLIT, A2D_TRAIN_SPLIT, A2DFrameAnnotatio
 PathLike = Union[str, Path]
 Box = Tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, x1 / y1 exclusive
 
-OBJECT_COLOURS = {1: (230, 30, 30), 2: (30, 230, 30), 3: (230, 230, 30)}
+OBJECT_COLOURS = {1: (230, 30, 30), 2: (30, 230, 30)}  # object k: channel k-1 bright
 AUDIO_FEATURE_DIM = 39
 BACKGROUND_BLUE_START, BACKGROUND_BLUE_STEP = 40, 12
 YTVOS_FRAME_STEP = 5  # the release names annotated frames 00000, 00005, ...
