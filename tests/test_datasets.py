@@ -383,3 +383,23 @@ def test_build_dataset_and_dataloader_batches(data):
     assert len(build_dataset("val", args)) == 6
     with pytest.raises(ValueError, match="evaluation"):
         build_dataset("train", args)
+
+
+def test_photometric_distortion_hsv_and_per_frame_draws():
+    import colorsys
+    from PIL import Image
+    from datasets.transforms import PhotometricDistort, _hsv_to_rgb, _rgb_to_hsv, make_inference_transforms
+    rgb = np.random.default_rng(0).uniform(0, 255, size=(6, 7, 3))
+    hsv = _rgb_to_hsv(rgb)
+    assert np.allclose(_hsv_to_rgb(hsv), rgb, atol=1e-9)
+    for pixel, ours in zip(rgb.reshape(-1, 3)[:10], hsv.reshape(-1, 3)[:10]):
+        h, s, v = colorsys.rgb_to_hsv(*(pixel / 255))
+        assert np.allclose(ours, (h * 360, s, v * 255), atol=1e-9)
+    random.seed(3)
+    frame = Image.fromarray(rgb.astype(np.uint8))
+    distorted, target = PhotometricDistort()([frame] * 4, {"valid": torch.ones(4)})
+    arrays = [np.asarray(f) for f in distorted]
+    assert len({a.tobytes() for a in arrays}) > 1, "each frame gets its own draw"
+    assert all(a.shape == (6, 7, 3) and a.dtype == np.uint8 for a in arrays)
+    frames, _ = make_inference_transforms()([Image.new("RGB", (200, 50))] * 2, {})
+    assert frames[0].shape == (3, 300, 1200)  # short side 300, long side not capped
