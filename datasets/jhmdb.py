@@ -118,8 +118,9 @@ class JHMDBDataset(ClipDataset):
     def _check_query(self, query) -> None:
         if not self.frame_paths(query.video_id):
             raise DataFormatError("the video has no frames")
-        if not puppet_mask_path(self.root, self.classes[query.video_id], query.video_id).is_file():
-            raise FileNotFoundError(f"puppet mask not found: {puppet_mask_path(self.root, self.classes[query.video_id], query.video_id)}")
+        mask_path = puppet_mask_path(self.root, self.classes[query.video_id], query.video_id)
+        if not mask_path.is_file():
+            raise FileNotFoundError(f"puppet mask not found: {mask_path}")
         check_audio_feature(audio_feature_path(self.audio_root, query.video_id))
 
     def __len__(self) -> int:

@@ -208,7 +208,8 @@ def _hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
     zero = np.zeros_like(hue)
     index = np.floor(sector).astype(np.int64) % 6
     # (r, g, b) before adding the minimum, per 60° sector
-    choices = [(chroma, x, zero), (x, chroma, zero), (zero, chroma, x), (zero, x, chroma), (x, zero, chroma), (chroma, zero, x)]
+    choices = [(chroma, x, zero), (x, chroma, zero), (zero, chroma, x),
+               (zero, x, chroma), (x, zero, chroma), (chroma, zero, x)]
     rgb = np.zeros(hue.shape + (3,))
     for sector_index, channels in enumerate(choices):
         selected = index == sector_index

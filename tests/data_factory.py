@@ -13,7 +13,7 @@ rectangle of colour `OBJECT_COLOURS[k]`, moving one pixel per frame (`object_box
 that rectangle. Audio features are random `(frames, 39)` float64 arrays (their content is not checked).
 """
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 

@@ -13,12 +13,13 @@ from datasets import build_dataset
 from datasets.a2d import A2DDataset, read_a2d_samples
 from datasets.common import (BadSampleWarning, SampleError, centred_clip_indices, load_audio_feature,
                              middle_frame_index, rvos_clip_indices)
-from datasets.formats import A2DFrameAnnotation, read_a2d_h5, write_a2d_h5, write_meta_expressions, read_meta_expressions, write_npy
+from datasets.formats import (A2DFrameAnnotation, read_a2d_h5, read_meta_expressions, write_a2d_h5,
+                              write_meta_expressions, write_npy)
 from datasets.jhmdb import JHMDBDataset
 from datasets.transforms import (IMAGENET_MEAN, IMAGENET_STD, Compose, Normalize, RandomHorizontalFlip, RandomResize,
                                  RandomSizeCrop, crop, make_video_transforms)
 from datasets.ytvos import RVOSDataset
-from tests.data_factory import (OBJECT_COLOURS, dataset_args, frame_index_from_blue, make_a2d, make_jhmdb,
+from tests.data_factory import (dataset_args, frame_index_from_blue, make_a2d, make_jhmdb,
                                 make_ytvos, object_box)
 from util.misc import collate_fn
 
@@ -49,7 +50,7 @@ def background_frame_indices(clip: torch.Tensor) -> list:
 def check_alignment(clip: torch.Tensor, target: dict, obj_id: int) -> None:
     """Masks and boxes follow the transformed frames: mask pixels show object `obj_id`, box = mask box.
 
-    Object k is the only thing in the frames whose colour channel k-1 is bright (`OBJECT_COLOURS`), so a
+    Object k is the only thing in the frames whose colour channel k-1 is bright (`tests.data_factory.OBJECT_COLOURS`), so a
     pixel shows it when that channel is above the middle of the range.
     """
     rgb = to_rgb255(clip)
