@@ -171,6 +171,10 @@ class A2DDataset(ClipDataset):
         sample = self.samples[index]
         return centred_clip_indices(sample.frame_idx, len(self.frame_paths(sample.video_id)), self.num_frames)
 
+    def ground_truth(self, index: int) -> np.ndarray:
+        """The annotated frame's mask `[H, W]` uint8 at the original size (what the evaluation scores)."""
+        return load_a2d_ground_truth(self.root, self.samples[index])[0]
+
     def load(self, index: int):
         sample = self.samples[index]
         clip = self.clip_indices(index)

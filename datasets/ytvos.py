@@ -50,6 +50,7 @@ class RVOSVideo:
     height: Optional[int] = None
     width: Optional[int] = None
     object_ids: Optional[List[int]] = None  # from meta.json when present, else found in the PNGs
+    vis_id: Optional[int] = None  # the VIS file's video id (what results.json calls video_id)
 
 
 def split_paths(root: PathLike, split: str) -> Dict[str, Path]:
@@ -119,7 +120,8 @@ def read_ytvos_videos(root: PathLike, split: str = "train", ann_file: PathLike =
         info = meta_expressions.get(name, {"expressions": {}})
         videos.append(RVOSVideo(name, [Path(f).stem for f in vis_video["file_names"]], expressions_of(name, info),
                                 annotations=by_video[vis_video["id"]], height=int(vis_video["height"]),
-                                width=int(vis_video["width"]), object_ids=object_ids.get(name)))
+                                width=int(vis_video["width"]), object_ids=object_ids.get(name),
+                                vis_id=vis_video["id"]))
     return videos
 
 

@@ -404,3 +404,17 @@ def test_photometric_distortion_hsv_and_per_frame_draws():
     assert all(a.shape == (6, 7, 3) and a.dtype == np.uint8 for a in arrays)
     frames, _ = make_inference_transforms()([Image.new("RGB", (200, 50))] * 2, {})
     assert frames[0].shape == (3, 300, 1200)  # short side 300, long side not capped
+
+
+def test_listing_helpers_for_inference(data):
+    from datasets.ytvos import read_ytvos_videos, video_frame_paths
+    info = data["ytvos"]
+    videos = read_ytvos_videos(info["root"], "train")
+    assert [v.name for v in videos] == list(info["videos"])
+    assert [e.obj_id for e in videos[0].expressions] == [1, 2]
+    paths = video_frame_paths(info["root"], "train", videos[1])
+    assert [p.stem for p in paths] == info["videos"]["vid001"]["frames"] and all(p.is_file() for p in paths)
+    assert [v.vis_id for v in read_ytvos_videos(info["root"], "train", info["ann_file"])] == [1, 2]
+    a2d = A2DDataset(data["a2d"]["root"], data["a2d"]["audio_root"], 5, split="test")
+    _, _, target = a2d[0]
+    assert np.array_equal(a2d.ground_truth(0), target["masks"][0].numpy())
