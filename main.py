@@ -112,7 +112,8 @@ def amp_settings(args: argparse.Namespace, device: torch.device):
     return dtype, scaler
 
 
-def main(args: argparse.Namespace) -> None:
+def main(args: argparse.Namespace) -> torch.nn.Module:
+    """Train (or with `--eval` run the validation-loss loop); returns the model (unwrapped from DDP)."""
     from datasets import build_dataset
     from engine import NonFiniteLossError, evaluate_loss, train_one_epoch
     from models import build_model
@@ -150,7 +151,10 @@ def main(args: argparse.Namespace) -> None:
         output_dir.mkdir(parents=True, exist_ok=True)
 
     if args.pretrained_weights and not args.resume:
-        load_pretrained_weights(model_without_ddp, args.pretrained_weights)
+        missing, unexpected = load_pretrained_weights(model_without_ddp, args.pretrained_weights)
+        if utils.is_main_process():
+            print(json.dumps({"event": "pretrained_weights", "path": args.pretrained_weights,
+                              "missing": missing, "unexpected": unexpected}), flush=True)
 
     if args.resume:
         checkpoint = load_checkpoint_file(args.resume)
@@ -174,7 +178,7 @@ def main(args: argparse.Namespace) -> None:
         stats = evaluate_loss(model, criterion, build_loader(dataset_val, args, shuffle=False), device,
                               amp=args.amp, amp_dtype=amp_dtype)
         append_log(output_dir, {**{f"val_{k}": v for k, v in stats.items()}, "epoch": args.start_epoch - 1})
-        return
+        return model_without_ddp
 
     dataset_train = build_dataset("train", args)
     data_loader_train = build_loader(dataset_train, args, shuffle=True)
@@ -214,6 +218,7 @@ def main(args: argparse.Namespace) -> None:
     if args.distributed:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+    return model_without_ddp
 
 
 if __name__ == "__main__":

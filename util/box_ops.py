@@ -26,9 +26,15 @@ def box_area(boxes: Tensor) -> Tensor:
     return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
 
 
-def check_boxes_not_degenerate(boxes: Tensor, name: str = "boxes") -> None:
-    """Raise a ValueError if some xyxy box has x1 < x0 or y1 < y0 (or a NaN): GIoU is undefined there."""
+def check_boxes_not_degenerate(boxes: Tensor, name: str = "boxes", allow_nan: bool = False) -> None:
+    """Raise a ValueError if some xyxy box has x1 < x0 or y1 < y0 (or a NaN): GIoU is undefined there.
+
+    `allow_nan` lets NaN rows through (predictions): the loss is then NaN and the training loop
+    stops with a message naming the samples.
+    """
     ok = (boxes[..., 2:] >= boxes[..., :2]).all(dim=-1)
+    if allow_nan:
+        ok |= boxes.isnan().any(dim=-1)
     if not bool(ok.all()):
         bad = (~ok).nonzero().flatten().tolist()
         raise ValueError(f"degenerate {name} (x1 < x0 or y1 < y0, or NaN) at rows {bad}: "
@@ -61,7 +67,7 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tuple[Tensor, Tensor]:
 
 def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """Pairwise GIoU `[N, M]` of xyxy boxes `[N, 4]` and `[M, 4]`; degenerate boxes raise a ValueError."""
-    check_boxes_not_degenerate(boxes1, "predicted boxes")
+    check_boxes_not_degenerate(boxes1, "predicted boxes", allow_nan=True)
     check_boxes_not_degenerate(boxes2, "target boxes")
     return _giou(boxes1[:, None, :], boxes2[None, :, :])
 
@@ -70,6 +76,6 @@ def elementwise_generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """GIoU `[N]` of row i with row i (the diagonal of `generalized_box_iou`); degenerate boxes raise."""
     if boxes1.shape != boxes2.shape:
         raise ValueError(f"expected boxes of the same shape, got {tuple(boxes1.shape)} and {tuple(boxes2.shape)}")
-    check_boxes_not_degenerate(boxes1, "predicted boxes")
+    check_boxes_not_degenerate(boxes1, "predicted boxes", allow_nan=True)
     check_boxes_not_degenerate(boxes2, "target boxes")
     return _giou(boxes1, boxes2)
