@@ -101,11 +101,13 @@ class WaveletDenoisingLayer(nn.Module):
     def denoise(self, x: Tensor) -> Tensor:
         """Wavelet soft-thresholding of the `(L_v, B, C)` tokens, each sample as one image."""
         length, _, channels = x.shape
-        image = x.permute(1, 0, 2).unsqueeze(1)  # [B, 1, L_v, C]
-        low, (high,) = self.xfm(image)  # high: [B, 1, 3, h, w]
-        image = self.ifm((low, [soft_threshold_per_sample(high)]))
+        # pytorch_wavelets' autograd functions bypass autocast: run in the filters' dtype.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            image = x.permute(1, 0, 2).unsqueeze(1).to(self.xfm.h0_col.dtype)  # [B, 1, L_v, C]
+            low, (high,) = self.xfm(image)  # high: [B, 1, 3, h, w]
+            image = self.ifm((low, [soft_threshold_per_sample(high)]))
         # The inverse transform has even sides; crop back (the official crashes on an odd L_v).
-        image = image[:, :, :length, :channels]
+        image = image[:, :, :length, :channels].to(x.dtype)
         return image.squeeze(1).permute(1, 0, 2)  # (L_v, B, C)
 
     def forward(self, x: Tensor, audio_k: Tensor, audio_v: Tensor, allowed: Tensor) -> Tuple[Tensor, Tensor]:

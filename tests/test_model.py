@@ -174,3 +174,14 @@ def test_pre_norm_and_detector_only_run():
             out = model(clip(11), audio(12, 6)[None])
         assert out["pred_boxes"].shape == (1, TINY_FRAMES, 4)
         assert ("pred_masks" in out) == bool(extra)
+
+
+def test_bfloat16_autocast_runs():
+    model, _ = tiny_model()
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(clip(13), audio(14, 7)[None])
+    loss = out["pred_masks"].float().mean() + out["pred_boxes"].float().mean()
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
