@@ -66,7 +66,7 @@ COLOURS: Dict[str, Tuple[int, int, int]] = {
 }
 SHAPES = ("circle", "square", "triangle", "star", "heart", "cross")
 # Object radius as a fraction of the frame height, per spoken size.
-SIZE_RADIUS = {"small": (0.09, 0.11), "big": (0.16, 0.19)}
+SIZE_RADIUS = {"small": (0.11, 0.13), "big": (0.17, 0.20)}
 DIRECTIONS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
 SPEED_RANGE = (0.008, 0.016)  # pixels per frame, as a fraction of the frame width
 DIRECTION_JITTER_DEG = 20.0  # motion stays clearly "left", "right", "up" or "down"
