@@ -71,6 +71,7 @@ DIRECTIONS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down
 SPEED_RANGE = (0.008, 0.016)  # pixels per frame, as a fraction of the frame width
 DIRECTION_JITTER_DEG = 20.0  # motion stays clearly "left", "right", "up" or "down"
 CROSSING_JITTER = 0.15  # paths cross within this fraction of the frame size around its centre
+CROSSING_TIME = (0.3, 0.7)  # ... at this fraction of the video
 COLOUR_JITTER = 12  # per-channel variation of an object's colour
 P_SAY_SIZE = 0.35  # how often an expression also names the size
 P_SAY_MOTION = 0.35  # ... and the motion
@@ -208,7 +209,7 @@ def _path(rng: np.random.Generator, direction: str, radius: float, config: DemoC
     angle = math.radians(rng.uniform(-DIRECTION_JITTER_DEG, DIRECTION_JITTER_DEG))
     vx, vy = dx * math.cos(angle) - dy * math.sin(angle), dx * math.sin(angle) + dy * math.cos(angle)
     speed = rng.uniform(*SPEED_RANGE) * w
-    crossing_time = rng.uniform(0.3, 0.7) * (t - 1)
+    crossing_time = rng.uniform(*CROSSING_TIME) * (t - 1)
     cross_x = w / 2 + rng.uniform(-CROSSING_JITTER, CROSSING_JITTER) * w
     cross_y = h / 2 + rng.uniform(-CROSSING_JITTER, CROSSING_JITTER) * h
     times = np.arange(t) - crossing_time
