@@ -72,7 +72,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip_bad_samples", action="store_true",
                         help="warn about and drop broken samples instead of stopping")
     parser.add_argument("--data_scale", default=1.0, type=float,
-                        help="multiplies every resize/crop size of the clip transforms (1 = the official sizes; "
+                        help="multiplies every resize/crop size of the clip transforms and the inference short side "
+                             "(1 = the official sizes; "
                              "tiny test or demo runs use less, never below 32 pixels)")
 
     # Run

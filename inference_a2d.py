@@ -1,0 +1,50 @@
+"""A2D-Sentences evaluation with the official protocol.
+
+    python inference_a2d.py --masks --num_frames 8 --num_queries 8 --model_path CKPT \
+        --a2d_path data/a2d --a2d_audio_path data/a2d_j_audio_feature --metrics_path a2d_metrics.json
+
+Every test sample (videoset.csv split 1; samples from `a2d_annotation_info.txt` or derived from
+`a2d_annotation.txt` and the .h5 files): the clip of `--num_frames` frames centred on the annotated
+frame (clamped to the video), the middle frame's mask against the instance's mask. Reports the
+official mean J (and the F the official hard-codes to 0), overall/mean IoU, precision@0.5..0.9 and
+COCO mask mAP. The official falls back to `00025.h5` when a sample's file is missing; we report
+the sample (or drop it with `--skip_bad_samples`).
+"""
+import argparse
+from typing import List, Optional, Sequence
+
+from util.config import get_args_parser, parse_args
+from util.inference import (MiddleFrameSample, evaluate_middle_frame, inference_short_side, load_model_for_inference,
+                            report_metrics)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser("Wnet A2D-Sentences evaluation", parents=[get_args_parser()])
+
+
+def a2d_samples(args) -> List[MiddleFrameSample]:
+    from datasets.a2d import A2DDataset, audio_feature_path
+
+    dataset = A2DDataset(args.a2d_path, args.a2d_audio_path, args.num_frames, transforms=None, split="test",
+                         skip_bad_samples=args.skip_bad_samples)
+    samples = []
+    for index, sample in enumerate(dataset.samples):
+        samples.append(MiddleFrameSample(
+            dataset.describe(index), dataset.frame_paths(sample.video_id), sample.frame_idx,
+            audio_feature_path(args.a2d_audio_path, sample.video_id, sample.instance_id),
+            lambda index=index: dataset.ground_truth(index)))
+    return samples
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    args = parse_args(get_parser(), argv)
+    samples = a2d_samples(args)
+    model = load_model_for_inference(args)
+    metrics, records = evaluate_middle_frame(model, samples, args.num_frames, desc="A2D-Sentences",
+                                             short_side=inference_short_side(args))
+    report_metrics(metrics, records, args.metrics_path)
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

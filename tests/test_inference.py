@@ -1,0 +1,168 @@
+"""End to end: a model saved by the test -> inference scripts -> results.json / metrics (tiny data, CPU)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from PIL import Image
+
+import inference_a2d
+import inference_jhmdb
+import inference_rvos
+from data_factory import make_a2d, make_jhmdb, make_ytvos
+from datasets.formats import read_palette_png
+from models import build_model
+from util.config import get_args_parser, parse_args
+from util.inference import cyclic_clips, load_frame, predict_mask_logits
+from util.results import decode_masks, read_results
+
+NUM_FRAMES = 3
+MODEL_ARGV = ["--backbone", "resnet18", "--hidden_dim", "96", "--nheads", "8", "--dim_feedforward", "128",
+              "--enc_layers", "1", "--dec_layers", "1", "--num_frames", str(NUM_FRAMES),
+              "--num_queries", str(NUM_FRAMES), "--masks", "--device", "cpu", "--seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A freshly built small model (random weights), saved as a Wnet checkpoint."""
+    torch.manual_seed(0)
+    model, _, _ = build_model(parse_args(get_args_parser(), MODEL_ARGV))
+    path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pth"
+    torch.save({"model": model.state_dict()}, path)
+    return path
+
+
+def test_cyclic_clips_cover_every_frame_once():
+    for num_video_frames in range(1, 12):
+        clips = cyclic_clips(num_video_frames, NUM_FRAMES)
+        kept = [index for indices, count in clips for index in indices[:count]]
+        assert kept == list(range(num_video_frames))
+        assert all(len(indices) == NUM_FRAMES for indices, _ in clips)
+    assert cyclic_clips(5, 3) == [([0, 1, 2], 3), ([3, 4, 3], 2)]
+    assert cyclic_clips(2, 3) == [([0, 1, 0], 2)]  # the official short-video filling
+
+
+def test_rvos_inference_and_evaluation(tmp_path: Path, checkpoint: Path):
+    data = make_ytvos(tmp_path / "ytvos", num_videos=2, num_frames=[5, 2])
+    results_path, png_dir, vis_dir = tmp_path / "results.json", tmp_path / "pngs", tmp_path / "vis"
+    argv = MODEL_ARGV + ["--model_path", str(checkpoint), "--ytvos_path", data["root"],
+                         "--rvos_audio_path", data["audio_root"], "--save_path", str(results_path),
+                         "--png_dir", str(png_dir), "--visualize", str(vis_dir)]
+    inference_rvos.main(argv)
+
+    entries = read_results(results_path)
+    assert sorted((e["file_name"], e["exp_id"]) for e in entries) == [
+        (video, exp_id) for video in sorted(data["videos"]) for exp_id in ("0", "1")]
+    args = parse_args(inference_rvos.get_parser(), argv)
+    model, _, _ = build_model(args)
+    model.load_state_dict(torch.load(checkpoint, weights_only=True)["model"])
+    model.eval()
+    for entry in entries:
+        video = data["videos"][entry["file_name"]]
+        masks = decode_masks(entry["segmentations"])
+        assert masks.shape == (len(video["frames"]), 24, 32)  # every frame, at the original size
+        # every frame is predicted by the clip that covers it: check the last frame of each video directly
+        frame_paths = [Path(data["root"]) / "train" / "JPEGImages" / entry["file_name"] / f"{f}.jpg"
+                       for f in video["frames"]]
+        indices, count = cyclic_clips(len(frame_paths), NUM_FRAMES)[-1]
+        clip = torch.stack([load_frame(frame_paths[i])[0] for i in indices])
+        audio = torch.from_numpy(np.load(Path(data["audio_root"]) / f"{entry['file_name']}_{entry['exp_id']}.npy").T).float()
+        logits = predict_mask_logits(model, clip, audio, (24, 32))
+        np.testing.assert_array_equal(masks[-1], (logits[count - 1] > 0).numpy())
+        # the submission PNGs, file by file
+        for frame, mask in zip(video["frames"], masks):
+            png = np.asarray(Image.open(png_dir / entry["file_name"] / entry["exp_id"] / f"{frame}.png"))
+            assert png.dtype == np.uint8 and set(np.unique(png)) <= {0, 255}
+            np.testing.assert_array_equal(png == 255, mask)
+    for video in data["videos"]:
+        assert (vis_dir / f"{video}.gif").is_file() and (vis_dir / f"{video}_sheet.jpg").is_file()
+        assert len(list((vis_dir / video).glob("*.jpg"))) == len(data["videos"][video]["frames"])
+
+    from scripts.evaluate_rvos import main as evaluate_main
+    metrics_path = tmp_path / "metrics.json"
+    metrics = evaluate_main([str(results_path), "--ytvos_path", data["root"], "--out", str(metrics_path)])
+    assert json.loads(metrics_path.read_text()) == pytest.approx(metrics)
+    assert metrics["num_expressions"] == 4 and metrics["num_frames"] == 2 * (5 + 2)
+    # J recomputed here from the PNG ground truth
+    ious = []
+    for entry in entries:
+        for frame, mask in zip(data["videos"][entry["file_name"]]["frames"], decode_masks(entry["segmentations"])):
+            gt = read_palette_png(Path(data["root"]) / "train" / "Annotations" / entry["file_name"] / f"{frame}.png")
+            gt = gt == int(entry["obj_id"])
+            union = (gt | mask).sum()
+            ious.append(1.0 if union == 0 else (gt & mask).sum() / union)
+    assert metrics["J"] == pytest.approx(np.mean(ious))
+    assert metrics["J&F"] == pytest.approx((metrics["J"] + metrics["F"]) / 2)
+
+
+def test_rvos_split_file_selects_videos(tmp_path: Path, checkpoint: Path):
+    data = make_ytvos(tmp_path / "ytvos", num_videos=3, num_frames=2)
+    split_file = tmp_path / "test_videos.txt"
+    split_file.write_text("vid002\nvid000\n")
+    results_path = tmp_path / "results.json"
+    inference_rvos.main(MODEL_ARGV + ["--model_path", str(checkpoint), "--ytvos_path", data["root"],
+                                      "--rvos_audio_path", data["audio_root"], "--save_path", str(results_path),
+                                      "--split_file", str(split_file)])
+    entries = read_results(results_path)
+    assert [(e["file_name"], e["video_id"]) for e in entries] == [("vid002", 1), ("vid002", 1), ("vid000", 2), ("vid000", 2)]
+
+    split_file.write_text("vid009\n")
+    with pytest.raises(ValueError, match="vid009"):
+        inference_rvos.main(MODEL_ARGV + ["--model_path", str(checkpoint), "--ytvos_path", data["root"],
+                                          "--rvos_audio_path", data["audio_root"], "--split_file", str(split_file),
+                                          "--save_path", str(tmp_path / "other.json")])
+    assert not (tmp_path / "other.json").exists()
+
+
+def test_rvos_missing_audio_names_the_file(tmp_path: Path, checkpoint: Path):
+    data = make_ytvos(tmp_path / "ytvos", num_videos=1, num_frames=2)
+    (Path(data["audio_root"]) / "vid000_1.npy").unlink()
+    with pytest.raises(FileNotFoundError, match="vid000_1.npy"):
+        inference_rvos.main(MODEL_ARGV + ["--model_path", str(checkpoint), "--ytvos_path", data["root"],
+                                          "--rvos_audio_path", data["audio_root"],
+                                          "--save_path", str(tmp_path / "r.json")])
+
+
+def test_one_recording_on_one_folder(tmp_path: Path, checkpoint: Path):
+    data = make_ytvos(tmp_path / "ytvos", num_videos=1, num_frames=4)
+    recording = tmp_path / "phrase.wav"
+    rng = np.random.default_rng(0)
+    soundfile.write(recording, (rng.standard_normal(16000) * 3000).astype(np.int16), 16000)
+    results_path = tmp_path / "results.json"
+    frames_dir = Path(data["root"]) / "train" / "JPEGImages" / "vid000"
+    inference_rvos.main(MODEL_ARGV + ["--model_path", str(checkpoint), "--audio", str(recording),
+                                      "--video_dir", str(frames_dir), "--save_path", str(results_path),
+                                      "--png_dir", str(tmp_path / "pngs")])
+    (entry,) = read_results(results_path)
+    assert entry["file_name"] == "vid000" and entry["exp_id"] == "phrase"
+    assert decode_masks(entry["segmentations"]).shape == (4, 24, 32)
+    assert len(list((tmp_path / "pngs" / "vid000" / "phrase").glob("*.png"))) == 4
+
+
+def test_a2d_and_jhmdb_protocols(tmp_path: Path, checkpoint: Path):
+    a2d = make_a2d(tmp_path / "a2d", num_frames=9)
+    metrics_path = tmp_path / "a2d.json"
+    metrics = inference_a2d.main(MODEL_ARGV + ["--model_path", str(checkpoint), "--a2d_path", a2d["root"],
+                                               "--a2d_audio_path", a2d["audio_root"],
+                                               "--metrics_path", str(metrics_path)])
+    test_samples = [s for s in a2d["samples"] if a2d["videos"][s.video_id]["split"] == 1]
+    assert metrics["num_samples"] == len(test_samples) > 0
+    written = json.loads(metrics_path.read_text())
+    assert len(written["samples"]) == len(test_samples)
+    for key in ("J", "F", "overall_iou", "mean_iou", "precision@0.5", "precision@0.9", "mAP", "AP50", "AP75"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["J"] == pytest.approx(np.mean([s["J"] for s in written["samples"]]))
+
+    jhmdb = make_jhmdb(tmp_path / "jhmdb", num_videos=2, num_frames=12)
+    metrics = inference_jhmdb.main(MODEL_ARGV + ["--model_path", str(checkpoint), "--jhmdb_path", jhmdb["root"],
+                                                 "--a2d_audio_path", jhmdb["audio_root"]])
+    assert metrics["num_samples"] == 2 * 3  # three frames per annotation row
+
+
+def test_model_path_is_required(tmp_path: Path):
+    data = make_ytvos(tmp_path / "ytvos", num_videos=1, num_frames=2)
+    with pytest.raises(SystemExit, match="--model_path"):
+        inference_rvos.main(MODEL_ARGV + ["--ytvos_path", data["root"], "--rvos_audio_path", data["audio_root"],
+                                          "--save_path", str(tmp_path / "r.json")])
