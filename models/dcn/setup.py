@@ -2,14 +2,16 @@
 
     cd models/dcn && python setup.py build_ext --inplace      (or `make build-ext` in the repo root)
 
-Always builds the C++ CPU code (OpenMP). Adds the CUDA kernels when torch is a CUDA build and a CUDA
-toolkit (nvcc and its headers) is found; WNET_DCN_CPU_ONLY=1 skips them. Set CUDA_HOME to pick the
-toolkit and TORCH_CUDA_ARCH_LIST to pick the GPU architectures.
+Always builds the C++ CPU code (OpenMP). Adds the CUDA kernels when torch is a CUDA build, a CUDA
+toolkit (nvcc and its headers) is found, and the GPU architectures are known: those of the visible
+GPUs, or TORCH_CUDA_ARCH_LIST (e.g. "8.0;9.0") on a machine without one. WNET_DCN_CPU_ONLY=1 skips
+the CUDA kernels; CUDA_HOME picks the toolkit.
 """
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import List, Optional
 
@@ -21,14 +23,16 @@ CUDA_HEADER = Path("include") / "cuda_runtime.h"
 
 
 def _toolkit_root_from_nvcc() -> Optional[str]:
-    """The toolkit root nvcc reports (`#$ TOP=...` in its dry run); it sees through wrapper scripts."""
+    """The toolkit root nvcc reports (`#$ TOP=...` in a dry run); it sees through wrapper scripts."""
     nvcc = shutil.which("nvcc")
     if nvcc is None:
         return None
-    try:
-        dry_run = subprocess.run([nvcc, "--dryrun", "--version"], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        return None
+    with tempfile.TemporaryDirectory() as scratch:
+        command = [nvcc, "--dryrun", "-x", "cu", "-c", os.devnull, "-o", os.path.join(scratch, "probe.o")]
+        try:
+            dry_run = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            return None
     for line in (dry_run.stdout + dry_run.stderr).splitlines():
         if line.startswith("#$ TOP="):
             return os.path.realpath(line[len("#$ TOP="):].strip())
@@ -56,6 +60,11 @@ def _want_cuda() -> bool:
     toolkit = _find_cuda_toolkit()
     if toolkit is None:
         print("setup.py: no CUDA toolkit (nvcc and include/cuda_runtime.h) found, building the CPU extension only")
+        return False
+    if not torch.cuda.is_available() and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        # torch takes the GPU architectures from the visible GPUs; without one it cannot choose.
+        print(f"setup.py: CUDA toolkit in {toolkit} but no GPU visible and TORCH_CUDA_ARCH_LIST unset, building "
+              f"the CPU extension only (set e.g. TORCH_CUDA_ARCH_LIST='8.0;9.0' to build the CUDA kernels)")
         return False
     os.environ["CUDA_HOME"] = toolkit
     print(f"setup.py: building the CPU and CUDA extension with the toolkit in {toolkit}")

@@ -16,6 +16,10 @@ namespace {
 
 // Output positions per block: enough to amortise the corner computation, small enough for L1/L2.
 constexpr int64_t kBlockPositions = 256;
+// Below this many (channel, tap, position) samples a parallel region costs more than it saves.
+constexpr int64_t kMinParallelSamples = 1 << 16;
+
+bool worth_parallel(const Geometry& g) { return g.channels * g.taps() * g.positions() >= kMinParallelSamples; }
 
 template <typename scalar_t>
 void fill_corners(const Geometry& g, const scalar_t* offset, int64_t group, int64_t tap, int64_t begin,
@@ -37,7 +41,7 @@ void im2col_kernel(const scalar_t* input, const scalar_t* offset, const Geometry
   const int64_t positions = g.positions();
   const int64_t blocks = (positions + kBlockPositions - 1) / kBlockPositions;
   const int64_t group_channels = g.channels_per_deformable_group();
-#pragma omp parallel
+#pragma omp parallel if (worth_parallel(g))
   {
     std::vector<Corners<scalar_t>> corners(kBlockPositions);
 #pragma omp for schedule(static)
@@ -65,7 +69,7 @@ void offset_grad_kernel(const scalar_t* input, const scalar_t* offset, const sca
   const int64_t positions = g.positions();
   const int64_t blocks = (positions + kBlockPositions - 1) / kBlockPositions;
   const int64_t group_channels = g.channels_per_deformable_group();
-#pragma omp parallel
+#pragma omp parallel if (worth_parallel(g))
   {
     std::vector<Corners<scalar_t>> corners(kBlockPositions);
     std::vector<scalar_t> grad_y(kBlockPositions), grad_x(kBlockPositions);
@@ -112,7 +116,7 @@ void input_grad_kernel(const scalar_t* offset, const scalar_t* grad_columns, con
                        scalar_t* grad_input) {
   const int64_t positions = g.positions();
   const int64_t group_channels = g.channels_per_deformable_group();
-#pragma omp parallel
+#pragma omp parallel if (worth_parallel(g))
   {
     std::vector<Corners<scalar_t>> corners(kBlockPositions);
 #pragma omp for schedule(static)
