@@ -84,10 +84,13 @@ class Backbone(nn.Module):
         """images: `[N, 3, H, W]` with mask `[N, H, W]`. Returns layer1..layer4 as NestedTensors."""
         x, mask = images.decompose()
         levels: Dict[str, Tensor] = {}
+        recompute = self.checkpoint_activations and self.training and torch.is_grad_enabled()
         for name, module in self.body.items():
-            recompute = (self.checkpoint_activations and self.training and torch.is_grad_enabled()
-                         and name in TRAINABLE_LEVELS)
-            x = checkpoint(module, x, use_reentrant=False) if recompute else module(x)
+            if recompute and name in TRAINABLE_LEVELS:
+                for block in module:  # per residual block: only one block's activations live at a time
+                    x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = module(x)
             if name in LEVEL_NAMES:
                 levels[name] = x
         out = []

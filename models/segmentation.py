@@ -9,6 +9,7 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .dcn import DeformConv
 from .wnet import Audio, Clips, Wnet, build_wnet
@@ -117,28 +118,63 @@ class MaskHeadSmallConv(nn.Module):
         return lateral + F.interpolate(x, size=lateral.shape[-2:], mode="nearest")
 
 
+class FrameDecomposedConv3d(nn.Conv3d):
+    """Conv3d that on the CPU runs as one batched 2-D conv per temporal tap, summed (same parameters).
+
+    PyTorch's CPU conv3d takes a slow im2col path (no oneDNN), several times slower than the 2-D
+    convs and with a large column buffer; the result equals it up to float summation order.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if (x.device.type != "cpu" or self.stride != (1, 1, 1) or self.groups != 1
+                or self.padding_mode != "zeros" or not isinstance(self.padding, tuple)):
+            return super().forward(x)
+        batch, channels, frames, height, width = x.shape
+        pad_t, dil_t = self.padding[0], self.dilation[0]
+        taps = self.kernel_size[0]
+        out_frames = frames + 2 * pad_t - dil_t * (taps - 1)
+        padded = F.pad(x, (0, 0, 0, 0, pad_t, pad_t)).transpose(1, 2)  # [B, T+2p, C, H, W]
+        out = None
+        for tap in range(taps):
+            start = tap * dil_t
+            window = padded[:, start:start + out_frames].reshape(batch * out_frames, channels, height, width)
+            y = F.conv2d(window, self.weight[:, :, tap], self.bias if tap == 0 else None,
+                         padding=self.padding[1:], dilation=self.dilation[1:])
+            out = y if out is None else out + y
+        # [B*T', C_out, H', W'] -> [B, C_out, T', H', W']
+        return out.reshape(batch, out_frames, *out.shape[1:]).transpose(1, 2)
+
+
 def instance_head(in_channels: int) -> nn.Sequential:
     """3-D convolutions over (frame, y, x) of one clip's per-frame mask features -> mask logits."""
     layers: List[nn.Module] = []
     channels = in_channels
     for _ in range(3):
-        layers += [nn.Conv3d(channels, INSTANCE_HIDDEN, 3, padding=INSTANCE_DILATION, dilation=INSTANCE_DILATION),
+        layers += [FrameDecomposedConv3d(channels, INSTANCE_HIDDEN, 3, padding=INSTANCE_DILATION,
+                                         dilation=INSTANCE_DILATION),
                    nn.GroupNorm(INSTANCE_GROUPS, INSTANCE_HIDDEN), nn.ReLU()]
         channels = INSTANCE_HIDDEN
-    layers.append(nn.Conv3d(INSTANCE_HIDDEN, 1, 1))
+    layers.append(FrameDecomposedConv3d(INSTANCE_HIDDEN, 1, 1))
     return nn.Sequential(*layers)
 
 
 class WnetSegm(nn.Module):
     """The mask model: `wnet` (detector) + `bbox_attention`, `mask_head`, `insmask_head`."""
 
-    def __init__(self, wnet: Wnet, fpn_dims: List[int]) -> None:
+    def __init__(self, wnet: Wnet, fpn_dims: List[int], checkpoint_activations: bool = False) -> None:
         super().__init__()
         self.wnet = wnet
+        self.checkpoint_activations = checkpoint_activations
         hidden_dim, nheads = wnet.transformer.d_model, wnet.transformer.nhead
         self.bbox_attention = MHAttentionMap(hidden_dim, hidden_dim, nheads)
         self.mask_head = MaskHeadSmallConv(hidden_dim + nheads, fpn_dims, hidden_dim)
         self.insmask_head = instance_head(self.mask_head.out_channels)
+
+    def _run(self, head: nn.Module, *inputs) -> Tensor:
+        """head(*inputs), recomputed in backward with --checkpoint_activations (training only)."""
+        if self.checkpoint_activations and self.training and torch.is_grad_enabled():
+            return checkpoint(head, *inputs, use_reentrant=False)
+        return head(*inputs)
 
     def forward(self, samples: Clips, audio: Audio) -> Dict[str, object]:
         """samples: a clip `[T,3,H,W]`, a list of clips or a NestedTensor `[B*T,3,H,W]`;
@@ -165,12 +201,12 @@ class WnetSegm(nn.Module):
         queries = encoded.hs[-1].reshape(frames, slots, channels)  # (B, T*slots, C) -> [B*T, slots, C]
         bbox_mask = self.bbox_attention(queries, memory, mask=level_mask)  # [B*T, slots, heads, h, w]
         fpns = [encoded.features[2].tensors, encoded.features[1].tensors, encoded.features[0].tensors]
-        frame_masks = self.mask_head(memory, bbox_mask, fpns)  # [B*T*slots, C/16, H/4, W/4]
+        frame_masks = self._run(self.mask_head, memory, bbox_mask, fpns)  # [B*T*slots, C/16, H/4, W/4]
         _, mask_channels, mask_h, mask_w = frame_masks.shape
         # -> [B*slots, C/16, T, H/4, W/4]: one 3-D volume per clip and query slot
         volumes = frame_masks.reshape(batch, num_frames, slots, mask_channels, mask_h, mask_w)
         volumes = volumes.permute(0, 2, 3, 1, 4, 5).reshape(batch * slots, mask_channels, num_frames, mask_h, mask_w)
-        logits = self.insmask_head(volumes)  # [B*slots, 1, T, H/4, W/4]
+        logits = self._run(self.insmask_head, volumes)  # [B*slots, 1, T, H/4, W/4]
         logits = logits.reshape(batch, slots, num_frames, mask_h, mask_w).transpose(1, 2)  # [B, T, slots, ...]
         out["pred_masks"] = logits.reshape(batch, num_frames * slots, mask_h, mask_w)
         return out
@@ -179,4 +215,5 @@ class WnetSegm(nn.Module):
 def build_wnet_segm(args) -> WnetSegm:
     wnet = build_wnet(args)
     level_channels = wnet.backbone.level_channels
-    return WnetSegm(wnet, fpn_dims=[level_channels[2], level_channels[1], level_channels[0]])
+    return WnetSegm(wnet, fpn_dims=[level_channels[2], level_channels[1], level_channels[0]],
+                    checkpoint_activations=getattr(args, "checkpoint_activations", False))

@@ -185,3 +185,18 @@ def test_bfloat16_autocast_runs():
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("kernel, padding, dilation", [(3, 2, 2), (3, 1, 1), (1, 0, 1)])
+def test_frame_decomposed_conv3d_equals_conv3d(kernel, padding, dilation):
+    from models.segmentation import FrameDecomposedConv3d
+    torch.manual_seed(0)
+    conv = FrameDecomposedConv3d(6, 4, kernel, padding=padding, dilation=dilation)
+    x = torch.randn(2, 6, 5, 7, 9, requires_grad=True)
+    ours = conv(x)
+    reference = torch.nn.functional.conv3d(x, conv.weight, conv.bias, padding=padding, dilation=dilation)
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad(ours.square().sum(), (x, conv.weight))
+    reference_grads = torch.autograd.grad(reference.square().sum(), (x, conv.weight))
+    for ours_grad, reference_grad in zip(grads, reference_grads):
+        torch.testing.assert_close(ours_grad, reference_grad, rtol=1e-4, atol=1e-4)
