@@ -14,8 +14,7 @@ import argparse
 from typing import List, Optional, Sequence
 
 from util.config import get_args_parser, parse_args
-from util.inference import (MiddleFrameSample, evaluate_middle_frame, inference_short_side, load_model_for_inference,
-                            report_metrics)
+from util.inference import MiddleFrameSample, run_middle_frame_protocol
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -38,12 +37,7 @@ def a2d_samples(args) -> List[MiddleFrameSample]:
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(get_parser(), argv)
-    samples = a2d_samples(args)
-    model = load_model_for_inference(args)
-    metrics, records = evaluate_middle_frame(model, samples, args.num_frames, desc="A2D-Sentences",
-                                             short_side=inference_short_side(args))
-    report_metrics(metrics, records, args.metrics_path)
-    return metrics
+    return run_middle_frame_protocol(args, a2d_samples(args), desc="A2D-Sentences")
 
 
 if __name__ == "__main__":

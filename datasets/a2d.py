@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from datasets.common import (ClipDataset, apply_transforms, centred_clip_indices, check_audio_feature, check_items,
-                             load_audio_feature, make_target, middle_frame_index, read_frames)
+                             load_audio_feature, make_target, middle_frame_index, read_annotated_clip)
 from datasets.formats import (A2D_TEST_SPLIT, A2D_TRAIN_SPLIT, A2DFrameAnnotation, A2DSample, A2DVideo,
                               DataFormatError, read_a2d_annotation_info, read_a2d_annotations, read_a2d_h5,
                               read_videoset_csv)
@@ -178,12 +178,9 @@ class A2DDataset(ClipDataset):
     def load(self, index: int):
         sample = self.samples[index]
         clip = self.clip_indices(index)
-        paths = self.frame_paths(sample.video_id)
-        frames = read_frames([paths[i] for i in clip])
-        width, height = frames[0].size
         mask, box, class_id = load_a2d_ground_truth(self.root, sample)
-        if mask.shape != (height, width):
-            raise DataFormatError(f"mask is {mask.shape[0]}x{mask.shape[1]}, frames {height}x{width}")
+        frames = read_annotated_clip(self.frame_paths(sample.video_id), clip, mask, "mask")
+        height, width = mask.shape
         audio = load_audio_feature(audio_feature_path(self.audio_root, sample.video_id, sample.instance_id))
         target = make_target(box[None], mask[None], np.ones(1), np.asarray([class_id]), height, width,
                              video=sample.video_id, instance_id=sample.instance_id, frame_id=sample.frame_idx,

@@ -107,6 +107,16 @@ def read_frames(paths: Sequence[PathLike]) -> List[Image.Image]:
     return frames
 
 
+def read_annotated_clip(paths: Sequence[PathLike], clip: Sequence[int], mask: np.ndarray,
+                        what: str) -> List[Image.Image]:
+    """The frames `paths[i]` for `i` in `clip`, checked against the size of the annotated frame's mask."""
+    frames = read_frames([paths[i] for i in clip])
+    width, height = frames[0].size
+    if mask.shape != (height, width):
+        raise DataFormatError(f"{what} is {mask.shape[0]}x{mask.shape[1]}, frames {height}x{width}")
+    return frames
+
+
 # ----------------------------------------------------------------------------- targets
 def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
     """`[N, H, W]` binary masks -> `[N, 4]` float32 pixel boxes (x0, y0, x1, y1), x1/y1 exclusive

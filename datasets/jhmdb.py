@@ -19,7 +19,7 @@ import numpy as np
 
 from datasets.common import (ClipDataset, apply_transforms, boxes_from_masks, centred_clip_indices,
                              check_audio_feature, check_items, load_audio_feature, make_target, middle_frame_index,
-                             read_frames)
+                             read_annotated_clip)
 from datasets.formats import DataFormatError, read_json, read_jhmdb_annotations, read_puppet_mask
 
 PathLike = Union[str, Path]
@@ -144,12 +144,9 @@ class JHMDBDataset(ClipDataset):
     def load(self, index: int):
         sample = self.samples[index]
         clip = self.clip_indices(index)
-        paths = self.frame_paths(sample.video_id)
-        frames = read_frames([paths[i] for i in clip])
-        width, height = frames[0].size
         mask = self.ground_truth(index)
-        if mask.shape != (height, width):
-            raise DataFormatError(f"part_mask is {mask.shape[0]}x{mask.shape[1]}, frames {height}x{width}")
+        frames = read_annotated_clip(self.frame_paths(sample.video_id), clip, mask, "part_mask")
+        height, width = mask.shape
         valid = np.asarray([int(mask.any())])
         target = make_target(boxes_from_masks(mask[None]), mask[None], valid, valid.copy(), height, width,
                              video=sample.video_id, frame_id=sample.frame_idx,

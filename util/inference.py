@@ -190,6 +190,14 @@ def evaluate_middle_frame(model: nn.Module, samples: Sequence[MiddleFrameSample]
     return metrics, records
 
 
+def run_middle_frame_protocol(args, samples: Sequence[MiddleFrameSample], desc: str) -> Dict[str, float]:
+    """Load `--model_path`, evaluate `samples`, print the metrics and write them to `--metrics_path`."""
+    model = load_model_for_inference(args)
+    metrics, records = evaluate_middle_frame(model, samples, args.num_frames, desc, inference_short_side(args))
+    report_metrics(metrics, records, args.metrics_path)
+    return metrics
+
+
 def report_metrics(metrics: Dict, records: List[Dict], path: Optional[PathLike]) -> None:
     """Print the metrics as one JSON line and write metrics + per-sample records atomically."""
     log_json(metrics)
