@@ -210,8 +210,10 @@ def main(args: argparse.Namespace) -> torch.nn.Module:
             # The numbered file first: `checkpoint.pth` always points at a complete epoch.
             utils.save_on_master(checkpoint, output_dir / f"checkpoint{epoch:04}.pth")
             utils.save_on_master(checkpoint, output_dir / LATEST_CHECKPOINT)
-        append_log(output_dir, {**{f"train_{k}": v for k, v in train_stats.items()}, "epoch": epoch,
-                                "n_parameters": n_parameters})
+        record = {**{f"train_{k}": v for k, v in train_stats.items()}, "epoch": epoch, "n_parameters": n_parameters}
+        if args.distributed:  # DDP keeps replicas equal; say so, since a divergence would be silent
+            record["ranks_in_sync"] = utils.ranks_in_sync(model_without_ddp)
+        append_log(output_dir, record)
 
     total = str(datetime.timedelta(seconds=int(time.time() - start_time)))
     print(json.dumps({"event": "done", "training_time": total}), flush=True)

@@ -1,4 +1,5 @@
 """Nested tensors, collation, distributed helpers (no-ops in one process) and atomic file writes."""
+import hashlib
 import json
 import os
 import tempfile
@@ -119,6 +120,24 @@ def init_distributed_mode(args) -> None:
     dist.init_process_group(backend=backend, init_method=args.dist_url,
                             world_size=args.world_size, rank=args.rank)
     dist.barrier()
+
+
+def state_digest(module: torch.nn.Module) -> str:
+    """SHA-1 of every parameter's and buffer's bytes: equal digests mean bitwise-equal states."""
+    digest = hashlib.sha1()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def ranks_in_sync(module: torch.nn.Module) -> bool:
+    """Whether every process holds bitwise the same model state (True in one process)."""
+    if get_world_size() == 1:
+        return True
+    digests: List[Optional[str]] = [None] * get_world_size()
+    dist.all_gather_object(digests, state_digest(module))
+    return len(set(digests)) == 1
 
 
 def all_reduce_mean(value: Tensor) -> Tensor:
