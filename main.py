@@ -156,9 +156,11 @@ def main(args: argparse.Namespace) -> torch.nn.Module:
             print(json.dumps({"event": "pretrained_weights", "path": args.pretrained_weights,
                               "missing": missing, "unexpected": unexpected}), flush=True)
 
+    trained_epoch = args.start_epoch - 1  # the last epoch the weights have seen (for --eval's log line)
     if args.resume:
         checkpoint = load_checkpoint_file(args.resume)
         model_without_ddp.load_state_dict(checkpoint["model"], strict=True)
+        trained_epoch = checkpoint.get("epoch", trained_epoch)
         if not args.eval and all(k in checkpoint for k in ("optimizer", "lr_scheduler", "epoch")):
             optimizer.load_state_dict(checkpoint["optimizer"])
             lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
@@ -177,7 +179,7 @@ def main(args: argparse.Namespace) -> torch.nn.Module:
         dataset_val = build_dataset("val", args)
         stats = evaluate_loss(model, criterion, build_loader(dataset_val, args, shuffle=False), device,
                               amp=args.amp, amp_dtype=amp_dtype)
-        append_log(output_dir, {**{f"val_{k}": v for k, v in stats.items()}, "epoch": args.start_epoch - 1})
+        append_log(output_dir, {**{f"val_{k}": v for k, v in stats.items()}, "epoch": trained_epoch})
         return model_without_ddp
 
     dataset_train = build_dataset("train", args)

@@ -188,3 +188,13 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path: Path, tin
         run_main(train_argv(tiny_ytvos, output_dir, "--epochs", "2", "--resume", str(output_dir / "checkpoint.pth")))
     assert (output_dir / "checkpoint.pth").read_bytes() == before
     assert not (output_dir / "checkpoint0001.pth").exists()
+
+
+def test_eval_runs_the_validation_loss_loop(tmp_path: Path, tiny_ytvos: dict):
+    output_dir = tmp_path / "out"
+    run_main(train_argv(tiny_ytvos, output_dir))
+    trained = load(output_dir / "checkpoint.pth")
+    run_main(train_argv(tiny_ytvos, output_dir, "--eval", "--resume", str(output_dir / "checkpoint.pth")))
+    record = json.loads((output_dir / "log.txt").read_text().splitlines()[-1])
+    assert record["epoch"] == 0 and record["val_loss"] > 0 and "val_loss_mask" in record
+    assert_same_state(load(output_dir / "checkpoint.pth")["model"], trained["model"])  # evaluation writes no weights
