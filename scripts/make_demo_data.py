@@ -1,7 +1,8 @@
 """The demo dataset: moving coloured shapes with spoken referring expressions, in the Ref-YouTube-VOS layout.
 
     python scripts/make_demo_data.py --out data/demo --seed 0 [--num_train_videos 24 --num_test_videos 6
-                                     --frames 16 --size 120x216 --min_objects 2 --max_objects 3 --force]
+                                     --frames 16 --size 120x216 --min_objects 2 --max_objects 3
+                                     --num_colours 6 --num_shapes 6 --num_voices 9 --force]
 
 Every video shows 2-3 shapes (circle, square, triangle, star, heart, cross) that differ in colour AND shape,
 each in a "small" or "big" size, moving in a straight line along one of the four directions so that their
@@ -9,7 +10,9 @@ paths cross near the middle of the frame; a random depth order decides who cover
 keep only the visible pixels. The background is a smooth, mildly tinted texture plus per-frame noise. Each
 object gets one spoken expression naming its colour and shape, sometimes its size and its motion
 ("the small blue square moving left"); no two objects of a video share an expression, so only the audio
-tells which one to segment. Speech comes from eSpeak NG in several voices and speeds.
+tells which one to segment. Speech comes from eSpeak NG in several voices and speeds. `--num_colours`,
+`--num_shapes` and `--num_voices` keep only the first ones of each list (a smaller vocabulary and fewer
+voices make a dataset that a small model learns in minutes on the CPU, see scripts/demo.py).
 
 Written under OUT (all videos in the `train` split, as our RVOS loaders read the train split for both):
 
@@ -103,6 +106,9 @@ class DemoConfig:
     width: int = 216
     min_objects: int = 2
     max_objects: int = 3
+    num_colours: int = len(COLOURS)  # the first ones of COLOURS: a smaller vocabulary learns faster
+    num_shapes: int = len(SHAPES)  # ... of SHAPES
+    num_voices: int = len(VOICES)  # ... of VOICES
 
     def check(self) -> None:
         if self.num_train_videos < 0 or self.num_test_videos < 0 or self.num_train_videos + self.num_test_videos == 0:
@@ -111,8 +117,13 @@ class DemoConfig:
             raise ValueError(f"--frames must be >= 1, got {self.num_frames}")
         if self.height < 32 or self.width < 32:
             raise ValueError(f"--size must be at least 32x32, got {self.height}x{self.width}")
-        if not 1 <= self.min_objects <= self.max_objects <= min(len(COLOURS), len(SHAPES)):
-            raise ValueError(f"need 1 <= --min_objects <= --max_objects <= {min(len(COLOURS), len(SHAPES))}, "
+        for name, value, known in (("--num_colours", self.num_colours, COLOURS), ("--num_shapes", self.num_shapes, SHAPES),
+                                   ("--num_voices", self.num_voices, VOICES)):
+            if not 1 <= value <= len(known):
+                raise ValueError(f"{name} must be in 1..{len(known)}, got {value}")
+        if not 1 <= self.min_objects <= self.max_objects <= min(self.num_colours, self.num_shapes):
+            raise ValueError(f"need 1 <= --min_objects <= --max_objects <= {min(self.num_colours, self.num_shapes)} "
+                             f"(objects of a video differ in colour and shape), "
                              f"got {self.min_objects} and {self.max_objects}")
 
 
@@ -235,8 +246,8 @@ def describe(obj: DemoObject, rng: np.random.Generator) -> str:
 
 def _layout(rng: np.random.Generator, config: DemoConfig) -> List[DemoObject]:
     num_objects = int(rng.integers(config.min_objects, config.max_objects + 1))
-    colours = rng.choice(list(COLOURS), size=num_objects, replace=False)
-    shapes = rng.choice(SHAPES, size=num_objects, replace=False)
+    colours = rng.choice(list(COLOURS)[:config.num_colours], size=num_objects, replace=False)
+    shapes = rng.choice(SHAPES[:config.num_shapes], size=num_objects, replace=False)
     depths = rng.permutation(num_objects)
     objects = []
     for index in range(num_objects):
@@ -321,7 +332,7 @@ def _video_rng(seed: int, split_index: int, video_index: int) -> np.random.Gener
     return np.random.default_rng([seed, split_index, video_index])
 
 
-def _write_video(root: Path, video: DemoVideo, rng: np.random.Generator,
+def _write_video(root: Path, video: DemoVideo, rng: np.random.Generator, voices: Sequence[str],
                  speech_log: Dict[str, dict]) -> Tuple[dict, dict]:
     """Frames, masks, audio and features of one video -> (its meta_expressions entry, its meta.json entry).
 
@@ -337,7 +348,7 @@ def _write_video(root: Path, video: DemoVideo, rng: np.random.Generator,
         obj = video.objects[obj_index]
         exp_id = str(exp_index)
         expressions[exp_id] = {"exp": obj.expression, "obj_id": str(obj.obj_id)}
-        voice = str(rng.choice(VOICES))
+        voice = str(rng.choice(voices))
         rate = int(rng.integers(SPEECH_RATE_WPM[0], SPEECH_RATE_WPM[1] + 1))
         _seed_speech(int(rng.integers(SPEECH_SEED_RANGE)))
         samples, sample_rate = synthesize(obj.expression, voice, rate)
@@ -374,7 +385,7 @@ def _write_dataset(root: Path, config: DemoConfig) -> None:
     for split, split_index, video_index, vid in tqdm(jobs, desc="demo videos", unit="video"):
         rng = _video_rng(config.seed, split_index, video_index)
         video = make_video(vid, rng, config)
-        meta_expressions[vid], meta[vid] = _write_video(root, video, rng, speech_log)
+        meta_expressions[vid], meta[vid] = _write_video(root, video, rng, VOICES[:config.num_voices], speech_log)
         rendered[split].append(video)
     write_meta_expressions(root / "meta_expressions" / SPLIT_DIR / "meta_expressions.json", meta_expressions)
     write_json(root / SPLIT_DIR / "meta.json", {"videos": meta})
@@ -445,6 +456,12 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=parse_size, default=(defaults.height, defaults.width), help="HEIGHTxWIDTH")
     parser.add_argument("--min_objects", type=int, default=defaults.min_objects)
     parser.add_argument("--max_objects", type=int, default=defaults.max_objects)
+    parser.add_argument("--num_colours", type=int, default=defaults.num_colours,
+                        help=f"use the first N of {', '.join(COLOURS)}")
+    parser.add_argument("--num_shapes", type=int, default=defaults.num_shapes,
+                        help=f"use the first N of {', '.join(SHAPES)}")
+    parser.add_argument("--num_voices", type=int, default=defaults.num_voices,
+                        help=f"use the first N eSpeak NG voices of {', '.join(VOICES)}")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
     return parser
 
@@ -453,7 +470,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(argv)
     config = DemoConfig(seed=args.seed, num_train_videos=args.num_train_videos, num_test_videos=args.num_test_videos,
                         num_frames=args.frames, height=args.size[0], width=args.size[1],
-                        min_objects=args.min_objects, max_objects=args.max_objects)
+                        min_objects=args.min_objects, max_objects=args.max_objects, num_colours=args.num_colours,
+                        num_shapes=args.num_shapes, num_voices=args.num_voices)
     if generate(args.out, config, force=args.force):
         print(f"wrote the demo dataset to {args.out}")
     else:

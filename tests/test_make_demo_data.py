@@ -180,3 +180,28 @@ def test_bad_arguments_are_clear_errors(tmp_path):
     with pytest.raises(SystemExit):
         demo.get_parser().parse_args(["--size", "120by216"])
     assert demo.parse_size("120x216") == (120, 216)
+
+
+def test_a_smaller_vocabulary_and_fewer_voices(tmp_path):
+    out = tmp_path / "small"
+    _run_script(out, "--num_colours", "2", "--num_shapes", "3", "--num_voices", "1", "--min_objects", "2",
+                "--max_objects", "2")
+    colours, shapes = list(demo.COLOURS)[:2], demo.SHAPES[:3]
+    videos = read_meta_expressions(out / "meta_expressions" / "train" / "meta_expressions.json")
+    for vid, video in videos.items():
+        for expression in video["expressions"].values():
+            words = expression["exp"].split()
+            assert sum(c in words for c in colours) == 1 and not any(c in words for c in list(demo.COLOURS)[2:])
+            assert sum(s in words for s in shapes) == 1 and not any(s in words for s in demo.SHAPES[3:])
+    speech = json.loads((out / "audio_wav" / "speech.json").read_text())
+    assert {r["voice"] for r in speech.values()} == {demo.VOICES[0]}
+    assert json.loads((out / demo.COMPLETE_MARKER).read_text())["num_colours"] == 2
+
+
+def test_vocabulary_options_are_checked():
+    with pytest.raises(ValueError, match="--num_colours"):
+        demo.DemoConfig(num_colours=0).check()
+    with pytest.raises(ValueError, match="--num_voices"):
+        demo.DemoConfig(num_voices=len(demo.VOICES) + 1).check()
+    with pytest.raises(ValueError, match="differ in colour and shape"):
+        demo.DemoConfig(num_shapes=2, min_objects=2, max_objects=3).check()
