@@ -190,7 +190,7 @@ class A2DDataset(ClipDataset):
 
 
 def build(image_set: str, args, transforms: Optional[Callable] = None) -> A2DDataset:
-    from datasets.transforms import make_video_transforms
+    from datasets.transforms import video_transforms_from_args
     return A2DDataset(args.a2d_path, args.a2d_audio_path, args.num_frames,
-                      transforms or make_video_transforms(image_set, args.data_scale),
+                      transforms or video_transforms_from_args(image_set, args),
                       split=image_set, skip_bad_samples=args.skip_bad_samples)

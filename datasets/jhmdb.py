@@ -159,7 +159,7 @@ class JHMDBDataset(ClipDataset):
 def build(image_set: str, args, transforms: Optional[Callable] = None) -> JHMDBDataset:
     if image_set == "train":
         raise ValueError("JHMDB-Sentences is an evaluation set; train with --dataset_file avos, ytvos or a2d")
-    from datasets.transforms import make_video_transforms
+    from datasets.transforms import video_transforms_from_args
     return JHMDBDataset(args.jhmdb_path, args.a2d_audio_path, args.num_frames,
-                        transforms or make_video_transforms(image_set, args.data_scale),
+                        transforms or video_transforms_from_args(image_set, args),
                         skip_bad_samples=args.skip_bad_samples)

@@ -289,31 +289,40 @@ def _scaled(sizes: Sequence[int], scale: float) -> List[int]:
     return sorted({max(MIN_SCALED_SIZE, int(round(s * scale))) for s in sizes})
 
 
-def make_video_transforms(image_set: str, scale: float = 1.0) -> Compose:
+def make_video_transforms(image_set: str, scale: float = 1.0, hflip: bool = True,
+                          photometric: bool = True) -> Compose:
     """The official clip transforms of SPEC §4 for 'train' or 'val'.
 
     `scale` multiplies every resize and crop size (1 = the official sizes; tiny test and demo runs use
-    less, sizes never below 32 pixels).
+    less, sizes never below 32 pixels). `hflip=False` / `photometric=False` leave out the training
+    flip / photometric distortion (the CPU demo, whose expressions name colours and left/right motion).
     """
     (final,) = _scaled([TRAIN_FINAL_SIZE], scale)
     if image_set == "train":
         (crop_min,) = _scaled([CROP_MIN_SIZE], scale)
         (crop_max,) = _scaled([CROP_MAX_SIZE], scale)
-        return Compose([
-            RandomHorizontalFlip(),
+        steps = [
+            RandomHorizontalFlip() if hflip else None,
             RandomResize(_scaled(TRAIN_SCALES, scale), max_size=_scaled([TRAIN_MAX_SIZE], scale)[0]),
-            PhotometricDistort(),
+            PhotometricDistort() if photometric else None,
             RandomResize(_scaled(CROP_RESIZE_SCALES, scale)),
             RandomSizeCrop(crop_min, crop_max),
             RandomResize([final], max_size=_scaled([TRAIN_FINAL_MAX_SIZE], scale)[0]),
             Normalize(),
-        ])
+        ]
+        return Compose([step for step in steps if step is not None])
     if image_set == "val":
         return Compose([
             RandomResize(_scaled([VAL_SIZE], scale), max_size=_scaled([VAL_MAX_SIZE], scale)[0]),
             Normalize(),
         ])
     raise ValueError(f"unknown image set {image_set!r}; expected 'train' or 'val'")
+
+
+def video_transforms_from_args(image_set: str, args) -> Compose:
+    """`make_video_transforms` with the size (`--data_scale`) and augmentation switches of the options."""
+    return make_video_transforms(image_set, args.data_scale, hflip=not getattr(args, "no_hflip", False),
+                                 photometric=not getattr(args, "no_photometric", False))
 
 
 def make_inference_transforms(short_side: int = INFERENCE_SIZE) -> Compose:

@@ -250,7 +250,7 @@ class RVOSDataset(ClipDataset):
 
 
 def build(image_set: str, args, transforms: Optional[Callable] = None) -> RVOSDataset:
-    from datasets.transforms import make_video_transforms
+    from datasets.transforms import video_transforms_from_args
     return RVOSDataset(args.ytvos_path, args.rvos_audio_path, args.num_frames,
-                       transforms or make_video_transforms(image_set, args.data_scale),
+                       transforms or video_transforms_from_args(image_set, args),
                        split=args.ytvos_split, ann_file=args.ytvos_ann_file, skip_bad_samples=args.skip_bad_samples)

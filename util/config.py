@@ -75,6 +75,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="multiplies every resize/crop size of the clip transforms and the inference short side "
                              "(1 = the official sizes; "
                              "tiny test or demo runs use less, never below 32 pixels)")
+    parser.add_argument("--no_hflip", action="store_true",
+                        help="leave out the random horizontal flip of the training clips (official: flip; "
+                             "the CPU demo's expressions say 'moving left/right')")
+    parser.add_argument("--no_photometric", action="store_true",
+                        help="leave out the photometric distortion of the training clips (official: on; it "
+                             "shifts hues and permutes colour channels, which the demo's colour words cannot survive)")
 
     # Run
     parser.add_argument("--output_dir", default="output", help="where to save; empty for no saving")
