@@ -1,0 +1,51 @@
+"""scripts/benchmark.py --quick: every figure is reported and positive (no timing assertions)."""
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+import benchmark  # noqa: E402
+
+SMALL_MODEL = ["--quick", "--backbone", "resnet18", "--hidden_dim", "96"]
+
+
+def assert_positive_case(row: dict, with_memory: bool) -> None:
+    assert row["median_s"] > 0 and row["ratio"] > 0 and len(row["times_s"]) >= 1
+    if with_memory:
+        assert row["memory"]["peak_mib"] > 0 and row["memory"]["before_mib"] > 0
+
+
+@pytest.mark.slow  # seven model builds and six fresh measuring processes: about a minute on 2 busy cores
+def test_quick_benchmark_reports_every_figure(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert benchmark.main([*SMALL_MODEL, "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert set(results["inference"]) == set(benchmark.INFERENCE_CASES)
+    assert set(results["training"]) == set(benchmark.TRAIN_CASES)
+    for section in ("inference", "training"):
+        for row in results[section].values():
+            assert_positive_case(row, with_memory=True)
+        assert results[section]["baseline"]["ratio"] == pytest.approx(1.0)
+    assert results["checkpoint_memory_reduction"] < 1
+    assert results["machine"]["threads"] >= 1 and results["load_before"] and results["load_after"]
+    table = capsys.readouterr().out
+    assert "inference" in table and "checkpoint_activations" in table
+
+
+def test_bad_size_is_rejected():
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--size", "300by540"])
+
+
+def test_memory_sampler_sees_an_allocation():
+    import torch
+    with benchmark.ResidentPeak() as sampler:
+        before = benchmark.resident_bytes()
+        block = torch.ones(64 << 20, dtype=torch.uint8)  # 64 MiB, touched
+        time.sleep(0.05)  # several sampling intervals
+        del block
+    assert sampler.peak - before >= 32 << 20
