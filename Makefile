@@ -25,6 +25,10 @@ test: $(STAMP) build-ext
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
 
+# The CPU demo: spoken-shapes data (data/demo, kept), training, inference and J&F (output/demo/metrics.json).
+demo: $(STAMP)
+	$(PY) scripts/demo.py
+
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark.py --device cpu
 

@@ -109,6 +109,9 @@ class DemoConfig:
     num_colours: int = len(COLOURS)  # the first ones of COLOURS: a smaller vocabulary learns faster
     num_shapes: int = len(SHAPES)  # ... of SHAPES
     num_voices: int = len(VOICES)  # ... of VOICES
+    p_say_size: float = P_SAY_SIZE
+    p_say_motion: float = P_SAY_MOTION
+    speed_scale: float = 1.0  # multiplies SPEED_RANGE: short videos need faster shapes to separate them
 
     def check(self) -> None:
         if self.num_train_videos < 0 or self.num_test_videos < 0 or self.num_train_videos + self.num_test_videos == 0:
@@ -121,6 +124,11 @@ class DemoConfig:
                                    ("--num_voices", self.num_voices, VOICES)):
             if not 1 <= value <= len(known):
                 raise ValueError(f"{name} must be in 1..{len(known)}, got {value}")
+        if self.speed_scale <= 0:
+            raise ValueError(f"--speed_scale must be > 0, got {self.speed_scale}")
+        for name, value in (("--p_say_size", self.p_say_size), ("--p_say_motion", self.p_say_motion)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} is a probability in [0, 1], got {value}")
         if not 1 <= self.min_objects <= self.max_objects <= min(self.num_colours, self.num_shapes):
             raise ValueError(f"need 1 <= --min_objects <= --max_objects <= {min(self.num_colours, self.num_shapes)} "
                              f"(objects of a video differ in colour and shape), "
@@ -219,7 +227,7 @@ def _path(rng: np.random.Generator, direction: str, radius: float, config: DemoC
     dx, dy = DIRECTIONS[direction]
     angle = math.radians(rng.uniform(-DIRECTION_JITTER_DEG, DIRECTION_JITTER_DEG))
     vx, vy = dx * math.cos(angle) - dy * math.sin(angle), dx * math.sin(angle) + dy * math.cos(angle)
-    speed = rng.uniform(*SPEED_RANGE) * w
+    speed = rng.uniform(*SPEED_RANGE) * config.speed_scale * w
     crossing_time = rng.uniform(*CROSSING_TIME) * (t - 1)
     cross_x = w / 2 + rng.uniform(-CROSSING_JITTER, CROSSING_JITTER) * w
     cross_y = h / 2 + rng.uniform(-CROSSING_JITTER, CROSSING_JITTER) * h
@@ -233,13 +241,14 @@ def _path(rng: np.random.Generator, direction: str, radius: float, config: DemoC
     return [(float(x), float(y)) for x, y in zip(xs, ys)]
 
 
-def describe(obj: DemoObject, rng: np.random.Generator) -> str:
+def describe(obj: DemoObject, rng: np.random.Generator, p_say_size: float = P_SAY_SIZE,
+             p_say_motion: float = P_SAY_MOTION) -> str:
     """The spoken expression: colour and shape, sometimes also the size and the motion."""
     words = ["the"]
-    if rng.random() < P_SAY_SIZE:
+    if rng.random() < p_say_size:
         words.append(obj.size)
     words += [obj.colour, obj.shape]
-    if rng.random() < P_SAY_MOTION:
+    if rng.random() < p_say_motion:
         words += ["moving", obj.direction]
     return " ".join(words)
 
@@ -308,7 +317,7 @@ def make_video(video_id: str, rng: np.random.Generator, config: DemoConfig) -> D
         image = image + rng.normal(0, FRAME_NOISE_STD, size=image.shape)
         frames[index] = np.clip(np.rint(image), 0, 255).astype(np.uint8)
     for obj in objects:
-        obj.expression = describe(obj, rng)
+        obj.expression = describe(obj, rng, config.p_say_size, config.p_say_motion)
     return DemoVideo(video_id, frames, labels, objects)
 
 
@@ -462,6 +471,13 @@ def get_parser() -> argparse.ArgumentParser:
                         help=f"use the first N of {', '.join(SHAPES)}")
     parser.add_argument("--num_voices", type=int, default=defaults.num_voices,
                         help=f"use the first N eSpeak NG voices of {', '.join(VOICES)}")
+    parser.add_argument("--p_say_size", type=float, default=defaults.p_say_size,
+                        help="probability that an expression also names the size ('the small red circle')")
+    parser.add_argument("--p_say_motion", type=float, default=defaults.p_say_motion,
+                        help="probability that an expression also names the motion ('... moving left')")
+    parser.add_argument("--speed_scale", type=float, default=defaults.speed_scale,
+                        help=f"multiplies the shapes' speed range {SPEED_RANGE} (frame widths per frame); with "
+                             "few --frames a larger value keeps the shapes apart except when their paths cross")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
     return parser
 
@@ -471,7 +487,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     config = DemoConfig(seed=args.seed, num_train_videos=args.num_train_videos, num_test_videos=args.num_test_videos,
                         num_frames=args.frames, height=args.size[0], width=args.size[1],
                         min_objects=args.min_objects, max_objects=args.max_objects, num_colours=args.num_colours,
-                        num_shapes=args.num_shapes, num_voices=args.num_voices)
+                        num_shapes=args.num_shapes, num_voices=args.num_voices, p_say_size=args.p_say_size,
+                        p_say_motion=args.p_say_motion, speed_scale=args.speed_scale)
     if generate(args.out, config, force=args.force):
         print(f"wrote the demo dataset to {args.out}")
     else:

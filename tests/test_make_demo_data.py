@@ -182,10 +182,10 @@ def test_bad_arguments_are_clear_errors(tmp_path):
     assert demo.parse_size("120x216") == (120, 216)
 
 
-def test_a_smaller_vocabulary_and_fewer_voices(tmp_path):
+def test_a_smaller_vocabulary_fewer_voices_and_plain_expressions(tmp_path):
     out = tmp_path / "small"
     _run_script(out, "--num_colours", "2", "--num_shapes", "3", "--num_voices", "1", "--min_objects", "2",
-                "--max_objects", "2")
+                "--max_objects", "2", "--p_say_size", "0", "--p_say_motion", "0", "--speed_scale", "3")
     colours, shapes = list(demo.COLOURS)[:2], demo.SHAPES[:3]
     videos = read_meta_expressions(out / "meta_expressions" / "train" / "meta_expressions.json")
     for vid, video in videos.items():
@@ -193,6 +193,7 @@ def test_a_smaller_vocabulary_and_fewer_voices(tmp_path):
             words = expression["exp"].split()
             assert sum(c in words for c in colours) == 1 and not any(c in words for c in list(demo.COLOURS)[2:])
             assert sum(s in words for s in shapes) == 1 and not any(s in words for s in demo.SHAPES[3:])
+            assert len(words) == 3, "neither size nor motion with --p_say_size 0 --p_say_motion 0"
     speech = json.loads((out / "audio_wav" / "speech.json").read_text())
     assert {r["voice"] for r in speech.values()} == {demo.VOICES[0]}
     assert json.loads((out / demo.COMPLETE_MARKER).read_text())["num_colours"] == 2
@@ -203,5 +204,19 @@ def test_vocabulary_options_are_checked():
         demo.DemoConfig(num_colours=0).check()
     with pytest.raises(ValueError, match="--num_voices"):
         demo.DemoConfig(num_voices=len(demo.VOICES) + 1).check()
+    with pytest.raises(ValueError, match="--p_say_motion"):
+        demo.DemoConfig(p_say_motion=1.5).check()
+    with pytest.raises(ValueError, match="--speed_scale"):
+        demo.DemoConfig(speed_scale=0).check()
     with pytest.raises(ValueError, match="differ in colour and shape"):
         demo.DemoConfig(num_shapes=2, min_objects=2, max_objects=3).check()
+
+
+def test_speed_scale_multiplies_the_motion():
+    slow, fast = (demo.DemoConfig(num_frames=8, height=72, width=128, speed_scale=scale) for scale in (1.0, 4.0))
+    travel = []
+    for config in (slow, fast):
+        video = demo.make_video("v", np.random.default_rng(7), config)
+        travel.append(np.mean([np.hypot(o.centres[-1][0] - o.centres[0][0], o.centres[-1][1] - o.centres[0][1])
+                               for o in video.objects]))
+    assert travel[1] > 2.5 * travel[0]

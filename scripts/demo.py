@@ -1,0 +1,203 @@
+"""The CPU demo, end to end: spoken-shapes data -> training -> inference -> J&F, with and without the right audio.
+
+    python scripts/demo.py                      # what `make demo` runs (about 10 minutes on 2 cores)
+    python scripts/demo.py --quick --data /tmp/demo_data --out /tmp/demo_out     # the seconds-long CI version
+    python scripts/demo.py --epochs 2 --lr 1e-3  # any option of the training parser overrides configs/demo.yaml
+
+Stages (each reported as one JSON line with its wall time):
+1. data: `scripts/make_demo_data.py` writes the dataset to `--data` (skipped when it is already complete);
+2. train: `main.main` with `--config` (configs/demo.yaml), checkpoints in `--out`;
+3. infer: `inference_rvos.main` on the held-out videos, overlays, contact sheets and GIFs in `--out/vis`;
+4. evaluate: J, F and J&F of the held-out expressions (`scripts/evaluate_rvos.py`);
+5. shuffled audio: each video's recordings are deranged among its expressions (every expression gets the
+   recording of another object of the same video), inferred and evaluated again. A model that listens
+   segments the object the wrong recording names, so J&F drops; one that ignores the audio scores the same.
+
+`--out/metrics.json` (written atomically) holds J, F, J&F, J&F_audio_shuffled (and its J and F), the counts
+of evaluated videos and expressions, and the stage times.
+"""
+import argparse
+import json
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # run as a script: make the repository's packages importable
+    sys.path.insert(0, str(REPO_ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from scripts.make_demo_data import DemoConfig, generate  # noqa: E402
+from util.config import get_args_parser, parse_args  # noqa: E402
+from util.misc import atomic_json_dump  # noqa: E402
+
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
+SPLIT = "train"  # the demo data keeps every video in the train split; split files say which are held out
+RESULTS_NAME = "results.json"
+SHUFFLED_RESULTS_NAME = "results_audio_shuffled.json"
+METRICS_NAME = "metrics.json"
+VIS_DIR = "vis"
+DEFAULT_THREADS = 1
+
+# The demo dataset: many short videos of two shapes (many different recordings rather than few long videos),
+# a small vocabulary (red/green/blue, circle/square/triangle) in two voices, "the <colour> <shape>" only,
+# and shapes fast enough to be apart except when their paths cross (the coarsest feature map is 3x4).
+DEMO_VOCABULARY = dict(min_objects=2, max_objects=2, num_colours=3, num_shapes=3, num_voices=2, p_say_size=0.0,
+                       p_say_motion=0.0, speed_scale=4.0)
+DEMO_DATA = DemoConfig(seed=0, num_train_videos=160, num_test_videos=10, num_frames=8, height=72, width=128,
+                       **DEMO_VOCABULARY)
+# --quick: just enough for every stage to run (a handful of training steps).
+QUICK_DATA = DemoConfig(seed=0, num_train_videos=2, num_test_videos=1, num_frames=4, height=72, width=128,
+                        **DEMO_VOCABULARY)
+QUICK_OVERRIDES = ["--epochs", "1"]
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Any other option is passed to the training/inference parser (util/config.py) and overrides "
+               "the --config file, e.g. --epochs 1 --batch_size 2.")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="training/inference configuration")
+    parser.add_argument("--data", type=Path, default=Path("data/demo"), help="demo dataset folder (made if absent)")
+    parser.add_argument("--out", type=Path, default=Path("output/demo"),
+                        help="checkpoints, results, overlays and metrics.json")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                        help="torch CPU threads (1: on a busy 2-core machine more threads wait on each other "
+                             "and every step gets slower)")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny dataset and one short epoch: checks that every stage runs (for the tests)")
+    return parser
+
+
+def report(stage: str, seconds: float, **values) -> None:
+    print(json.dumps({"stage": stage, "seconds": round(seconds, 2), **values}), flush=True)
+
+
+def model_args(config: Path, data: Path, out: Path, overrides: Sequence[str]) -> List[str]:
+    """The training/inference parser's argv: the demo config, the data and output paths, then the overrides."""
+    return ["--config", str(config), "--ytvos_path", str(data), "--ytvos_split", SPLIT,
+            "--ytvos_ann_file", str(data / "ann" / "instances_train_sub.json"),
+            "--rvos_audio_path", str(data / "audio_feature"), "--split_file", str(data / "test_videos.txt"),
+            "--output_dir", str(out), *overrides]
+
+
+def derangement(count: int, rng: np.random.Generator) -> List[int]:
+    """A random permutation of `range(count)` without a fixed point (count >= 2)."""
+    if count < 2:
+        raise ValueError(f"cannot shuffle {count} recording(s) so that none keeps its own; need at least 2")
+    while True:
+        order = rng.permutation(count)
+        if not np.any(order == np.arange(count)):
+            return [int(i) for i in order]
+
+
+def write_shuffled_audio(data: Path, videos: Sequence[str], audio_dir: Path, out_dir: Path,
+                         seed: int) -> Dict[str, Dict[str, str]]:
+    """Copy each video's features so that every expression gets another expression's recording.
+
+    Returns `{video: {exp_id: exp_id whose recording it now has}}`.
+    """
+    from datasets.formats import read_meta_expressions
+    from datasets.ytvos import audio_feature_path, split_paths
+
+    meta = read_meta_expressions(split_paths(data, SPLIT)["meta_expressions"])
+    rng = np.random.default_rng(seed)
+    mapping = {}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for video in videos:
+        exp_ids = sorted(meta[video]["expressions"], key=str)
+        try:
+            order = derangement(len(exp_ids), rng)
+        except ValueError as e:
+            raise ValueError(f"video {video}: {e}") from None
+        mapping[video] = {exp_id: exp_ids[source] for exp_id, source in zip(exp_ids, order)}
+        for exp_id, source in mapping[video].items():
+            shutil.copyfile(audio_feature_path(audio_dir, video, source), audio_feature_path(out_dir, video, exp_id))
+    return mapping
+
+
+def test_videos(data: Path) -> List[str]:
+    return [line.strip() for line in (data / "test_videos.txt").read_text().splitlines() if line.strip()]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
+    """Run every stage; returns the metrics written to `--out/metrics.json`."""
+    import inference_rvos
+    import main as train
+    from scripts.evaluate_rvos import evaluate_rvos
+
+    options, overrides = get_parser().parse_known_args(argv)
+    data, out = options.data, options.out
+    overrides = (QUICK_OVERRIDES if options.quick else []) + list(overrides)
+    base_argv = model_args(options.config, data, out, overrides)
+    parse_args(train.get_args_parser(), base_argv)  # a bad option fails here, before any work
+    if options.threads < 1:
+        raise SystemExit(f"--threads must be >= 1, got {options.threads}")
+    torch.set_num_threads(options.threads)
+    out.mkdir(parents=True, exist_ok=True)
+    stages: Dict[str, float] = {}
+    start_all = time.time()
+
+    start = time.time()
+    made = generate(data, QUICK_DATA if options.quick else DEMO_DATA)
+    stages["data"] = time.time() - start
+    report("data", stages["data"], path=str(data), generated=made)
+
+    start = time.time()
+    args = parse_args(argparse.ArgumentParser(parents=[train.get_args_parser()]), base_argv)
+    train.main(args)
+    stages["train"] = time.time() - start
+    report("train", stages["train"], epochs=args.epochs, checkpoint=str(out / train.LATEST_CHECKPOINT))
+
+    infer_argv = base_argv + ["--model_path", str(out / train.LATEST_CHECKPOINT)]
+    results = out / RESULTS_NAME
+    start = time.time()
+    inference_rvos.main(infer_argv + ["--save_path", str(results), "--visualize", str(out / VIS_DIR)])
+    stages["infer"] = time.time() - start
+    report("infer", stages["infer"], results=str(results), visualize=str(out / VIS_DIR))
+
+    split_file = str(data / "test_videos.txt")
+    start = time.time()
+    metrics = evaluate_rvos(results, data, SPLIT, split_file)
+    stages["evaluate"] = time.time() - start
+    report("evaluate", stages["evaluate"], **{k: round(metrics[k], 4) for k in ("J", "F", "J&F")})
+
+    shuffled_results = out / SHUFFLED_RESULTS_NAME
+    start = time.time()
+    with tempfile.TemporaryDirectory(prefix=".audio_shuffled.", dir=out) as shuffled_dir:
+        mapping = write_shuffled_audio(data, test_videos(data), data / "audio_feature", Path(shuffled_dir),
+                                       seed=args.seed)
+        inference_rvos.main(infer_argv + ["--save_path", str(shuffled_results), "--rvos_audio_path", shuffled_dir])
+    shuffled = evaluate_rvos(shuffled_results, data, SPLIT, split_file)
+    stages["audio_shuffled"] = time.time() - start
+    report("audio_shuffled", stages["audio_shuffled"], **{k: round(shuffled[k], 4) for k in ("J", "F", "J&F")})
+
+    stages["total"] = time.time() - start_all
+    summary = {
+        "J": metrics["J"], "F": metrics["F"], "J&F": metrics["J&F"],
+        "J&F_audio_shuffled": shuffled["J&F"], "J_audio_shuffled": shuffled["J"], "F_audio_shuffled": shuffled["F"],
+        "num_videos": len(test_videos(data)), "num_expressions": sum(len(m) for m in mapping.values()),
+        "audio_shuffled_from": mapping,
+        "quick": options.quick, "config": str(options.config), "overrides": list(overrides),
+        "stage_seconds": {k: round(v, 2) for k, v in stages.items()},
+        "machine": {"cpus": _cpu_count(), "platform": platform.platform()},
+    }
+    atomic_json_dump(summary, out / METRICS_NAME, indent=1)
+    report("total", stages["total"], metrics=str(out / METRICS_NAME),
+           **{k: round(summary[k], 4) for k in ("J", "F", "J&F", "J&F_audio_shuffled")})
+    return summary
+
+
+def _cpu_count() -> int:
+    import os
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+if __name__ == "__main__":
+    main()
