@@ -23,6 +23,10 @@ RESNET_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101")
 BOTTLENECK_RESNETS = ("resnet50", "resnet101")
 LEVEL_NAMES = ("layer1", "layer2", "layer3", "layer4")
 TRAINABLE_LEVELS = ("layer2", "layer3", "layer4")  # the stem and layer1 never train
+# --checkpoint_activations keeps the input of every segment of this many residual blocks and recomputes
+# the rest in backward: pairs keep ~40% fewer block inputs than single blocks for a little more
+# recomputed memory at a time (measured lowest peak at 8 frames of 300x540 with ResNet-50).
+BLOCKS_PER_SEGMENT = 2
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -50,7 +54,8 @@ class FrozenBatchNorm2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         scale, shift = self.scale_and_shift()
-        return x * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
+        # one fused pass (no intermediate `x * scale` tensor)
+        return torch.addcmul(shift.reshape(1, -1, 1, 1), x, scale.reshape(1, -1, 1, 1))
 
 
 def level_channels(name: str) -> List[int]:
@@ -87,8 +92,9 @@ class Backbone(nn.Module):
         recompute = self.checkpoint_activations and self.training and torch.is_grad_enabled()
         for name, module in self.body.items():
             if recompute and name in TRAINABLE_LEVELS:
-                for block in module:  # per residual block: only one block's activations live at a time
-                    x = checkpoint(block, x, use_reentrant=False)
+                # segments of a few residual blocks: only one segment's activations live at a time
+                for start in range(0, len(module), BLOCKS_PER_SEGMENT):
+                    x = checkpoint(module[start:start + BLOCKS_PER_SEGMENT], x, use_reentrant=False)
             else:
                 x = module(x)
             if name in LEVEL_NAMES:
