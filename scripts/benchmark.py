@@ -23,14 +23,13 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 import torchvision
@@ -53,7 +52,7 @@ QUICK = {"frames": 2, "train_frames": 2, "size": "64x96", "audio_len": 20, "repe
 MMAP_THRESHOLD = 1 << 16  # bytes; fixed, so that every tensor above it is returned to the OS when freed
 SAMPLE_INTERVAL_S = 0.001
 MIB = 1 << 20
-FROZEN_PREFIXES = ("conv1", "bn1", "layer1")  # torchvision names of the stem and layer1
+FROZEN_CHILDREN = ("0.", "1.", "4.")  # parameter prefixes of conv1, bn1 and layer1 in the body's Sequential
 MASK_RADIUS = 0.2  # of the shorter image side
 MASK_DRIFT = 0.02  # per frame, of the image width
 
@@ -139,8 +138,7 @@ def train_case(name: str, args: argparse.Namespace, device: torch.device) -> Cal
     if name == "baseline":
         body = resnet_body(args.backbone, frozen_bn=True).to(device).train()
         for param_name, param in body.named_parameters():
-            # Sequential names: 0 = conv1, 1 = bn1, 4 = layer1
-            param.requires_grad_(not param_name.startswith(("0.", "1.", "4.")))
+            param.requires_grad_(not param_name.startswith(FROZEN_CHILDREN))
 
         def baseline_step() -> None:
             body(clip).mean().backward()
@@ -257,9 +255,9 @@ def measure_memory_here(kind: str, name: str, args: argparse.Namespace, device: 
     before = resident_bytes()
     with ResidentPeak() as sampler:
         step()
-    high_water = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    # (getrusage's ru_maxrss is no help here: Linux carries it over from the parent process)
     return {"peak_mib": (sampler.peak - before) / MIB, "before_mib": before / MIB,
-            "process_high_water_mib": high_water / MIB}
+            "process_peak_mib": sampler.peak / MIB}
 
 
 def measure_memory(kind: str, name: str, args: argparse.Namespace, argv: Sequence[str]) -> Dict[str, float]:
@@ -293,25 +291,31 @@ def cpu_name() -> str:
 
 
 def summarise(times: Dict[str, List[float]], baseline: str) -> Dict[str, Dict[str, object]]:
+    """Per case: the times, their median, `ratio` (median over the baseline's median) and
+    `paired_ratio` (median over repeats of the time over the baseline's time in the same repeat,
+    which cancels load that changes between repeats)."""
     base = statistics.median(times[baseline])
     return {name: {"times_s": values, "median_s": statistics.median(values),
-                   "ratio": statistics.median(values) / base} for name, values in times.items()}
+                   "ratio": statistics.median(values) / base,
+                   "paired_ratio": statistics.median(v / b for v, b in zip(values, times[baseline]))}
+            for name, values in times.items()}
 
 
 def print_table(results: Dict[str, object]) -> None:
     print(f"\nmachine: {results['machine']['cpu']}, {results['machine']['threads']} threads, "
           f"device {results['machine']['device']}, DCN backend {results['machine']['dcn_backend']}")
     print(f"load: before {results['load_before']}, after {results['load_after']}")
-    header = f"{'case':<34}{'median s':>10}{'ratio':>8}{'peak MiB':>10}"
+    header = f"{'case':<26}{'median s':>10}{'ratio':>8}{'paired':>8}{'step peak MiB':>15}{'RSS peak MiB':>14}"
     cfg = results["config"]
     for section in ("inference", "training"):
         frames = cfg["frames"] if section == "inference" else cfg["train_frames"]
         print(f"\n{section} ({frames} frames {cfg['size']}, ratio to the bare {cfg['backbone']} body 'baseline')")
         print(header)
         for name, row in results[section].items():
-            peak = row.get("memory", {}).get("peak_mib")
-            peak_text = f"{peak:10.0f}" if peak is not None else f"{'-':>10}"
-            print(f"{name:<34}{row['median_s']:10.3f}{row['ratio']:8.2f}{peak_text}")
+            memory = row.get("memory", {})
+            peaks = "".join(f"{memory[key]:{width}.0f}" if key in memory else f"{'-':>{width}}"
+                            for key, width in (("peak_mib", 15), ("process_peak_mib", 14)))
+            print(f"{name:<26}{row['median_s']:10.3f}{row['ratio']:8.2f}{row['paired_ratio']:8.2f}{peaks}")
     if "checkpoint_memory_reduction" in results:
         print(f"\n--checkpoint_activations lowers the training step's peak memory by "
               f"{100 * results['checkpoint_memory_reduction']:.0f}%")
