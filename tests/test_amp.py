@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from models import optimize_for_inference
-from test_model_parity import build_reference_model, relative_l2
+from test_model_parity import load_parity_case, relative_l2
 
 AMP_BOX_ABS_TOL = 1e-2
 AMP_MASK_REL_L2_TOL = 0.1
@@ -17,11 +17,7 @@ AMP_FEATURE_REL_L2_TOL = 0.03  # memory and fusion
 
 @pytest.mark.parametrize("num_frames", [4, 2])
 def test_bfloat16_autocast_stays_within_bounds(reference_dir, num_frames):
-    from reference_weights import reference_inputs
-    fixture = torch.load(reference_dir / f"parity_T{num_frames}.pt", weights_only=False)
-    model = build_reference_model(reference_dir, num_frames, fixture["seed"])
-    clip, audio = reference_inputs(num_frames, fixture["height"], fixture["width"], fixture["audio_len"],
-                                   fixture["input_seed"])
+    fixture, model, clip, audio = load_parity_case(reference_dir, num_frames)
     for optimise in (False, True):
         if optimise:
             optimize_for_inference(model)

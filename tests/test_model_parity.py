@@ -28,13 +28,19 @@ def build_reference_model(reference_dir, num_frames: int, seed: int) -> torch.nn
     return model.eval()
 
 
-@pytest.mark.parametrize("num_frames", [4, 2])
-def test_outputs_match_official(reference_dir, num_frames):
+def load_parity_case(reference_dir, num_frames: int):
+    """(fixture, model with the fixture's weights in eval mode, clip [T,3,H,W], audio [1,39,L])."""
     from reference_weights import reference_inputs
     fixture = torch.load(reference_dir / f"parity_T{num_frames}.pt", weights_only=False)
     model = build_reference_model(reference_dir, num_frames, fixture["seed"])
     clip, audio = reference_inputs(num_frames, fixture["height"], fixture["width"], fixture["audio_len"],
                                    fixture["input_seed"])
+    return fixture, model, clip, audio
+
+
+@pytest.mark.parametrize("num_frames", [4, 2])
+def test_outputs_match_official(reference_dir, num_frames):
+    fixture, model, clip, audio = load_parity_case(reference_dir, num_frames)
     with torch.no_grad():
         plain = model(clip, audio)
         optimize_for_inference(model)
