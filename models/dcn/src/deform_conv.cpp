@@ -83,6 +83,22 @@ void backward_samples(const at::Tensor& input, const at::Tensor& offset, const a
   deformable_backward_cpu(input, offset, grad_columns, g, columns, grad_input, grad_offset);
 }
 
+// The inputs made contiguous, their geometry, and the argument checks, shared by forward and backward.
+struct Prepared {
+  at::Tensor input, offset, weight;
+  Geometry g;
+};
+
+Prepared prepare(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& weight, int64_t stride_h,
+                 int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dilation_h, int64_t dilation_w,
+                 int64_t groups, int64_t deformable_groups) {
+  Prepared p{input.contiguous(), offset.contiguous(), weight.contiguous(), Geometry{}};
+  p.g = make_geometry(p.input, p.weight, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+                      deformable_groups);
+  check_arguments(p.input, p.offset, p.weight, p.g, groups);
+  return p;
+}
+
 }  // namespace
 
 at::Tensor deform_conv_forward(const at::Tensor& input_, const at::Tensor& offset_, const at::Tensor& weight_,
@@ -91,12 +107,8 @@ at::Tensor deform_conv_forward(const at::Tensor& input_, const at::Tensor& offse
                                int64_t groups, int64_t deformable_groups) {
   // A raw kernel: autograd goes through the Python autograd.Function, not through these GEMMs.
   at::NoGradGuard no_grad;
-  const at::Tensor input = input_.contiguous();
-  const at::Tensor offset = offset_.contiguous();
-  const at::Tensor weight = weight_.contiguous();
-  const Geometry g = make_geometry(input, weight, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
-                                   deformable_groups);
-  check_arguments(input, offset, weight, g, groups);
+  const auto [input, offset, weight, g] = prepare(input_, offset_, weight_, stride_h, stride_w, pad_h, pad_w,
+                                                  dilation_h, dilation_w, groups, deformable_groups);
   const int64_t batch = input.size(0);
   const int64_t out_channels = weight.size(0);
   at::Tensor output = at::zeros({batch, out_channels, g.out_height, g.out_width}, input.options());
@@ -121,13 +133,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_conv_backward(
     int64_t groups, int64_t deformable_groups, bool need_input_grad, bool need_offset_grad,
     bool need_weight_grad, bool need_bias_grad) {
   at::NoGradGuard no_grad;
-  const at::Tensor input = input_.contiguous();
-  const at::Tensor offset = offset_.contiguous();
-  const at::Tensor weight = weight_.contiguous();
+  const auto [input, offset, weight, g] = prepare(input_, offset_, weight_, stride_h, stride_w, pad_h, pad_w,
+                                                  dilation_h, dilation_w, groups, deformable_groups);
   const at::Tensor grad_output = grad_output_.contiguous();
-  const Geometry g = make_geometry(input, weight, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
-                                   deformable_groups);
-  check_arguments(input, offset, weight, g, groups);
   const int64_t batch = input.size(0);
   const int64_t out_channels = weight.size(0);
   TORCH_CHECK(grad_output.sizes() == at::IntArrayRef({batch, out_channels, g.out_height, g.out_width}),
