@@ -12,7 +12,6 @@ reported with its path and the reason, and the exit code is 1 once the others ar
 import argparse
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -22,6 +21,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets.formats import read_videoset_csv  # noqa: E402
+from util.misc import atomic_directory  # noqa: E402
 
 VIDEO_EXTENSION = ".mp4"
 FRAME_NAME = "{:05d}.png"
@@ -56,17 +56,9 @@ def extract_video(video_path: Path, destination: Path, overwrite: bool = False) 
     """Decode one video atomically into `destination`; None when it already exists and is kept."""
     if destination.is_dir() and not overwrite:
         return None
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{destination.name}-", dir=destination.parent))
-    try:
-        count = decode_video(video_path, temp)
-        if destination.is_dir():  # --overwrite: replace the old frames only once the new ones are complete
-            shutil.rmtree(destination)
-        temp.rename(destination)
-    finally:
-        if temp.exists():
-            shutil.rmtree(temp)
-    return count
+    # --overwrite: the old frames are replaced only once the new ones are complete
+    return atomic_directory(destination, lambda temp: decode_video(video_path, temp),
+                            prefix=f"{TEMP_PREFIX}{destination.name}-")
 
 
 def remove_leftovers(out_dir: Path) -> None:

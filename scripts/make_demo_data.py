@@ -40,9 +40,7 @@ import argparse
 import ctypes
 import json
 import math
-import shutil
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -58,6 +56,7 @@ from datasets.audio import mfcc39, save_features  # noqa: E402
 from datasets.formats import (write_jpeg, write_json, write_meta_expressions, write_palette_png,  # noqa: E402
                               vis_annotation_from_masks, write_vis_instances)
 from datasets.speech import synthesize, write_wav  # noqa: E402
+from util.misc import atomic_directory  # noqa: E402
 
 SPLIT_DIR = "train"  # every video lives in the train split; the split files say which are held out
 COMPLETE_MARKER = ".complete"
@@ -430,17 +429,7 @@ def generate(out: Path, config: DemoConfig, force: bool = False) -> bool:
             return False
         reason = "made with other parameters" if is_complete(out) else "not a complete demo dataset"
         raise FileExistsError(f"{out} exists and is {reason}; remove it or pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        _write_dataset(tmp, config)
-        tmp.chmod(0o755)  # mkdtemp makes it private; the dataset is an ordinary folder
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    atomic_directory(out, lambda tmp: _write_dataset(tmp, config))
     return True
 
 

@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -161,10 +162,14 @@ def reduce_dict(values: Dict[str, Tensor]) -> Dict[str, Tensor]:
 
 
 # ----------------------------------------------------------------------------- atomic writes
-def _default_file_mode() -> int:
-    umask = os.umask(0)
+def _umask() -> int:
+    umask = os.umask(0)  # reading the umask means setting it; put it back at once
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+def _default_file_mode() -> int:
+    return 0o666 & ~_umask()
 
 
 def atomic_write(path: Union[str, Path], write: Callable[[str], None]) -> None:
@@ -181,6 +186,24 @@ def atomic_write(path: Union[str, Path], write: Callable[[str], None]) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_directory(path: Union[str, Path], write: Callable[[Path], Any], prefix: str = "") -> Any:
+    """Call `write(tmp_dir)` on a fresh hidden folder beside `path`, then put it in place of `path`
+    (replacing an old one only once the new one is complete). Returns what `write` returns."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix or f".{path.name}.tmp-", dir=path.parent))
+    try:
+        result = write(tmp)
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+        return result
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def atomic_torch_save(obj: Any, path: Union[str, Path]) -> None:
