@@ -64,19 +64,7 @@ def gather_rng_states() -> List[Dict[str, Any]]:
     return states
 
 
-# ----------------------------------------------------------------------------- checkpoints
-def load_checkpoint_file(path: str) -> Dict[str, Any]:
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"--resume: checkpoint {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt or not a torch file: say which file
-        raise RuntimeError(f"--resume: cannot read checkpoint {path}: {e}") from e
-    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
-        raise ValueError(f"--resume: {path} is not a Wnet checkpoint (expected a dict with a 'model' entry)")
-    return checkpoint
-
-
+# ----------------------------------------------------------------------------- optimisation
 def build_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
     """AdamW with the backbone at `lr_backbone` and everything else at `lr` (frozen parameters excluded)."""
     param_groups = [
@@ -117,7 +105,7 @@ def main(args: argparse.Namespace) -> torch.nn.Module:
     from datasets import build_dataset
     from engine import NonFiniteLossError, evaluate_loss, train_one_epoch
     from models import build_model
-    from util.weights import load_pretrained_weights
+    from util.weights import load_pretrained_weights, load_wnet_checkpoint
 
     utils.init_distributed_mode(args)
     device = torch.device(args.device)
@@ -158,8 +146,7 @@ def main(args: argparse.Namespace) -> torch.nn.Module:
 
     trained_epoch = args.start_epoch - 1  # the last epoch the weights have seen (for --eval's log line)
     if args.resume:
-        checkpoint = load_checkpoint_file(args.resume)
-        model_without_ddp.load_state_dict(checkpoint["model"], strict=True)
+        checkpoint = load_wnet_checkpoint(model_without_ddp, args.resume)  # strict, errors list the keys
         trained_epoch = checkpoint.get("epoch", trained_epoch)
         if not args.eval and all(k in checkpoint for k in ("optimizer", "lr_scheduler", "epoch")):
             optimizer.load_state_dict(checkpoint["optimizer"])
