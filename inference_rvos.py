@@ -23,8 +23,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from util.config import get_args_parser, parse_args
-from util.inference import (SHORT_SIDE, binarize, cyclic_clips, inference_short_side, list_frames,
-                            load_audio_array, load_frame, load_model_for_inference, log_json, predict_mask_logits)
+from util.inference import (binarize, cyclic_clips, list_frames, load_audio_array, load_frame,
+                            load_model_for_inference, log_json, predict_mask_logits)
 from util.misc import atomic_write
 
 PNG_FOREGROUND = 255  # the submission PNGs hold 0 / 255
@@ -123,10 +123,10 @@ def write_visualisation(out_dir: Path, job: VideoJob, masks: Dict[str, np.ndarra
 
 
 # ----------------------------------------------------------------------------- inference
-def infer_video(model: torch.nn.Module, job: VideoJob, num_frames: int,
-                short_side: int = SHORT_SIDE) -> Dict[str, np.ndarray]:
-    """Masks `[n, H, W]` (bool) of every expression of one video, every frame covered."""
-    loaded = [load_frame(path, short_side) for path in job.frame_paths]
+def infer_video(model: torch.nn.Module, job: VideoJob, num_frames: int, scale: float = 1.0) -> Dict[str, np.ndarray]:
+    """Masks `[n, H, W]` (bool) of every expression of one video, every frame covered; frames at short
+    side 300 x `scale`."""
+    loaded = [load_frame(path, scale) for path in job.frame_paths]
     sizes = {image.size for _, image in loaded}
     if len(sizes) != 1:
         raise ValueError(f"video {job.name}: frames have different sizes {sorted(sizes)}")
@@ -150,7 +150,7 @@ def run(args, jobs: Sequence[VideoJob], model: Optional[torch.nn.Module] = None)
     model = model if model is not None else load_model_for_inference(args)
     entries, start, num_frames = [], time.time(), 0
     for job in tqdm(jobs, desc="videos", dynamic_ncols=True):
-        masks = infer_video(model, job, args.num_frames, inference_short_side(args))
+        masks = infer_video(model, job, args.num_frames, args.data_scale)
         for expression in job.expressions:
             entries.append(make_entry(job.video_id, expression.obj_id, job.name, expression.exp_id,
                                       masks[expression.exp_id]))

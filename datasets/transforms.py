@@ -325,6 +325,7 @@ def video_transforms_from_args(image_set: str, args) -> Compose:
                                  photometric=not getattr(args, "no_photometric", False))
 
 
-def make_inference_transforms(short_side: int = INFERENCE_SIZE) -> Compose:
-    """The inference scripts' transform: short side `short_side`, no cap on the long side, normalised."""
-    return Compose([RandomResize([short_side]), Normalize()])
+def make_inference_transforms(scale: float = 1.0) -> Compose:
+    """The inference scripts' transform: short side 300 (times `scale`, as the training sizes), no cap on
+    the long side, normalised."""
+    return Compose([RandomResize(_scaled([INFERENCE_SIZE], scale)), Normalize()])

@@ -18,32 +18,24 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision.transforms as T
 from PIL import Image
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from datasets.transforms import make_inference_transforms
 from util.misc import atomic_json_dump
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 
-SHORT_SIDE = 300  # the official inference resize
-MIN_SHORT_SIDE = 32  # one stride-32 feature row
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
-
-def inference_short_side(args) -> int:
-    """300 (the official), scaled by `--data_scale` like the training sizes (small demo models)."""
-    return max(MIN_SHORT_SIDE, round(SHORT_SIDE * args.data_scale))
-
-
 @functools.lru_cache(maxsize=None)
-def frame_transform(short_side: int = SHORT_SIDE) -> T.Compose:
-    return T.Compose([T.Resize(short_side), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+def frame_transform(scale: float = 1.0):
+    """The official inference transform (short side 300, ImageNet normalisation), sizes times `scale`
+    (`--data_scale`, for small demo models)."""
+    return make_inference_transforms(scale)
 
 
 def log_json(record: Dict) -> None:
@@ -91,12 +83,13 @@ def list_frames(folder: PathLike) -> List[Path]:
     return sorted(frames, key=lambda p: (int(p.stem), p.name) if p.stem.isdigit() else (float("inf"), p.name))
 
 
-def load_frame(path: PathLike, short_side: int = SHORT_SIDE) -> Tuple[Tensor, Image.Image]:
-    """A frame file -> (normalised tensor `[3, h, w]` at `short_side`, the RGB image)."""
+def load_frame(path: PathLike, scale: float = 1.0) -> Tuple[Tensor, Image.Image]:
+    """A frame file -> (normalised tensor `[3, h, w]` at short side 300 x `scale`, the RGB image)."""
     from datasets.formats import read_rgb
 
     image = read_rgb(path)
-    return frame_transform(short_side)(image), image
+    (tensor,), _ = frame_transform(scale)([image], {})
+    return tensor, image
 
 
 def load_audio_array(path: PathLike) -> Tensor:
@@ -150,7 +143,7 @@ class MiddleFrameSample:
 
 
 def evaluate_middle_frame(model: nn.Module, samples: Sequence[MiddleFrameSample], num_frames: int,
-                          desc: str, short_side: int = SHORT_SIDE) -> Tuple[Dict[str, float], List[Dict]]:
+                          desc: str, scale: float = 1.0) -> Tuple[Dict[str, float], List[Dict]]:
     """The official A2D/JHMDB protocol: the clip centred on each sample's frame, the middle
     frame's mask against the ground truth. Returns (metrics, per-sample records).
 
@@ -165,7 +158,7 @@ def evaluate_middle_frame(model: nn.Module, samples: Sequence[MiddleFrameSample]
     start = time.time()
     for sample in tqdm(samples, desc=desc, dynamic_ncols=True):
         indices = centred_clip_indices(sample.frame_idx, len(sample.frame_paths), num_frames)
-        loaded = [load_frame(sample.frame_paths[i], short_side) for i in indices]
+        loaded = [load_frame(sample.frame_paths[i], scale) for i in indices]
         clip = torch.stack([tensor for tensor, _ in loaded])  # [T, 3, h, w]
         width, height = loaded[middle][1].size
         audio = load_audio_array(sample.audio_path)
@@ -193,7 +186,7 @@ def evaluate_middle_frame(model: nn.Module, samples: Sequence[MiddleFrameSample]
 def run_middle_frame_protocol(args, samples: Sequence[MiddleFrameSample], desc: str) -> Dict[str, float]:
     """Load `--model_path`, evaluate `samples`, print the metrics and write them to `--metrics_path`."""
     model = load_model_for_inference(args)
-    metrics, records = evaluate_middle_frame(model, samples, args.num_frames, desc, inference_short_side(args))
+    metrics, records = evaluate_middle_frame(model, samples, args.num_frames, desc, args.data_scale)
     report_metrics(metrics, records, args.metrics_path)
     return metrics
 
