@@ -116,10 +116,7 @@ def main(args: argparse.Namespace) -> torch.nn.Module:
     if args.pretrained_weights and not Path(args.pretrained_weights).is_file():
         raise SystemExit(f"--pretrained_weights: {args.pretrained_weights} does not exist")
 
-    seed = args.seed + utils.get_rank()
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
+    utils.seed_everything(args.seed + utils.get_rank())
 
     model, criterion, _ = build_model(args)
     model.to(device)

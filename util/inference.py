@@ -9,7 +9,6 @@ original frame size and threshold the sigmoid at 0.5 (SPEC section 7).
 import functools
 import json
 import logging
-import random
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from datasets.transforms import make_inference_transforms
+import util.misc as utils
 from util.misc import atomic_json_dump
 
 logger = logging.getLogger(__name__)
@@ -43,12 +43,6 @@ def log_json(record: Dict) -> None:
     print(json.dumps(record), flush=True)
 
 
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
-
-
 def load_model_for_inference(args) -> nn.Module:
     """Build the model of `args`, load `--model_path` strictly, and make it ready for inference.
 
@@ -60,7 +54,7 @@ def load_model_for_inference(args) -> nn.Module:
 
     if not args.model_path:
         raise SystemExit("--model_path is required: a checkpoint {'model': state_dict} (e.g. output/checkpoint.pth)")
-    seed_everything(args.seed)
+    utils.seed_everything(args.seed)
     model, _, _ = build_model(args)
     load_wnet_checkpoint(model, args.model_path)
     model.to(torch.device(args.device))

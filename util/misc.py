@@ -2,11 +2,13 @@
 import hashlib
 import json
 import os
+import random
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -79,6 +81,13 @@ def collate_fn(batch: Sequence[Tuple[Tensor, Tensor, Dict[str, Any]]]):
     """Dataset items `(clip [T,3,H,W], audio [39,L], target)` -> `(NestedTensor, NestedTensor, [target])`."""
     clips, audios, targets = zip(*batch)
     return nested_tensor_from_videos_list(clips), nested_tensor_from_audio_list(audios), list(targets)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy and Python's `random` (what the training and inference draws use)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
 
 
 # ----------------------------------------------------------------------------- distributed
