@@ -26,6 +26,7 @@ from util.config import get_args_parser, parse_args
 
 LOG_NAME = "log.txt"
 LATEST_CHECKPOINT = "checkpoint.pth"
+WARMUP_CHECKPOINT = "warmup.pth"
 
 
 # ----------------------------------------------------------------------------- RNG state
@@ -100,6 +101,39 @@ def amp_settings(args: argparse.Namespace, device: torch.device):
     return dtype, scaler
 
 
+def warm_start(model: torch.nn.Module, criterion: torch.nn.Module, args: argparse.Namespace, device: torch.device,
+               output_dir: Optional[Path], amp_dtype: torch.dtype, scaler) -> None:
+    """The `--warmup_epochs` stage: train on the first `--warmup_subset` videos with an optimizer of its own.
+
+    Why it helps: when every clip shows several objects, each named by its own recording, a model that cannot yet
+    tell the objects apart gains nothing from either recording (covering all of them is the best it can do for
+    both), so nothing pushes the audio path to pick one. Memorising a few videos, recordings included, ties
+    recordings to objects; the training on the whole set then starts from that. The weights are kept in
+    `output_dir/warmup.pth`; a resumed run (`--resume`) skips the stage.
+    """
+    from datasets import build_dataset
+    from engine import train_one_epoch
+
+    model_without_ddp = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    warmup_args = argparse.Namespace(**{**vars(args), "subset": args.warmup_subset})
+    dataset = build_dataset("train", warmup_args)
+    loader = build_loader(dataset, args, shuffle=True)
+    optimizer = build_optimizer(model_without_ddp, args)
+    print(json.dumps({"event": "warmup_start", "videos": args.warmup_subset, "train_samples": len(dataset),
+                      "epochs": args.warmup_epochs}), flush=True)
+    for epoch in range(args.warmup_epochs):
+        loader.batch_sampler.sampler.set_epoch(epoch)
+        epoch_start = time.time()
+        stats = train_one_epoch(model, criterion, loader, optimizer, device, epoch, args.clip_max_norm,
+                                amp=args.amp, amp_dtype=amp_dtype, scaler=scaler)
+        append_log(output_dir, {"stage": "warmup", **{f"train_{k}": v for k, v in stats.items()}, "epoch": epoch,
+                                "epoch_seconds": round(time.time() - epoch_start, 2)})
+    if output_dir:
+        utils.save_on_master({"model": model_without_ddp.state_dict(), "warmup_epochs": args.warmup_epochs,
+                              "warmup_subset": args.warmup_subset, "args": vars(args).copy()},
+                             output_dir / WARMUP_CHECKPOINT)
+
+
 def main(args: argparse.Namespace) -> torch.nn.Module:
     """Train (or with `--eval` run the validation-loss loop); returns the model (unwrapped from DDP)."""
     from datasets import build_dataset
@@ -166,15 +200,19 @@ def main(args: argparse.Namespace) -> torch.nn.Module:
         append_log(output_dir, {**{f"val_{k}": v for k, v in stats.items()}, "epoch": trained_epoch})
         return model_without_ddp
 
+    if args.warmup_epochs and not args.resume:
+        warm_start(model, criterion, args, device, output_dir, amp_dtype, scaler)
+
     dataset_train = build_dataset("train", args)
     data_loader_train = build_loader(dataset_train, args, shuffle=True)
     print(json.dumps({"event": "start", "n_parameters": n_parameters, "train_samples": len(dataset_train),
                       "world_size": utils.get_world_size(), "start_epoch": args.start_epoch,
-                      "epochs": args.epochs}), flush=True)
+                      "epochs": args.epochs, "subset": args.subset}), flush=True)
 
     start_time = time.time()
     for epoch in range(args.start_epoch, args.epochs):
         data_loader_train.batch_sampler.sampler.set_epoch(epoch)
+        epoch_start = time.time()
         try:
             train_stats = train_one_epoch(model, criterion, data_loader_train, optimizer, device, epoch,
                                           args.clip_max_norm, amp=args.amp, amp_dtype=amp_dtype, scaler=scaler)
@@ -196,7 +234,8 @@ def main(args: argparse.Namespace) -> torch.nn.Module:
             # The numbered file first: `checkpoint.pth` always points at a complete epoch.
             utils.save_on_master(checkpoint, output_dir / f"checkpoint{epoch:04}.pth")
             utils.save_on_master(checkpoint, output_dir / LATEST_CHECKPOINT)
-        record = {**{f"train_{k}": v for k, v in train_stats.items()}, "epoch": epoch, "n_parameters": n_parameters}
+        record = {**{f"train_{k}": v for k, v in train_stats.items()}, "epoch": epoch, "n_parameters": n_parameters,
+                  "epoch_seconds": round(time.time() - epoch_start, 2)}
         if args.distributed:  # DDP keeps replicas equal; say so, since a divergence would be silent
             record["ranks_in_sync"] = utils.ranks_in_sync(model_without_ddp)
         append_log(output_dir, record)

@@ -8,7 +8,8 @@ DATASET_FILES = ("avos", "ytvos", "a2d", "jhmdb")
 
 def build_dataset(image_set: str, args, transforms: Optional[Callable] = None) -> Dataset:
     """The dataset of `args.dataset_file` for `image_set` 'train' or 'val', with the official clip
-    transforms of that set (or `transforms` when given). Items: `(clip [T,3,H,W], audio [39,L], target)`."""
+    transforms of that set (or `transforms` when given). Items: `(clip [T,3,H,W], audio [39,L], target)`.
+    `--subset N` keeps the samples of the first N training videos."""
     if image_set not in ("train", "val"):
         raise ValueError(f"unknown image set {image_set!r}; expected 'train' or 'val'")
     if args.dataset_file == "avos":
@@ -21,4 +22,7 @@ def build_dataset(image_set: str, args, transforms: Optional[Callable] = None) -
         from datasets.jhmdb import build
     else:
         raise ValueError(f"unknown --dataset_file {args.dataset_file!r}; expected one of {DATASET_FILES}")
-    return build(image_set, args, transforms)
+    dataset = build(image_set, args, transforms)
+    if image_set == "train" and args.subset:
+        dataset.keep_first_videos(args.subset)
+    return dataset

@@ -164,6 +164,9 @@ class A2DDataset(ClipDataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def sample_video(self, index: int) -> str:
+        return self.samples[index].video_id
+
     def describe(self, index: int) -> str:
         return self._describe_sample(self.samples[index])
 

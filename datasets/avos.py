@@ -18,6 +18,16 @@ class AVOSDataset(ConcatDataset):
         self.rvos, self.a2d = rvos, a2d_dataset
         self.num_dropped = rvos.num_dropped + a2d_dataset.num_dropped
 
+    def keep_first_videos(self, count: int) -> None:
+        """The first `count` videos of the concatenation: Ref-YouTube-VOS first, then A2D (`--subset`)."""
+        rvos_videos = len({self.rvos.sample_video(i) for i in range(len(self.rvos))})
+        self.rvos.keep_first_videos(count)
+        if count > rvos_videos:
+            self.a2d.keep_first_videos(count - rvos_videos)
+        else:
+            self.a2d.samples = []
+        self.cumulative_sizes = self.cumsum(self.datasets)
+
 
 def build(image_set: str, args, transforms: Optional[Callable] = None) -> AVOSDataset:
     return AVOSDataset(ytvos.build(image_set, args, transforms), a2d.build(image_set, args, transforms))

@@ -215,6 +215,17 @@ class ClipDataset(Dataset):
     def describe(self, index: int) -> str:
         raise NotImplementedError
 
+    def sample_video(self, index: int) -> str:
+        """The id of the video that sample `index` comes from."""
+        raise NotImplementedError
+
+    def keep_first_videos(self, count: int) -> None:
+        """Keep only the samples of the first `count` videos, in sample order (`--subset`)."""
+        if count < 1:
+            raise ValueError(f"--subset must be >= 1 video, got {count}")
+        kept = set(list(dict.fromkeys(self.sample_video(i) for i in range(len(self))))[:count])
+        self.samples = [s for i, s in enumerate(self.samples) if self.sample_video(i) in kept]
+
     def __getitem__(self, index: int):
         for attempt in range(MAX_CONSECUTIVE_BAD_SAMPLES):
             current = (index + attempt) % len(self)

@@ -126,6 +126,9 @@ class JHMDBDataset(ClipDataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def sample_video(self, index: int) -> str:
+        return self.samples[index].video_id
+
     def describe(self, index: int) -> str:
         sample = self.samples[index]
         return f"video {sample.video_id} frame {sample.frame_idx}"

@@ -200,6 +200,9 @@ class RVOSDataset(ClipDataset):
         video = self.videos[video_index]
         return f"video {video.name} frame {video.frames[frame]} expression {video.expressions[exp_index].exp_id}"
 
+    def sample_video(self, index: int) -> str:
+        return self.videos[self.samples[index][0]].name
+
     def clip_indices(self, index: int) -> List[int]:
         video_index, frame, _ = self.samples[index]
         return rvos_clip_indices(frame, len(self.videos[video_index].frames), self.num_frames)

@@ -198,3 +198,38 @@ def test_eval_runs_the_validation_loss_loop(tmp_path: Path, tiny_ytvos: dict):
     record = json.loads((output_dir / "log.txt").read_text().splitlines()[-1])
     assert record["epoch"] == 0 and record["val_loss"] > 0 and "val_loss_mask" in record
     assert_same_state(load(output_dir / "checkpoint.pth")["model"], trained["model"])  # evaluation writes no weights
+
+
+def test_subset_keeps_the_first_videos(tmp_path: Path):
+    from datasets import build_dataset
+
+    data = make_ytvos(tmp_path / "ytvos", num_videos=3, num_frames=2)
+    full = build_dataset("train", parse_args(get_args_parser(), train_argv(data, tmp_path / "out")))
+    subset = build_dataset("train", parse_args(get_args_parser(), train_argv(data, tmp_path / "out", "--subset", "2")))
+    videos = [full.sample_video(i) for i in range(len(full))]
+    assert sorted(set(videos)) == ["vid000", "vid001", "vid002"]
+    assert [subset.sample_video(i) for i in range(len(subset))] == [v for v in videos if v in ("vid000", "vid001")]
+    assert [subset.describe(i) for i in range(len(subset))] == [full.describe(i) for i in range(len(subset))]
+
+
+def test_warmup_stage_trains_on_the_subset_first(tmp_path: Path, capsys):
+    data = make_ytvos(tmp_path / "ytvos", num_videos=2, num_frames=2)
+    out = tmp_path / "out"
+    model = run_main(train_argv(data, out, "--warmup_epochs", "2", "--warmup_subset", "1"))
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    warmup_start = next(e for e in events if e.get("event") == "warmup_start")
+    start = next(e for e in events if e.get("event") == "start")
+    assert warmup_start["train_samples"] == start["train_samples"] // 2  # one of the two (equal) videos
+    logs = [json.loads(line) for line in (out / "log.txt").read_text().splitlines()]
+    assert [(r.get("stage", "train"), r["epoch"]) for r in logs] == [("warmup", 0), ("warmup", 1), ("train", 0)]
+    assert all(r["epoch_seconds"] > 0 for r in logs)
+    warm = load(out / train.WARMUP_CHECKPOINT)["model"]
+    final = model.state_dict()
+    key = "wnet.bbox_embed.layers.0.weight"
+    assert not torch.equal(warm[key], final[key])  # the main epoch trained on from the warm weights
+
+    # a resumed run does not warm up again
+    capsys.readouterr()
+    run_main(train_argv(data, out, "--warmup_epochs", "2", "--warmup_subset", "1", "--epochs", "2",
+                        "--resume", str(out / "checkpoint.pth")))
+    assert "warmup_start" not in capsys.readouterr().out

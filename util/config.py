@@ -75,6 +75,15 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="multiplies every resize/crop size of the clip transforms and the inference short side "
                              "(1 = the official sizes; "
                              "tiny test or demo runs use less, never below 32 pixels)")
+    parser.add_argument("--subset", default=0, type=int, metavar="N",
+                        help="train on the first N videos of the training set only (every clip and expression of "
+                             "them; 0 = all): overfit a few videos first to debug a dataset or a model change")
+    parser.add_argument("--warmup_epochs", default=0, type=int, metavar="E",
+                        help="warm start: before the --epochs on the whole training set, train E epochs on its "
+                             "first --warmup_subset videos (fresh optimizer afterwards); 0 = off (official)")
+    parser.add_argument("--warmup_subset", default=4, type=int, metavar="N",
+                        help="videos of the --warmup_epochs stage (a curriculum that ties each recording to its "
+                             "object before the whole set is seen, see the README's demo section)")
     parser.add_argument("--no_hflip", action="store_true",
                         help="leave out the random horizontal flip of the training clips (official: flip; "
                              "the CPU demo's expressions say 'moving left/right')")
