@@ -37,6 +37,7 @@ class Expression:
     exp_id: str
     obj_id: int
     audio_path: Path
+    text: str = ""  # the words of the expression, for the pictures
 
 
 @dataclass
@@ -81,7 +82,7 @@ def split_jobs(args) -> List[VideoJob]:
                 raise FileNotFoundError(f"audio features of video {video.name!r} expression "
                                         f"{expression.exp_id!r} not found: {audio_path}")
             obj_id = expression.obj_id if expression.obj_id is not None else 0  # absent in the test split's file
-            job.expressions.append(Expression(expression.exp_id, obj_id, audio_path))
+            job.expressions.append(Expression(expression.exp_id, obj_id, audio_path, expression.text))
         jobs.append(job)
     return jobs
 
@@ -104,22 +105,32 @@ def save_png(path: Path, mask: np.ndarray) -> None:
 
 
 def write_visualisation(out_dir: Path, job: VideoJob, masks: Dict[str, np.ndarray]) -> None:
-    """Per video: an overlay per frame (each expression in its colour), a contact sheet and a GIF."""
-    from util.visualize import PALETTE, contact_sheet, overlay, save_gif
+    """Per video: an overlay per frame (each expression in its colour), a contact sheet, a GIF, and one row of
+    frames per expression with only its mask, captioned with its words (`<video>_expressions.jpg`)."""
+    from util.visualize import PALETTE, contact_sheet, labelled_rows, overlay, save_gif
     from datasets.formats import read_rgb
 
     video_dir = out_dir / job.name
     overlays = []
+    rows: List[List[np.ndarray]] = [[] for _ in masks]
     for index, frame_path in enumerate(job.frame_paths):
-        image = np.asarray(read_rgb(frame_path))
+        frame = np.asarray(read_rgb(frame_path))
+        image = frame
         for number, exp_id in enumerate(masks):
-            image = overlay(image, masks[exp_id][index], color=PALETTE[number % len(PALETTE)])
+            color = PALETTE[number % len(PALETTE)]
+            image = overlay(image, masks[exp_id][index], color=color)
+            rows[number].append(overlay(frame, masks[exp_id][index], color=color))
         overlays.append(image)
         picture = Image.fromarray(image)
         atomic_write(video_dir / f"{frame_path.stem}.jpg", lambda tmp: picture.save(tmp, format="JPEG", quality=90))
     sheet = Image.fromarray(contact_sheet(overlays, columns=CONTACT_SHEET_COLUMNS))
     atomic_write(out_dir / f"{job.name}_sheet.jpg", lambda tmp: sheet.save(tmp, format="JPEG", quality=90))
     save_gif(overlays, out_dir / f"{job.name}.gif", fps=GIF_FPS)
+    texts = {e.exp_id: e.text or e.exp_id for e in job.expressions}
+    labels = [f'"{texts.get(exp_id, exp_id)}"' for exp_id in masks]
+    rows_picture = Image.fromarray(labelled_rows(rows, labels))
+    atomic_write(out_dir / f"{job.name}_expressions.jpg",
+                 lambda tmp: rows_picture.save(tmp, format="JPEG", quality=90))
 
 
 # ----------------------------------------------------------------------------- inference

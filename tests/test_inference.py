@@ -79,6 +79,8 @@ def test_rvos_inference_and_evaluation(tmp_path: Path, checkpoint: Path):
     for video in data["videos"]:
         assert (vis_dir / f"{video}.gif").is_file() and (vis_dir / f"{video}_sheet.jpg").is_file()
         assert len(list((vis_dir / video).glob("*.jpg"))) == len(data["videos"][video]["frames"])
+        with Image.open(vis_dir / f"{video}_expressions.jpg") as rows:  # one captioned row per expression
+            assert rows.height > 2 * 24 and rows.width > len(data["videos"][video]["frames"]) * 32
 
     from scripts.evaluate_rvos import main as evaluate_main
     metrics_path = tmp_path / "metrics.json"

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from util.visualize import PALETTE, contact_sheet, mask_contour, overlay, save_gif
+from util.visualize import LABEL_HEIGHT, PALETTE, contact_sheet, labelled_rows, mask_contour, overlay, save_gif
 
 
 def gradient_image(height: int, width: int) -> np.ndarray:
@@ -71,6 +71,21 @@ def test_contact_sheet_layout():
     assert contact_sheet(images[:2], columns=8, padding=0).shape == (10, 32, 3)
     with pytest.raises(ValueError):
         contact_sheet([], columns=2)
+
+
+def test_labelled_rows_put_each_row_under_its_caption():
+    rows = [[np.full((10, 16, 3), PALETTE[r], dtype=np.uint8) for _ in range(3)] for r in range(2)]
+    padding, background = 2, (255, 255, 255)
+    picture = labelled_rows(rows, ['"the red circle"', '"the blue square"'], padding=padding, background=background)
+    row_height = 10 + 2 * padding
+    assert picture.shape == (2 * (LABEL_HEIGHT + row_height), 3 * 16 + 4 * padding, 3)
+    for r in range(2):
+        caption = picture[r * (LABEL_HEIGHT + row_height):r * (LABEL_HEIGHT + row_height) + LABEL_HEIGHT]
+        assert np.any(caption != background)  # the words are written
+        top = r * (LABEL_HEIGHT + row_height) + LABEL_HEIGHT + padding
+        np.testing.assert_array_equal(picture[top:top + 10, padding:padding + 16], rows[r][0])
+    with pytest.raises(ValueError, match="one label per row"):
+        labelled_rows(rows, ["only one"])
 
 
 def test_save_gif_writes_every_frame_at_the_rate(tmp_path):

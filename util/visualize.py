@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Sequence, Tuple, Union
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from util.misc import atomic_write
 
@@ -23,6 +23,8 @@ CONTOUR_WIDTH = 2  # pixels, inside the mask
 SHEET_PADDING = 4  # pixels between (and around) the cells of a contact sheet
 SHEET_BACKGROUND: Color = (255, 255, 255)
 MILLISECONDS_PER_SECOND = 1000
+LABEL_HEIGHT = 16  # pixels of the caption band above each row of `labelled_rows`
+LABEL_TEXT: Color = (0, 0, 0)
 
 
 def _check_rgb(rgb: np.ndarray) -> np.ndarray:
@@ -90,6 +92,29 @@ def contact_sheet(images: Sequence[np.ndarray], columns: int, padding: int = SHE
         left = padding + column * (cell_width + padding)
         sheet[top:top + image.shape[0], left:left + image.shape[1]] = image
     return sheet
+
+
+def labelled_rows(rows: Sequence[Sequence[np.ndarray]], labels: Sequence[str], padding: int = SHEET_PADDING,
+                  background: Color = SHEET_BACKGROUND) -> np.ndarray:
+    """One row of images per label, each row under a caption band with its label -> `[H, W, 3]` uint8.
+
+    For several expressions of one video: row k shows the frames with expression k's mask, captioned with
+    its words, so that one can see each mask follow its own words.
+    """
+    if len(rows) != len(labels) or not rows:
+        raise ValueError(f"labelled_rows needs one label per row, got {len(rows)} row(s) and {len(labels)} label(s)")
+    sheets = [contact_sheet(row, columns=len(row), padding=padding, background=background) for row in rows]
+    width = max(sheet.shape[1] for sheet in sheets)
+    bands = []
+    font = ImageFont.load_default()
+    for sheet, label in zip(sheets, labels):
+        caption = Image.new("RGB", (width, LABEL_HEIGHT), background)
+        ImageDraw.Draw(caption).text((padding, 0), label, fill=LABEL_TEXT, font=font)
+        row = np.empty((sheet.shape[0], width, 3), dtype=np.uint8)
+        row[:] = np.asarray(background, dtype=np.uint8)
+        row[:, :sheet.shape[1]] = sheet
+        bands += [np.asarray(caption), row]
+    return np.concatenate(bands, axis=0)
 
 
 def save_gif(frames: Sequence[np.ndarray], path: Union[str, Path], fps: float) -> None:
