@@ -11,12 +11,13 @@ Reports the official mean J and F, overall/mean IoU, precision@0.5..0.9 and COCO
 import argparse
 from typing import List, Optional, Sequence
 
-from util.config import get_args_parser, parse_args
+from util.config import HelpFormatter, get_args_parser, parse_args
 from util.inference import MiddleFrameSample, run_middle_frame_protocol
 
 
 def get_parser() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser("Wnet JHMDB-Sentences evaluation", parents=[get_args_parser()])
+    return argparse.ArgumentParser("Wnet JHMDB-Sentences evaluation", parents=[get_args_parser()],
+                                   formatter_class=HelpFormatter)
 
 
 def jhmdb_samples(args) -> List[MiddleFrameSample]:

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from util.config import get_args_parser, parse_args
+from util.config import HelpFormatter, get_args_parser, parse_args
 from util.inference import (binarize, cyclic_clips, list_frames, load_audio_array, load_frame,
                             load_model_for_inference, log_json, predict_mask_logits)
 from util.misc import atomic_write
@@ -48,7 +48,8 @@ class VideoJob:
 
 
 def get_parser() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser("Wnet Ref-YouTube-VOS inference", parents=[get_args_parser()])
+    return argparse.ArgumentParser("Wnet Ref-YouTube-VOS inference", parents=[get_args_parser()],
+                                   formatter_class=HelpFormatter)
 
 
 # ----------------------------------------------------------------------------- what to run

@@ -1,9 +1,9 @@
 """Training and validation-loss entry point of Wnet (DETR style).
 
     python -m torch.distributed.launch --nproc_per_node=4 --use_env main.py \
-        --backbone resnet50 --dataset_file avos --ytvos_path data/ytvos --masks \
-        --pretrained_weights 384_coco_r50.pth
+        --backbone resnet50 --dataset_file avos --masks        # data/rvos, data/a2d, ... as the official
     torchrun --nproc_per_node=2 main.py --config configs/ytvos_r50.yaml --device cpu
+    sbatch scripts/slurm_train.sh --config configs/avos_r50.yaml  # SLURM: one task per GPU
 
 Checkpoints (`checkpoint.pth` and `checkpoint%04d.pth` in `--output_dir`) are plain dicts written to a
 temporary file and renamed; they load with `torch.load(path, weights_only=True)`.
@@ -22,10 +22,21 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
 import util.misc as utils
-from util.config import get_args_parser, parse_args
+from util.config import HelpFormatter, get_args_parser, is_none, parse_args
 
 LOG_NAME = "log.txt"
 LATEST_CHECKPOINT = "checkpoint.pth"
+# Where the official README sends users for VisTR's COCO-trained DETR weights (384_coco_r50.pth, 384_coco_r101.pth).
+PRETRAINED_WEIGHTS_URL = "https://drive.google.com/drive/folders/1DlN8uWHT2WaKruarGW2_XChhpZeI9MFG"
+
+
+def missing_pretrained_weights_message(path: str) -> str:
+    return (f"--pretrained_weights: {path} does not exist. The official training starts from VisTR's COCO-trained "
+            f"DETR weights (hidden 384): download 384_coco_r50.pth (384_coco_r101.pth for ResNet-101) from "
+            f"{PRETRAINED_WEIGHTS_URL} (the official README's link; BaiduYun in README.md) and save it as {path}, "
+            f"or pass --pretrained_weights PATH. Files with 'detr.*' keys load as they are "
+            f"(scripts/convert_detr_weights.py IN OUT writes a copy with Wnet's names). "
+            f"--pretrained_weights none trains from scratch.")
 
 
 # ----------------------------------------------------------------------------- RNG state
@@ -113,8 +124,9 @@ def main(args: argparse.Namespace) -> torch.nn.Module:
         raise SystemExit("--device cuda was asked for but CUDA is not available; pass --device cpu")
     if not args.masks:
         raise SystemExit("training needs --masks (the KL loss uses the mask model's memory and fusion)")
-    if args.pretrained_weights and not Path(args.pretrained_weights).is_file():
-        raise SystemExit(f"--pretrained_weights: {args.pretrained_weights} does not exist")
+    from_scratch = is_none(args.pretrained_weights)
+    if not from_scratch and not args.resume and not Path(args.pretrained_weights).is_file():
+        raise SystemExit(missing_pretrained_weights_message(args.pretrained_weights))
 
     utils.seed_everything(args.seed + utils.get_rank())
 
@@ -135,11 +147,17 @@ def main(args: argparse.Namespace) -> torch.nn.Module:
     if output_dir and utils.is_main_process():
         output_dir.mkdir(parents=True, exist_ok=True)
 
-    if args.pretrained_weights and not args.resume:
-        missing, unexpected = load_pretrained_weights(model_without_ddp, args.pretrained_weights)
+    if not args.resume:
+        if from_scratch:
+            record = {"event": "pretrained_weights", "path": None, "from_scratch": True,
+                      "note": "--pretrained_weights none: training starts from scratch (the official starts from "
+                              "COCO-trained DETR weights)"}
+        else:
+            missing, unexpected = load_pretrained_weights(model_without_ddp, args.pretrained_weights)
+            record = {"event": "pretrained_weights", "path": args.pretrained_weights, "from_scratch": False,
+                      "missing": missing, "unexpected": unexpected}
         if utils.is_main_process():
-            print(json.dumps({"event": "pretrained_weights", "path": args.pretrained_weights,
-                              "missing": missing, "unexpected": unexpected}), flush=True)
+            print(json.dumps(record), flush=True)
 
     trained_epoch = args.start_epoch - 1  # the last epoch the weights have seen (for --eval's log line)
     if args.resume:
@@ -210,5 +228,6 @@ def main(args: argparse.Namespace) -> torch.nn.Module:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser("Wnet training and evaluation script", parents=[get_args_parser()])
+    parser = argparse.ArgumentParser("Wnet training and evaluation script", parents=[get_args_parser()],
+                                     formatter_class=HelpFormatter)
     main(parse_args(parser))

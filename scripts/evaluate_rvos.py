@@ -27,7 +27,7 @@ from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from datasets.formats import DataFormatError, read_json, read_meta_expressions, read_palette_png  # noqa: E402
-from util.config import get_args_parser, parse_args  # noqa: E402
+from util.config import HelpFormatter, get_args_parser, parse_args  # noqa: E402
 from util.metrics import db_eval_boundary, db_eval_iou  # noqa: E402
 from util.misc import atomic_json_dump  # noqa: E402
 from util.results import (ResultsFormatError, decode_masks, describe_entry, read_results,  # noqa: E402
@@ -197,7 +197,7 @@ def evaluate_rvos(results: Union[str, Path, Sequence[Dict[str, Any]]], ytvos_pat
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser("evaluate_rvos", parents=[get_args_parser()],
+    parser = argparse.ArgumentParser("evaluate_rvos", parents=[get_args_parser()], formatter_class=HelpFormatter,
                                      description="Score a Ref-YouTube-VOS results.json (J, F, J&F).")
     parser.add_argument("results", type=str, help="results.json written by inference_rvos.py")
     parser.add_argument("--out", default="", type=str,

@@ -23,7 +23,7 @@ TINY_MODEL = ["--backbone", "resnet18", "--hidden_dim", "48", "--nheads", "4", "
 def train_argv(data: dict, output_dir: Path, *extra: str) -> list:
     return TINY_MODEL + ["--dataset_file", "ytvos", "--ytvos_path", data["root"], "--rvos_audio_path",
                          data["audio_root"], "--device", "cpu", "--num_workers", "0", "--data_scale", "0.1",
-                         "--output_dir", str(output_dir), "--epochs", "1", *extra]
+                         "--output_dir", str(output_dir), "--epochs", "1", "--pretrained_weights", "none", *extra]
 
 
 def run_main(argv: list) -> torch.nn.Module:
@@ -167,6 +167,23 @@ def test_detr_style_pretrained_weights(tmp_path: Path, tiny_ytvos: dict, capsys)
 
     with pytest.raises(SystemExit, match="does not exist"):
         run_main(train_argv(tiny_ytvos, tmp_path / "out2", "--pretrained_weights", str(tmp_path / "absent.pth")))
+
+
+def test_official_pretrained_weights_by_default_and_from_scratch_is_logged(tmp_path: Path, tiny_ytvos: dict,
+                                                                           monkeypatch, capsys):
+    argv = [a for a in train_argv(tiny_ytvos, tmp_path / "out") if a not in ("--pretrained_weights", "none")]
+    monkeypatch.chdir(tmp_path)  # no coco_pretrained_weights/ here
+    with pytest.raises(SystemExit) as stop:
+        run_main(argv)
+    message = str(stop.value)
+    assert "coco_pretrained_weights/384_coco_r50.pth does not exist" in message
+    assert "384_coco_r50.pth" in message and "drive.google.com" in message  # where to get them
+    assert "scripts/convert_detr_weights.py" in message and "--pretrained_weights none" in message
+    assert not (tmp_path / "out").exists(), "stopped before any work"
+
+    run_main(argv + ["--pretrained_weights", "none"])
+    report = next(json.loads(line) for line in capsys.readouterr().out.splitlines() if "pretrained_weights" in line)
+    assert report["from_scratch"] is True and report["path"] is None
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path: Path, tiny_ytvos: dict, monkeypatch):
