@@ -96,6 +96,19 @@ def build_loader(dataset, args: argparse.Namespace, shuffle: bool) -> DataLoader
                       num_workers=args.num_workers)
 
 
+def merge_video_names(earlier: Optional[Dict[str, List[str]]], current: Dict[str, List[str]]) -> Dict[str, List[str]]:
+    """The videos a resumed model has seen: those of its checkpoint, then the new ones of this run."""
+    merged = {part: list(names) for part, names in (earlier or {}).items()}
+    for part, names in current.items():
+        seen = merged.setdefault(part, [])
+        known = set(seen)
+        for name in names:
+            if name not in known:
+                seen.append(name)
+                known.add(name)
+    return merged
+
+
 def append_log(output_dir: Path, record: Dict[str, Any]) -> None:
     """One JSON line per epoch in output_dir/log.txt (rank 0 only) and on stdout."""
     line = json.dumps(record)
@@ -113,7 +126,7 @@ def amp_settings(args: argparse.Namespace, device: torch.device):
 
 def main(args: argparse.Namespace) -> torch.nn.Module:
     """Train (or with `--eval` run the validation-loss loop); returns the model (unwrapped from DDP)."""
-    from datasets import build_dataset
+    from datasets import build_dataset, video_names, videos_sources
     from engine import NonFiniteLossError, evaluate_loss, train_one_epoch
     from models import build_model
     from util.weights import load_pretrained_weights, load_wnet_checkpoint
@@ -160,9 +173,11 @@ def main(args: argparse.Namespace) -> torch.nn.Module:
             print(json.dumps(record), flush=True)
 
     trained_epoch = args.start_epoch - 1  # the last epoch the weights have seen (for --eval's log line)
+    earlier_videos = None  # the videos the resumed weights were trained on
     if args.resume:
         checkpoint = load_wnet_checkpoint(model_without_ddp, args.resume)  # strict, errors list the keys
         trained_epoch = checkpoint.get("epoch", trained_epoch)
+        earlier_videos = checkpoint.get("train_videos")
         if not args.eval and all(k in checkpoint for k in ("optimizer", "lr_scheduler", "epoch")):
             optimizer.load_state_dict(checkpoint["optimizer"])
             lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
@@ -179,6 +194,8 @@ def main(args: argparse.Namespace) -> torch.nn.Module:
 
     if args.eval:
         dataset_val = build_dataset("val", args)
+        print(json.dumps({"event": "eval", "val_samples": len(dataset_val), "videos_from": videos_sources(dataset_val)}),
+              flush=True)
         stats = evaluate_loss(model, criterion, build_loader(dataset_val, args, shuffle=False), device,
                               amp=args.amp, amp_dtype=amp_dtype)
         append_log(output_dir, {**{f"val_{k}": v for k, v in stats.items()}, "epoch": trained_epoch})
@@ -186,7 +203,12 @@ def main(args: argparse.Namespace) -> torch.nn.Module:
 
     dataset_train = build_dataset("train", args)
     data_loader_train = build_loader(dataset_train, args, shuffle=True)
+    # Every checkpoint records the videos its weights were trained on: inference and evaluation warn when
+    # they are evaluated on one of them.
+    train_videos = merge_video_names(earlier_videos, video_names(dataset_train))
     print(json.dumps({"event": "start", "n_parameters": n_parameters, "train_samples": len(dataset_train),
+                      "videos_from": videos_sources(dataset_train),
+                      "train_videos": {part: len(names) for part, names in video_names(dataset_train).items()},
                       "world_size": utils.get_world_size(), "start_epoch": args.start_epoch,
                       "epochs": args.epochs}), flush=True)
 
@@ -208,6 +230,7 @@ def main(args: argparse.Namespace) -> torch.nn.Module:
                 "epoch": epoch,
                 "args": vars(args).copy(),
                 "rng": rng_states,
+                "train_videos": train_videos,
             }
             if scaler is not None:
                 checkpoint["scaler"] = scaler.state_dict()

@@ -131,6 +131,7 @@ class A2DDataset(ClipDataset):
         self.videos: Dict[str, A2DVideo] = read_videoset_csv(a2d_paths(root)["videoset"])
         self._frames: Dict[str, List[Path]] = {}
         wanted = A2D_SPLITS[split]
+        self.videos_source = f"{a2d_paths(root)['videoset']} (split {wanted})"
         samples = [s for s in read_a2d_samples(root)
                    if s.video_id not in self.videos or self.videos[s.video_id].split == wanted]
         self.samples: List[A2DSample] = check_items(samples, self._check_sample, self._describe_sample,
@@ -163,6 +164,10 @@ class A2DDataset(ClipDataset):
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def video_names(self) -> List[str]:
+        """The videos the samples come from, in order of first appearance."""
+        return list(dict.fromkeys(sample.video_id for sample in self.samples))
 
     def describe(self, index: int) -> str:
         return self._describe_sample(self.samples[index])
