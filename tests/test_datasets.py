@@ -10,7 +10,7 @@ from scipy import ndimage
 from torch.utils.data import DataLoader
 
 from datasets import build_dataset
-from datasets.a2d import A2DDataset, read_a2d_samples
+from datasets.a2d import A2DDataset, InstanceCountWarning, read_a2d_samples
 from datasets.common import (BadSampleWarning, SampleError, centred_clip_indices, load_audio_feature,
                              middle_frame_index, rvos_clip_indices)
 from datasets.formats import (A2DFrameAnnotation, read_a2d_h5, read_meta_expressions, write_a2d_h5,
@@ -356,6 +356,36 @@ def test_a2d_bad_data(data, tmp_path):
                                           annotation.class_ids))
     with pytest.raises(SampleError, match=r"a2dvid1 instance 1 frame 0.*instance 1 not among"):
         A2DDataset(root, info["audio_root"], 5, split="val")
+
+
+def test_a2d_h5_with_disagreeing_instance_counts_is_kept_and_reported_once(data, tmp_path):
+    """As the official: the sample stays, the instance's position in 'instance' indexes reMask/reBBox/id."""
+    info = copy_tree(data["a2d"], tmp_path)
+    root = Path(info["root"])
+    path = root / "a2d_annotation_with_instances" / "a2dvid0" / "00005.h5"
+    annotation = read_a2d_h5(path)  # instances 1 and 2
+    extra_mask = np.zeros_like(annotation.masks[:1])
+    extra_mask[0, :3, :3] = 1
+    write_a2d_h5(path, A2DFrameAnnotation(annotation.instance_ids, np.concatenate([annotation.masks, extra_mask]),
+                                          np.concatenate([annotation.boxes, [[0, 0, 3, 3]]]),
+                                          np.concatenate([annotation.class_ids, [33]])))
+    with pytest.warns(InstanceCountWarning) as record:
+        dataset = A2DDataset(root, info["audio_root"], 5)
+    reports = [str(w.message) for w in record if issubclass(w.category, InstanceCountWarning)]
+    assert len(reports) == 1, "two samples read the file, it is reported once"
+    assert str(path) in reports[0] and "instance 2, reMask 3, reBBox 3, id 3" in reports[0]
+    assert len(dataset) == 6 and dataset.num_dropped == 0  # every sample kept
+    index = next(i for i, s in enumerate(dataset.samples) if (s.video_id, s.instance_id, s.frame_idx) == ("a2dvid0", "2", 4))
+    x0, y0, x1, y1 = object_box(2, 4, 24, 32)
+    mask = dataset.ground_truth(index)  # instance 2 -> position 1: its own mask, not the extra one
+    assert mask[y0:y1, x0:x1].all() and mask.sum() == (x1 - x0) * (y1 - y0)
+    _, _, target = dataset[index]
+    assert target["labels"].tolist() == [22]
+    # fewer masks than instances: the instance without one is an error naming the file
+    write_a2d_h5(path, A2DFrameAnnotation(annotation.instance_ids, annotation.masks[:1], annotation.boxes[:1],
+                                          annotation.class_ids[:1]))
+    with pytest.raises(SampleError, match=r"a2dvid0 instance 2 frame 4: .*00005\.h5.*position 1.*reMask"):
+        A2DDataset(root, info["audio_root"], 5)
 
 
 # ----------------------------------------------------------------------------- build_dataset and batching
