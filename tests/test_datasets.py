@@ -1,4 +1,6 @@
 """The dataset loaders on tiny datasets written in the real formats (tests/data_factory.py)."""
+import colorsys
+import math
 import random
 import shutil
 from pathlib import Path
@@ -416,18 +418,130 @@ def test_build_dataset_and_dataloader_batches(data):
         build_dataset("train", args)
 
 
-def test_photometric_distortion_hsv_and_per_frame_draws():
-    import colorsys
+FLT_EPS = float(np.finfo(np.float32).eps)
+OPENCV_SECTOR_TABLE = [[1, 3, 0], [1, 0, 2], [3, 0, 1], [0, 2, 1], [0, 1, 3], [2, 1, 0]]
+
+
+def opencv_bgr2hsv_pixel(b, g, r):
+    """A line-by-line transcription of OpenCV's scalar float RGB2HSV_f (what the official's cv2 runs)."""
+    f32 = np.float32
+    b, g, r = f32(b), f32(g), f32(r)
+    v = vmin = r
+    if v < g:
+        v = g
+    if v < b:
+        v = b
+    if vmin > g:
+        vmin = g
+    if vmin > b:
+        vmin = b
+    diff = f32(v - vmin)
+    s = f32(diff / f32(abs(v) + f32(FLT_EPS)))
+    diff = f32(60.0 / (float(diff) + FLT_EPS))
+    if v == r:
+        h = (g - b) * diff
+    elif v == g:
+        h = (b - r) * diff + f32(120)
+    else:
+        h = (r - g) * diff + f32(240)
+    if h < 0:
+        h += f32(360)
+    return h, s, v
+
+
+def opencv_hsv2bgr_pixel(h, s, v):
+    """A line-by-line transcription of OpenCV's scalar float HSV2RGB (hscale = 6/360)."""
+    f32 = np.float32
+    h, s, v = f32(h), f32(s), f32(v)
+    if s == 0:
+        return v, v, v
+    h = f32(h * f32(6.0 / 360.0))
+    h = f32(math.fmod(h, 6.0))
+    if h < 0:
+        h += f32(6)
+    sector = math.floor(h)
+    h = f32(h - sector)
+    if not 0 <= sector < 6:
+        sector, h = 0, f32(0)
+    tab = [v, v * (f32(1) - s), v * (f32(1) - s * h), v * (f32(1) - s * (f32(1) - h))]
+    return tuple(tab[i] for i in OPENCV_SECTOR_TABLE[sector])
+
+
+def test_hsv_conversion_is_opencvs_float_conversion_without_clipping():
+    from datasets.transforms import bgr_to_hsv, hsv_to_bgr
+    rng = np.random.default_rng(0)
+    pixels = rng.uniform(-64, 320, size=(200, 3)).astype(np.float32)  # out of range too: nothing is clipped
+    pixels[:4] = [[10, 20, 30], [-22, -12, -2], [0, 0, 0], [50, 50, 50]]
+    hsv = bgr_to_hsv(pixels)
+    for pixel, ours in zip(pixels, hsv):
+        np.testing.assert_allclose(ours, opencv_bgr2hsv_pixel(*pixel), rtol=1e-5, atol=1e-4)
+    hsv[:, 1] *= rng.uniform(0.5, 1.5, size=len(hsv)).astype(np.float32)  # saturations above 1 as well
+    hsv[:, 0] = rng.uniform(0, 360, size=len(hsv)).astype(np.float32)
+    for pixel, ours in zip(hsv, hsv_to_bgr(hsv)):
+        np.testing.assert_allclose(ours, opencv_hsv2bgr_pixel(*pixel), rtol=1e-5, atol=1e-3)
+    in_range = rng.uniform(0, 255, size=(6, 7, 3)).astype(np.float32)
+    np.testing.assert_allclose(hsv_to_bgr(bgr_to_hsv(in_range)), in_range, atol=1e-3)
+    for pixel, ours in zip(in_range.reshape(-1, 3)[:10], bgr_to_hsv(in_range).reshape(-1, 3)[:10]):
+        h, s, v = colorsys.rgb_to_hsv(*(pixel[::-1] / 255))  # channel 0 plays blue, as in the official
+        assert np.allclose(ours, (h * 360, s, v * 255), atol=1e-3)
+
+
+class ScriptedRandom:
+    """Draws for PhotometricDistort: `coins` (True = the step runs), `values` for uniform(), `perm` for sample()."""
+
+    def __init__(self, coins, values=(), perm=(0, 1, 2)):
+        self.coins, self.values, self.perm = list(coins), list(values), list(perm)
+
+    def random(self):
+        return 0.0 if self.coins.pop(0) else 0.9
+
+    def uniform(self, low, high):
+        value = self.values.pop(0)
+        assert low <= value <= high
+        return value
+
+    def sample(self, population, k):
+        return list(self.perm)
+
+
+# Coins in draw order: brightness, contrast first?, [contrast], saturation, hue, [contrast], channel swap.
+PHOTOMETRIC_CASES = {
+    # (10, 20, 30) - 32 goes negative; the HSV round trip (always run) maps it as OpenCV does: v = -2,
+    # s = 20 / 2 = 10, h = 30 -> (18, 8, -2); clipping before HSV would give black
+    "no clip before HSV": ((10, 20, 30), [1, 1, 0, 0, 0, 0], [-32.0], (0, 1, 2), (18, 8, -2), (18, 8, 0)),
+    # s = 190 / 200 = 0.95 -> x1.5 = 1.425, not clipped to 1: channel 0 = 200 (1 - 1.425) = -85,
+    # channel 1 = 200 (1 - 1.425 (1 - 28.42 / 60)) = 50
+    "saturation not clipped": ((10, 100, 200), [0, 0, 1, 0, 0, 0], [1.5], (0, 1, 2), (-85, 50, 200), None),
+    # hue 240 (the maximum in channel 0, which OpenCV names blue) + 18 = 258: sector 4 -> (200, 100, 130)
+    "hue shift": ((200, 100, 100), [0, 0, 0, 1, 0, 0], [18.0], (0, 1, 2), (200, 100, 130), (200, 100, 130)),
+    # truncation, not rounding: 100.75 -> 100
+    "truncated": ((100, 150, 200), [1, 0, 0, 0, 0, 0], [0.75], (0, 1, 2), (100.75, 150.75, 200.75), (100, 150, 200)),
+    # contrast after HSV, then the channel permutation; 300 > 255 is clipped at the very end only
+    "contrast last, swap": ((10, 21, 200), [0, 0, 0, 0, 1, 1], [1.45], (2, 0, 1), (290, 14.5, 30.45), (255, 14, 30)),
+}
+
+
+@pytest.mark.parametrize("case", list(PHOTOMETRIC_CASES))
+def test_photometric_distortion_hand_computed(case):
     from PIL import Image
-    from datasets.transforms import PhotometricDistort, _hsv_to_rgb, _rgb_to_hsv, make_inference_transforms
-    rgb = np.random.default_rng(0).uniform(0, 255, size=(6, 7, 3))
-    hsv = _rgb_to_hsv(rgb)
-    assert np.allclose(_hsv_to_rgb(hsv), rgb, atol=1e-9)
-    for pixel, ours in zip(rgb.reshape(-1, 3)[:10], hsv.reshape(-1, 3)[:10]):
-        h, s, v = colorsys.rgb_to_hsv(*(pixel / 255))
-        assert np.allclose(ours, (h * 360, s, v * 255), atol=1e-9)
+    from datasets.transforms import PhotometricDistort
+    pixel, coins, values, perm, expected_float, expected_uint8 = PHOTOMETRIC_CASES[case]
+    image = np.full((2, 3, 3), pixel, dtype=np.float32)
+    rng = ScriptedRandom(coins, values, perm)
+    out = PhotometricDistort(rng=rng).distort_array(image)
+    assert out.dtype == np.float32 and not rng.coins and not rng.values, "every scripted draw used, no more"
+    np.testing.assert_allclose(out, np.broadcast_to(expected_float, out.shape), atol=1e-3)
+    if expected_uint8 is not None:
+        frame = Image.fromarray(image.astype(np.uint8))
+        distorted = PhotometricDistort(rng=ScriptedRandom(coins, values, perm)).distort(frame)
+        assert np.asarray(distorted).reshape(-1, 3).tolist() == [list(expected_uint8)] * 6
+
+
+def test_photometric_distortion_per_frame_draws_and_inference_size():
+    from PIL import Image
+    from datasets.transforms import PhotometricDistort, make_inference_transforms
     random.seed(3)
-    frame = Image.fromarray(rgb.astype(np.uint8))
+    frame = Image.fromarray(np.random.default_rng(0).uniform(0, 255, size=(6, 7, 3)).astype(np.uint8))
     distorted, target = PhotometricDistort()([frame] * 4, {"valid": torch.ones(4)})
     arrays = [np.asarray(f) for f in distorted]
     assert len({a.tobytes() for a in arrays}) > 1, "each frame gets its own draw"
