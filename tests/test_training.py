@@ -92,6 +92,79 @@ def test_torchrun_two_processes(tmp_path: Path, tiny_ytvos: dict):
     assert load(output_dir / "checkpoint.pth")["epoch"] == 1
 
 
+LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def slurm_env(rank: int, ntasks: int, port: int) -> dict:
+    """This environment without any launcher variable, plus what `srun` and scripts/slurm_train.sh set."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in LAUNCHER_VARIABLES and not k.startswith(("SLURM_", "TORCHELASTIC_"))}
+    env.update(OMP_NUM_THREADS="1", SLURM_PROCID=str(rank), SLURM_NTASKS=str(ntasks), SLURM_LOCALID=str(rank),
+               MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    return env
+
+
+@pytest.mark.slow
+def test_slurm_two_processes(tmp_path: Path, tiny_ytvos: dict):
+    """Two CPU processes started with SLURM's variables only (no RANK/WORLD_SIZE) train in sync."""
+    output_dir, port = tmp_path / "out", free_port()
+    command = [sys.executable, "main.py", *train_argv(tiny_ytvos, output_dir, "--epochs", "2")]
+    logs, processes = [], []
+    for rank in range(2):
+        out, err = open(tmp_path / f"stdout{rank}", "w"), open(tmp_path / f"stderr{rank}", "w")
+        logs.append((out, err))
+        processes.append(subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=err, env=slurm_env(rank, 2, port)))
+    for process in processes:
+        process.wait(timeout=600)
+    for out, err in logs:
+        out.close()
+        err.close()
+    for rank, process in enumerate(processes):
+        assert process.returncode == 0, (tmp_path / f"stderr{rank}").read_text()[-4000:]
+    for rank in range(2):
+        start = next(json.loads(line) for line in (tmp_path / f"stdout{rank}").read_text().splitlines()
+                     if '"event": "start"' in line)
+        assert start["world_size"] == 2 and start["train_samples"] == 4
+    assert sorted(p.name for p in output_dir.iterdir()) == ["checkpoint.pth", "checkpoint0000.pth",
+                                                             "checkpoint0001.pth", "log.txt"]
+    records = [json.loads(line) for line in (output_dir / "log.txt").read_text().splitlines()]
+    assert [record["epoch"] for record in records] == [0, 1]
+    assert all(record["ranks_in_sync"] is True for record in records)
+
+
+def test_launcher_variables_are_read_from_torchrun_or_slurm(monkeypatch):
+    from util.misc import distributed_environment, init_distributed_mode
+
+    assert distributed_environment({}) is None
+    assert distributed_environment({"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == (1, 4, 1, "env")
+    assert distributed_environment({"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1"}) == (5, 8, 1, "slurm")
+    assert distributed_environment({"SLURM_PROCID": "5", "SLURM_NTASKS": "8"}) == (5, 8, None, "slurm")
+    # torchrun inside a SLURM allocation: torchrun's variables win
+    assert distributed_environment({"RANK": "0", "WORLD_SIZE": "2", "SLURM_PROCID": "3", "SLURM_NTASKS": "4"})[:2] == (0, 2)
+
+    env = slurm_env(1, 2, free_port())
+    for name in ("MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name)
+    for name in LAUNCHER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        if name.startswith("SLURM_"):
+            monkeypatch.setenv(name, value)
+    args = parse_args(get_args_parser(), ["--device", "cpu"])
+    with pytest.raises(SystemExit, match=r"slurm, rank 1 of 2.*MASTER_ADDR and MASTER_PORT.*--dist_url"):
+        init_distributed_mode(args)
+    monkeypatch.setenv("SLURM_NTASKS", "1")  # one task: one process, nothing to set up
+    init_distributed_mode(args)
+    assert (args.distributed, args.rank, args.world_size) == (False, 0, 1)
+
+
+def test_slurm_script_is_valid_and_sets_the_rendezvous():
+    script = ROOT / "scripts" / "slurm_train.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    text = script.read_text()
+    assert "export MASTER_ADDR" in text and "export MASTER_PORT" in text and 'srun' in text and 'main.py "$@"' in text
+
+
 def test_ranks_in_sync_compares_states():
     from util.misc import state_digest
 
