@@ -86,6 +86,11 @@ def build_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.o
     return torch.optim.AdamW(param_groups, lr=args.lr, weight_decay=args.weight_decay)
 
 
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace):
+    """StepLR: every learning rate times 0.1 after `lr_drop` epochs (the official recipe, SPEC section 4)."""
+    return torch.optim.lr_scheduler.StepLR(optimizer, args.lr_drop)
+
+
 def build_loader(dataset, args: argparse.Namespace, shuffle: bool) -> DataLoader:
     # One sampler for one or many processes: its order depends only on (seed, epoch), so a resumed run
     # draws the same batches as an uninterrupted one.
@@ -153,7 +158,7 @@ def main(args: argparse.Namespace) -> torch.nn.Module:
     n_parameters = sum(p.numel() for p in model_without_ddp.parameters() if p.requires_grad)
 
     optimizer = build_optimizer(model_without_ddp, args)
-    lr_scheduler = torch.optim.lr_scheduler.StepLR(optimizer, args.lr_drop)
+    lr_scheduler = build_lr_scheduler(optimizer, args)
     amp_dtype, scaler = amp_settings(args, device)
 
     output_dir = Path(args.output_dir) if args.output_dir else None

@@ -226,6 +226,46 @@ def test_official_train_transforms_give_consistent_samples(data):
     assert target["orig_size"].tolist() == [24, 32]
 
 
+def test_official_training_and_validation_transform_sizes():
+    """SPEC section 4: flip; short side 480..768 step 32 (long <= 800); photometric; short side 400/500/600;
+    crop sides in [384, 600]; short side 300 (long <= 540). Validation: short side 360 (long <= 640)."""
+    from PIL import Image
+    from datasets.transforms import PhotometricDistort
+    steps = make_video_transforms("train").transforms
+    assert [type(step) for step in steps] == [RandomHorizontalFlip, RandomResize, PhotometricDistort, RandomResize,
+                                              RandomSizeCrop, RandomResize, Normalize]
+    assert steps[0].p == 0.5
+    assert steps[1].sizes == [480, 512, 544, 576, 608, 640, 672, 704, 736, 768] and steps[1].max_size == 800
+    assert steps[3].sizes == [400, 500, 600] and steps[3].max_size is None
+    assert (steps[4].min_size, steps[4].max_size) == (384, 600)
+    assert steps[5].sizes == [300] and steps[5].max_size == 540
+    val = make_video_transforms("val").transforms
+    assert [type(step) for step in val] == [RandomResize, Normalize]
+    assert val[0].sizes == [360] and val[0].max_size == 640
+
+    # and the sizes the steps produce (photometric left out: it changes no size)
+    random.seed(0)
+    seen = {"first": set(), "second": set(), "crop": set()}
+    for width, height in ((1280, 720), (640, 480), (480, 640)):
+        for _ in range(12):
+            frames = [Image.new("RGB", (width, height))] * 2
+            target = {"size": torch.tensor([height, width])}
+            sizes = []
+            for step in steps[:2] + steps[3:6]:
+                frames, target = step(frames, target)
+                sizes.append(frames[0].size)
+            (w1, h1), (w2, h2), (w3, h3), (w4, h4) = sizes[1:]
+            short, long = min(w1, h1), max(w1, h1)
+            assert long <= 800 and (short in range(480, 769, 32) or long >= 799), (width, height, sizes)
+            assert min(w2, h2) in (400, 500, 600)
+            assert min(384, w2) <= w3 <= 600 and min(384, h2) <= h3 <= 600
+            assert max(w4, h4) <= 540 and (min(w4, h4) == 300 or max(w4, h4) >= 539), sizes
+            seen["first"].add(short)
+            seen["second"].add(min(w2, h2))
+            seen["crop"].update((w3, h3))
+    assert len(seen["first"]) > 3 and seen["second"] == {400, 500, 600} and min(seen["crop"]) < 450
+
+
 # ----------------------------------------------------------------------------- A2D-Sentences
 def test_a2d_samples_centred_clamped_clips_and_one_target(data):
     info = data["a2d"]
@@ -273,7 +313,7 @@ def test_a2d_h5_masks_are_stored_transposed(data):
 def test_jhmdb_evaluation_samples(data):
     info = data["jhmdb"]
     dataset = JHMDBDataset(info["root"], info["audio_root"], 5)
-    frames = np.linspace(4, 12 - 5, 3).astype(np.int64).tolist()
+    frames = [4, 5, 7]  # linspace(4, 12 - 5, 3) = [4, 5.5, 7], truncated
     assert [(s.video_id, s.frame_idx) for s in dataset.samples] == [(v, f) for v in info["videos"] for f in frames]
     for index in range(len(dataset)):
         sample = dataset.samples[index]

@@ -165,6 +165,53 @@ def test_slurm_script_is_valid_and_sets_the_rendezvous():
     assert "export MASTER_ADDR" in text and "export MASTER_PORT" in text and 'srun' in text and 'main.py "$@"' in text
 
 
+def test_optimizer_groups_learning_rates_and_schedule_are_the_official_recipe():
+    """SPEC section 4: AdamW, lr 1e-4 (backbone 1e-5), weight decay 1e-4, StepLR x0.1 after 12 epochs."""
+    from models import build_model
+
+    args = parse_args(get_args_parser(), TINY_MODEL)
+    model, _, _ = build_model(args)
+    optimizer = train.build_optimizer(model, args)
+    assert type(optimizer) is torch.optim.AdamW
+    assert [group["lr"] for group in optimizer.param_groups] == [1e-4, 1e-5]
+    assert [group["weight_decay"] for group in optimizer.param_groups] == [1e-4, 1e-4]
+    names = {id(p): n for n, p in model.named_parameters()}
+    rest, backbone = ([names[id(p)] for p in group["params"]] for group in optimizer.param_groups)
+    assert rest and backbone and all("backbone" not in n for n in rest) and all("backbone" in n for n in backbone)
+    assert sorted(rest + backbone) == sorted(n for n, p in model.named_parameters() if p.requires_grad)
+    assert any(".body.layer2." in n for n in backbone) and any(".body.layer4." in n for n in backbone)
+    # the stem and layer1 never train (SPEC section 2.1)
+    assert not any(".body.layer1." in n or ".body.conv1." in n for n in backbone)
+
+    scheduler = train.build_lr_scheduler(optimizer, args)
+    lrs = []
+    for _ in range(18):  # the official 18 epochs
+        lrs.append([group["lr"] for group in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[:12] == [[1e-4, 1e-5]] * 12
+    assert all(lr == pytest.approx([1e-5, 1e-6]) for lr in lrs[12:])
+
+
+def test_gradients_are_clipped_to_the_official_norm(tmp_path: Path, tiny_ytvos: dict, monkeypatch):
+    real_clip = torch.nn.utils.clip_grad_norm_
+    calls = []
+
+    def spy(parameters, max_norm, *args, **kwargs):
+        parameters = [p for p in parameters if p.grad is not None]
+        total = real_clip(parameters, max_norm, *args, **kwargs)
+        after = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in parameters]))
+        calls.append((max_norm, float(total), float(after)))
+        return total
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    run_main(train_argv(tiny_ytvos, tmp_path / "out"))  # the default --clip_max_norm
+    assert len(calls) == 4  # one per step: 4 samples, batch 1
+    assert all(max_norm == 0.1 for max_norm, _, _ in calls)
+    assert all(after <= 0.1 * (1 + 1e-4) for _, _, after in calls)
+    assert any(total > 0.1 for _, total, _ in calls), "the test data's gradients are large enough to be clipped"
+
+
 def test_ranks_in_sync_compares_states():
     from util.misc import state_digest
 
