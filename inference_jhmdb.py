@@ -1,6 +1,6 @@
 """JHMDB-Sentences evaluation with the official protocol.
 
-    python inference_jhmdb.py --masks --model_path CKPT --jhmdb_path data/jhmdb \
+    python inference_jhmdb.py --masks --model_path CKPT --jhmdb_path data/JHMDB \
         --a2d_audio_path data/a2d_j_audio_feature --metrics_path jhmdb_metrics.json
 
 For each annotation row (the six videos the official lists as missing data are skipped), three
