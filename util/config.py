@@ -163,9 +163,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     # Inference and evaluation
     parser.add_argument("--model_path", default="", type=str, help="checkpoint to evaluate ({'model': state_dict})")
     parser.add_argument("--save_path", default="result.json", type=str)
-    parser.add_argument("--num_ins", default=1, type=int,
-                        help="accepted for the official command lines; unused, as in the official (one object per "
-                             "expression)")
+    parser.add_argument("--num_ins", default=1, type=int, choices=(1,),
+                        help="the official inference scripts' instances per frame (from VisTR), always 1 in Wnet's "
+                             "one query per frame; accepted for the official command lines, no other value")
     parser.add_argument("--split_file", "--ann_path", default="", type=str,
                         help="videos to infer and score: a VIS-style json or a text file of ids; default: the "
                              "official <ytvos_path>/ann/instances_test_sub.json when it exists; 'none': every video "
