@@ -13,12 +13,13 @@ the sample (or drop it with `--skip_bad_samples`).
 import argparse
 from typing import List, Optional, Sequence
 
-from util.config import get_args_parser, parse_args
+from util.config import HelpFormatter, get_args_parser, parse_args
 from util.inference import MiddleFrameSample, run_middle_frame_protocol
 
 
 def get_parser() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser("Wnet A2D-Sentences evaluation", parents=[get_args_parser()])
+    return argparse.ArgumentParser("Wnet A2D-Sentences evaluation", parents=[get_args_parser()],
+                                   formatter_class=HelpFormatter)
 
 
 def a2d_samples(args) -> List[MiddleFrameSample]:

@@ -1,6 +1,6 @@
 """JHMDB-Sentences evaluation with the official protocol.
 
-    python inference_jhmdb.py --masks --model_path CKPT --jhmdb_path data/jhmdb \
+    python inference_jhmdb.py --masks --model_path CKPT --jhmdb_path data/JHMDB \
         --a2d_audio_path data/a2d_j_audio_feature --metrics_path jhmdb_metrics.json
 
 For each annotation row (the six videos the official lists as missing data are skipped), three
@@ -11,12 +11,13 @@ Reports the official mean J and F, overall/mean IoU, precision@0.5..0.9 and COCO
 import argparse
 from typing import List, Optional, Sequence
 
-from util.config import get_args_parser, parse_args
+from util.config import HelpFormatter, get_args_parser, parse_args
 from util.inference import MiddleFrameSample, run_middle_frame_protocol
 
 
 def get_parser() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser("Wnet JHMDB-Sentences evaluation", parents=[get_args_parser()])
+    return argparse.ArgumentParser("Wnet JHMDB-Sentences evaluation", parents=[get_args_parser()],
+                                   formatter_class=HelpFormatter)
 
 
 def jhmdb_samples(args) -> List[MiddleFrameSample]:

@@ -1,8 +1,12 @@
 """Ref-YouTube-VOS inference: every frame of every video of a split -> results.json.
 
-    python inference_rvos.py --masks --model_path output/checkpoint.pth --save_path results.json \
-        --ytvos_path data/ytvos --split_file data/ytvos/ann/instances_test_sub.json
+    python inference_rvos.py --masks --model_path output/checkpoint.pth --save_path results.json
     python inference_rvos.py --masks --model_path CKPT --audio phrase.wav --video_dir frames/ --visualize out/
+
+The videos are those of `--split_file`; by default, as the official, those of
+`<ytvos_path>/ann/instances_test_sub.json` when it exists (`--split_file none`: every video of the split).
+A checkpoint written by main.py records its training videos: evaluating one of them warns on stderr, and
+the summary JSON line says how many (`trained_on_evaluated_videos`).
 
 Unlike the official script (first `--num_frames` frames only), long videos are covered by
 consecutive clips; the last clip is filled by repeating its frames, as the official does for short
@@ -22,9 +26,9 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from util.config import get_args_parser, parse_args
+from util.config import HelpFormatter, get_args_parser, parse_args
 from util.inference import (binarize, cyclic_clips, list_frames, load_audio_array, load_frame,
-                            load_model_for_inference, log_json, predict_mask_logits)
+                            load_model_and_train_videos, log_json, predict_mask_logits)
 from util.misc import atomic_write
 
 PNG_FOREGROUND = 255  # the submission PNGs hold 0 / 255
@@ -49,19 +53,23 @@ class VideoJob:
 
 
 def get_parser() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser("Wnet Ref-YouTube-VOS inference", parents=[get_args_parser()])
+    return argparse.ArgumentParser("Wnet Ref-YouTube-VOS inference", parents=[get_args_parser()],
+                                   formatter_class=HelpFormatter)
 
 
 # ----------------------------------------------------------------------------- what to run
 def split_jobs(args) -> List[VideoJob]:
     """The videos of `--ytvos_split` (or those of `--split_file`) with their expressions and recordings.
 
-    `--split_file` is the official VIS-style json (`ann/instances_test_sub.json`) or a text file of
-    video names, one per line; without it every video of `meta_expressions.json`.
+    `--split_file` is the official VIS-style json (`ann/instances_test_sub.json`, the default when it
+    exists) or a text file of video names, one per line; with 'none' (or no official file) every video
+    of `meta_expressions.json`.
     """
-    from datasets.ytvos import audio_feature_path, read_ytvos_videos, video_frame_paths
+    from datasets.ytvos import TEST_PART, audio_feature_path, read_ytvos_videos, resolve_split_file, video_frame_paths
 
-    split_file = args.split_file
+    resolved = resolve_split_file(args.split_file, args.ytvos_path, TEST_PART)
+    split_file = str(resolved) if resolved is not None else ""
+    log_json({"event": "videos", "videos_from": split_file or "every video of the split"})
     if split_file and not Path(split_file).is_file():
         raise FileNotFoundError(f"split file not found: {split_file}")
     videos = read_ytvos_videos(args.ytvos_path, args.ytvos_split, split_file if split_file.endswith(".json") else "")
@@ -156,9 +164,16 @@ def infer_video(model: torch.nn.Module, job: VideoJob, num_frames: int, scale: f
 
 
 def run(args, jobs: Sequence[VideoJob], model: Optional[torch.nn.Module] = None) -> List[dict]:
+    """Infer every job and write `--save_path`. With no `model`, `--model_path` is loaded and its record of
+    training videos checked against the jobs' videos (a warning on stderr when any was trained on)."""
     from util.results import make_entry, write_results
+    from util.weights import count_trained_on
 
-    model = model if model is not None else load_model_for_inference(args)
+    trained_on = None
+    if model is None:
+        model, train_videos = load_model_and_train_videos(args)
+        trained_on = count_trained_on([job.name for job in jobs], None if train_videos is None
+                                      else train_videos.get("ytvos", []), args.model_path)
     entries, start, num_frames = [], time.time(), 0
     for job in tqdm(jobs, desc="videos", dynamic_ncols=True):
         masks = infer_video(model, job, args.num_frames, args.data_scale)
@@ -174,7 +189,8 @@ def run(args, jobs: Sequence[VideoJob], model: Optional[torch.nn.Module] = None)
         log_json({"video": job.name, "frames": len(job.frame_paths), "expressions": len(job.expressions)})
     write_results(args.save_path, entries)
     log_json({"videos": len(jobs), "expressions": len(entries), "frames": num_frames,
-              "seconds": round(time.time() - start, 2), "results": str(args.save_path)})
+              "seconds": round(time.time() - start, 2), "results": str(args.save_path),
+              "trained_on_evaluated_videos": trained_on})
     return entries
 
 

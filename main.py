@@ -1,9 +1,9 @@
 """Training and validation-loss entry point of Wnet (DETR style).
 
     python -m torch.distributed.launch --nproc_per_node=4 --use_env main.py \
-        --backbone resnet50 --dataset_file avos --ytvos_path data/ytvos --masks \
-        --pretrained_weights 384_coco_r50.pth
+        --backbone resnet50 --dataset_file avos --masks        # data/rvos, data/a2d, ... as the official
     torchrun --nproc_per_node=2 main.py --config configs/ytvos_r50.yaml --device cpu
+    sbatch scripts/slurm_train.sh --config configs/avos_r50.yaml  # SLURM: one task per GPU
 
 Checkpoints (`checkpoint.pth` and `checkpoint%04d.pth` in `--output_dir`) are plain dicts written to a
 temporary file and renamed; they load with `torch.load(path, weights_only=True)`.
@@ -22,11 +22,22 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
 import util.misc as utils
-from util.config import get_args_parser, parse_args
+from util.config import HelpFormatter, get_args_parser, is_none, parse_args
 
 LOG_NAME = "log.txt"
 LATEST_CHECKPOINT = "checkpoint.pth"
 WARMUP_CHECKPOINT = "warmup.pth"
+# Where the official README sends users for VisTR's COCO-trained DETR weights (384_coco_r50.pth, 384_coco_r101.pth).
+PRETRAINED_WEIGHTS_URL = "https://drive.google.com/drive/folders/1DlN8uWHT2WaKruarGW2_XChhpZeI9MFG"
+
+
+def missing_pretrained_weights_message(path: str) -> str:
+    return (f"--pretrained_weights: {path} does not exist. The official training starts from VisTR's COCO-trained "
+            f"DETR weights (hidden 384): download 384_coco_r50.pth (384_coco_r101.pth for ResNet-101) from "
+            f"{PRETRAINED_WEIGHTS_URL} (the official README's link; BaiduYun in README.md) and save it as {path}, "
+            f"or pass --pretrained_weights PATH. Files with 'detr.*' keys load as they are "
+            f"(scripts/convert_detr_weights.py IN OUT writes a copy with Wnet's names). "
+            f"--pretrained_weights none trains from scratch.")
 
 
 # ----------------------------------------------------------------------------- RNG state
@@ -76,6 +87,11 @@ def build_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.o
     return torch.optim.AdamW(param_groups, lr=args.lr, weight_decay=args.weight_decay)
 
 
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace):
+    """StepLR: every learning rate times 0.1 after `lr_drop` epochs (the official recipe, SPEC section 4)."""
+    return torch.optim.lr_scheduler.StepLR(optimizer, args.lr_drop)
+
+
 def build_loader(dataset, args: argparse.Namespace, shuffle: bool) -> DataLoader:
     # One sampler for one or many processes: its order depends only on (seed, epoch), so a resumed run
     # draws the same batches as an uninterrupted one.
@@ -84,6 +100,19 @@ def build_loader(dataset, args: argparse.Namespace, shuffle: bool) -> DataLoader
     batch_sampler = BatchSampler(sampler, args.batch_size, drop_last=shuffle)
     return DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=utils.collate_fn,
                       num_workers=args.num_workers)
+
+
+def merge_video_names(earlier: Optional[Dict[str, List[str]]], current: Dict[str, List[str]]) -> Dict[str, List[str]]:
+    """The videos a resumed model has seen: those of its checkpoint, then the new ones of this run."""
+    merged = {part: list(names) for part, names in (earlier or {}).items()}
+    for part, names in current.items():
+        seen = merged.setdefault(part, [])
+        known = set(seen)
+        for name in names:
+            if name not in known:
+                seen.append(name)
+                known.add(name)
+    return merged
 
 
 def append_log(output_dir: Path, record: Dict[str, Any]) -> None:
@@ -136,7 +165,7 @@ def warm_start(model: torch.nn.Module, criterion: torch.nn.Module, args: argpars
 
 def main(args: argparse.Namespace) -> torch.nn.Module:
     """Train (or with `--eval` run the validation-loss loop); returns the model (unwrapped from DDP)."""
-    from datasets import build_dataset
+    from datasets import build_dataset, video_names, videos_sources
     from engine import NonFiniteLossError, evaluate_loss, train_one_epoch
     from models import build_model
     from util.weights import load_pretrained_weights, load_wnet_checkpoint
@@ -147,8 +176,9 @@ def main(args: argparse.Namespace) -> torch.nn.Module:
         raise SystemExit("--device cuda was asked for but CUDA is not available; pass --device cpu")
     if not args.masks:
         raise SystemExit("training needs --masks (the KL loss uses the mask model's memory and fusion)")
-    if args.pretrained_weights and not Path(args.pretrained_weights).is_file():
-        raise SystemExit(f"--pretrained_weights: {args.pretrained_weights} does not exist")
+    from_scratch = is_none(args.pretrained_weights)
+    if not from_scratch and not args.resume and not Path(args.pretrained_weights).is_file():
+        raise SystemExit(missing_pretrained_weights_message(args.pretrained_weights))
 
     utils.seed_everything(args.seed + utils.get_rank())
 
@@ -162,23 +192,31 @@ def main(args: argparse.Namespace) -> torch.nn.Module:
     n_parameters = sum(p.numel() for p in model_without_ddp.parameters() if p.requires_grad)
 
     optimizer = build_optimizer(model_without_ddp, args)
-    lr_scheduler = torch.optim.lr_scheduler.StepLR(optimizer, args.lr_drop)
+    lr_scheduler = build_lr_scheduler(optimizer, args)
     amp_dtype, scaler = amp_settings(args, device)
 
     output_dir = Path(args.output_dir) if args.output_dir else None
     if output_dir and utils.is_main_process():
         output_dir.mkdir(parents=True, exist_ok=True)
 
-    if args.pretrained_weights and not args.resume:
-        missing, unexpected = load_pretrained_weights(model_without_ddp, args.pretrained_weights)
+    if not args.resume:
+        if from_scratch:
+            record = {"event": "pretrained_weights", "path": None, "from_scratch": True,
+                      "note": "--pretrained_weights none: training starts from scratch (the official starts from "
+                              "COCO-trained DETR weights)"}
+        else:
+            missing, unexpected = load_pretrained_weights(model_without_ddp, args.pretrained_weights)
+            record = {"event": "pretrained_weights", "path": args.pretrained_weights, "from_scratch": False,
+                      "missing": missing, "unexpected": unexpected}
         if utils.is_main_process():
-            print(json.dumps({"event": "pretrained_weights", "path": args.pretrained_weights,
-                              "missing": missing, "unexpected": unexpected}), flush=True)
+            print(json.dumps(record), flush=True)
 
     trained_epoch = args.start_epoch - 1  # the last epoch the weights have seen (for --eval's log line)
+    earlier_videos = None  # the videos the resumed weights were trained on
     if args.resume:
         checkpoint = load_wnet_checkpoint(model_without_ddp, args.resume)  # strict, errors list the keys
         trained_epoch = checkpoint.get("epoch", trained_epoch)
+        earlier_videos = checkpoint.get("train_videos")
         if not args.eval and all(k in checkpoint for k in ("optimizer", "lr_scheduler", "epoch")):
             optimizer.load_state_dict(checkpoint["optimizer"])
             lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
@@ -195,6 +233,8 @@ def main(args: argparse.Namespace) -> torch.nn.Module:
 
     if args.eval:
         dataset_val = build_dataset("val", args)
+        print(json.dumps({"event": "eval", "val_samples": len(dataset_val), "videos_from": videos_sources(dataset_val)}),
+              flush=True)
         stats = evaluate_loss(model, criterion, build_loader(dataset_val, args, shuffle=False), device,
                               amp=args.amp, amp_dtype=amp_dtype)
         append_log(output_dir, {**{f"val_{k}": v for k, v in stats.items()}, "epoch": trained_epoch})
@@ -205,7 +245,12 @@ def main(args: argparse.Namespace) -> torch.nn.Module:
 
     dataset_train = build_dataset("train", args)
     data_loader_train = build_loader(dataset_train, args, shuffle=True)
+    # Every checkpoint records the videos its weights were trained on: inference and evaluation warn when
+    # they are evaluated on one of them.
+    train_videos = merge_video_names(earlier_videos, video_names(dataset_train))
     print(json.dumps({"event": "start", "n_parameters": n_parameters, "train_samples": len(dataset_train),
+                      "videos_from": videos_sources(dataset_train),
+                      "train_videos": {part: len(names) for part, names in video_names(dataset_train).items()},
                       "world_size": utils.get_world_size(), "start_epoch": args.start_epoch,
                       "epochs": args.epochs, "subset": args.subset}), flush=True)
 
@@ -228,6 +273,7 @@ def main(args: argparse.Namespace) -> torch.nn.Module:
                 "epoch": epoch,
                 "args": vars(args).copy(),
                 "rng": rng_states,
+                "train_videos": train_videos,
             }
             if scaler is not None:
                 checkpoint["scaler"] = scaler.state_dict()
@@ -249,5 +295,6 @@ def main(args: argparse.Namespace) -> torch.nn.Module:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser("Wnet training and evaluation script", parents=[get_args_parser()])
+    parser = argparse.ArgumentParser("Wnet training and evaluation script", parents=[get_args_parser()],
+                                     formatter_class=HelpFormatter)
     main(parse_args(parser))

@@ -1,5 +1,5 @@
 """Datasets: `build_dataset(image_set, args)` for `--dataset_file avos | ytvos | a2d | jhmdb`."""
-from typing import Callable, Optional
+from typing import Callable, Dict, List, Optional
 
 from torch.utils.data import Dataset
 
@@ -26,3 +26,21 @@ def build_dataset(image_set: str, args, transforms: Optional[Callable] = None) -
     if image_set == "train" and args.subset:
         dataset.keep_first_videos(args.subset)
     return dataset
+
+
+def dataset_parts(dataset: Dataset) -> Dict[str, Dataset]:
+    """`{name: part}`: the RVOS and A2D parts of AVOS, else the dataset itself under its name."""
+    if hasattr(dataset, "rvos") and hasattr(dataset, "a2d"):
+        return {dataset.rvos.name: dataset.rvos, dataset.a2d.name: dataset.a2d}
+    return {dataset.name: dataset}
+
+
+def videos_sources(dataset: Dataset) -> Dict[str, str]:
+    """`{part: the file that defined its videos}`, for the training log."""
+    return {name: part.videos_source for name, part in dataset_parts(dataset).items()
+            if hasattr(part, "videos_source")}
+
+
+def video_names(dataset: Dataset) -> Dict[str, List[str]]:
+    """`{part: names of the videos its samples come from}` (what a checkpoint records as trained on)."""
+    return {name: part.video_names() for name, part in dataset_parts(dataset).items() if hasattr(part, "video_names")}

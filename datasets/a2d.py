@@ -12,10 +12,17 @@ one per (query, annotated frame whose .h5 lists the query's instance). A clip is
 annotated frame (clamped to the video); the target is that one frame (`frame_idx = (T-1)//2` in the clip).
 Split 'train' = videoset split 0, 'val' / 'test' = split 1. Unlike the official (which falls back to
 `00025.h5`), a sample whose .h5 is missing is reported.
+
+A few release .h5 files disagree on the instance count between `instance`, `reMask`, `reBBox` and `id`.
+As the official, such a sample is kept (the official prints a line): the instance's position in
+`instance` indexes the other datasets. Each such file is reported once per process
+(`InstanceCountWarning`, naming the file and the counts); a position that one of them lacks is an error
+naming the file.
 """
 import re
+import warnings
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Set, Tuple, Union
 
 import numpy as np
 
@@ -29,6 +36,24 @@ PathLike = Union[str, Path]
 A2D_SPLITS = {"train": A2D_TRAIN_SPLIT, "val": A2D_TEST_SPLIT, "test": A2D_TEST_SPLIT}
 FRAME_EXTENSION = ".png"
 H5_EXTENSION = ".h5"
+
+
+class InstanceCountWarning(UserWarning):
+    """An A2D .h5 whose datasets disagree on the instance count (kept, as the official)."""
+
+
+_reported_count_mismatches: Set[Path] = set()  # files already reported in this process
+
+
+def report_count_mismatch(path: Path, annotation: A2DFrameAnnotation) -> None:
+    """Warn once per file that its instance counts disagree."""
+    mismatch = annotation.count_mismatch()
+    if mismatch is None or path in _reported_count_mismatches:
+        return
+    _reported_count_mismatches.add(path)
+    warnings.warn(f"{path}: instance counts disagree ({mismatch}); the sample is kept, as the official does, "
+                  f"with the instance's position in 'instance' indexing reMask, reBBox and id",
+                  InstanceCountWarning, stacklevel=2)
 
 
 def a2d_paths(root: PathLike) -> Dict[str, Path]:
@@ -108,8 +133,14 @@ def read_a2d_samples(root: PathLike) -> List[A2DSample]:
 
 def load_a2d_ground_truth(root: PathLike, sample: A2DSample) -> Tuple[np.ndarray, np.ndarray, int]:
     """The annotated frame of a sample: mask `[H, W]` uint8, box (x0, y0, x1, y1) pixels, class id."""
-    annotation = read_a2d_h5(h5_path(root, sample.video_id, sample.frame_idx))
+    path = h5_path(root, sample.video_id, sample.frame_idx)
+    annotation = read_a2d_h5(path)
+    report_count_mismatch(path, annotation)
     index = select_instance(annotation, sample.instance_id)
+    lacking = [name for name, count in annotation.counts().items() if index >= count]
+    if lacking:
+        raise DataFormatError(f"{path}: instance {sample.instance_id} is at position {index} of 'instance', but "
+                              f"{', '.join(lacking)} hold(s) fewer entries ({annotation.count_mismatch()})")
     return annotation.masks[index], annotation.boxes[index], int(annotation.class_ids[index])
 
 
@@ -131,6 +162,7 @@ class A2DDataset(ClipDataset):
         self.videos: Dict[str, A2DVideo] = read_videoset_csv(a2d_paths(root)["videoset"])
         self._frames: Dict[str, List[Path]] = {}
         wanted = A2D_SPLITS[split]
+        self.videos_source = f"{a2d_paths(root)['videoset']} (split {wanted})"
         samples = [s for s in read_a2d_samples(root)
                    if s.video_id not in self.videos or self.videos[s.video_id].split == wanted]
         self.samples: List[A2DSample] = check_items(samples, self._check_sample, self._describe_sample,

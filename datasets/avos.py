@@ -20,7 +20,7 @@ class AVOSDataset(ConcatDataset):
 
     def keep_first_videos(self, count: int) -> None:
         """The first `count` videos of the concatenation: Ref-YouTube-VOS first, then A2D (`--subset`)."""
-        rvos_videos = len({self.rvos.sample_video(i) for i in range(len(self.rvos))})
+        rvos_videos = len(self.rvos.video_names())
         self.rvos.keep_first_videos(count)
         if count > rvos_videos:
             self.a2d.keep_first_videos(count - rvos_videos)

@@ -219,11 +219,15 @@ class ClipDataset(Dataset):
         """The id of the video that sample `index` comes from."""
         raise NotImplementedError
 
+    def video_names(self) -> List[str]:
+        """The videos the samples come from, in order of first appearance."""
+        return list(dict.fromkeys(self.sample_video(i) for i in range(len(self))))
+
     def keep_first_videos(self, count: int) -> None:
         """Keep only the samples of the first `count` videos, in sample order (`--subset`)."""
         if count < 1:
             raise ValueError(f"--subset must be >= 1 video, got {count}")
-        kept = set(list(dict.fromkeys(self.sample_video(i) for i in range(len(self))))[:count])
+        kept = set(self.video_names()[:count])
         self.samples = [s for i, s in enumerate(self.samples) if self.sample_video(i) in kept]
 
     def __getitem__(self, index: int):

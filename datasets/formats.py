@@ -315,13 +315,26 @@ class A2DFrameAnnotation:
     """The instances of one annotated A2D frame (one `.h5`), in our orientation.
 
     `instance_ids [N]` int, `masks [N, H, W]` uint8, `boxes [N, 4]` float32 (x0, y0, x1, y1 in pixels),
-    `class_ids [N]` int (A2D actor-action labels).
+    `class_ids [N]` int (A2D actor-action labels). A few release files disagree on N between their
+    datasets; they are read as they are (`count_mismatch` says so) and indexed by instance position.
     """
 
     instance_ids: np.ndarray
     masks: np.ndarray
     boxes: np.ndarray
     class_ids: np.ndarray
+
+    def counts(self) -> Dict[str, int]:
+        """The instance count of each on-disk dataset."""
+        return {"instance": len(self.instance_ids), "reMask": len(self.masks), "reBBox": len(self.boxes),
+                "id": len(self.class_ids)}
+
+    def count_mismatch(self) -> Optional[str]:
+        """'instance 2, reMask 3, reBBox 3, id 3' when the datasets disagree on the instance count, else None."""
+        counts = self.counts()
+        if len(set(counts.values())) == 1:
+            return None
+        return ", ".join(f"{name} {count}" for name, count in counts.items())
 
 
 def read_a2d_h5(path: PathLike) -> A2DFrameAnnotation:
@@ -350,10 +363,6 @@ def read_a2d_h5(path: PathLike) -> A2DFrameAnnotation:
     masks = np.ascontiguousarray(masks.transpose(0, 2, 1)).astype(np.uint8)  # [N, W, H] -> [N, H, W]
     if boxes.ndim != 2 or boxes.shape[0] != 4:
         raise DataFormatError(f"{path}: reBBox must be [4, N], got {boxes.shape}")
-    num = masks.shape[0]
-    if boxes.shape[1] != num or class_ids.shape[0] != num or instance_ids.shape[0] != num:
-        raise DataFormatError(f"{path}: instance counts disagree: instance {instance_ids.shape[0]}, "
-                              f"reMask {num}, reBBox {boxes.shape[1]}, id {class_ids.shape[0]}")
     return A2DFrameAnnotation(instance_ids, masks, np.ascontiguousarray(boxes.T), class_ids)
 
 

@@ -187,71 +187,107 @@ class RandomSizeCrop:
 
 
 # ----------------------------------------------------------------------------- photometric
-def _rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
-    """[H, W, 3] float RGB in [0, 255] -> HSV with hue in degrees [0, 360), S in [0, 1], V in [0, 255]."""
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    value = rgb.max(-1)
-    chroma = value - rgb.min(-1)
-    safe_chroma = np.where(chroma > 0, chroma, 1.0)
-    hue = np.where(value == r, (g - b) / safe_chroma % 6,
-                   np.where(value == g, (b - r) / safe_chroma + 2, (r - g) / safe_chroma + 4)) * 60.0
-    hue = np.where(chroma > 0, hue, 0.0)
-    saturation = np.where(value > 0, chroma / np.where(value > 0, value, 1.0), 0.0)
-    return np.stack([hue, saturation, value], -1)
+FLT_EPSILON = float(np.finfo(np.float32).eps)  # OpenCV's FLT_EPSILON in its float HSV conversion
+HUE_RANGE = 360.0  # float HSV: hue in degrees
+HUE_SECTOR = 60.0
+HUE_OFFSETS = (120.0, 240.0)  # OpenCV adds these when the maximum is the middle / first channel
+UINT8_MAX = 255
+# OpenCV's HSV -> BGR table: which of (v, v(1-s), v(1-s f), v(1-s(1-f))) each channel takes per 60° sector.
+HSV_SECTOR_TABLE = ((1, 3, 0), (1, 0, 2), (3, 0, 1), (0, 2, 1), (0, 1, 3), (2, 1, 0))
 
 
-def _hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
-    hue, saturation, value = hsv[..., 0] % 360.0, hsv[..., 1], hsv[..., 2]
-    chroma = value * saturation
-    sector = hue / 60.0
-    x = chroma * (1 - np.abs(sector % 2 - 1))
-    zero = np.zeros_like(hue)
-    index = np.floor(sector).astype(np.int64) % 6
-    # (r, g, b) before adding the minimum, per 60° sector
-    choices = [(chroma, x, zero), (x, chroma, zero), (zero, chroma, x),
-               (zero, x, chroma), (x, zero, chroma), (chroma, zero, x)]
-    rgb = np.zeros(hue.shape + (3,))
-    for sector_index, channels in enumerate(choices):
-        selected = index == sector_index
-        for c in range(3):
-            rgb[..., c] = np.where(selected, channels[c], rgb[..., c])
-    return rgb + (value - chroma)[..., None]
+def bgr_to_hsv(image: np.ndarray) -> np.ndarray:
+    """OpenCV's float `cvtColor(image, COLOR_BGR2HSV)` on `[..., 3]` float32, with no clipping: V = max,
+    S = (V - min) / (|V| + eps), H in degrees [0, 360). Values outside [0, 255] go through as OpenCV's
+    formulas take them (a negative V gives S > 1). The official calls it on RGB arrays, so channel 0 plays
+    blue; we do the same (hue shifts are drawn symmetrically, so only the exact draws would differ)."""
+    image = np.asarray(image, dtype=np.float32)
+    b, g, r = image[..., 0], image[..., 1], image[..., 2]
+    value = image.max(-1)
+    diff = value - image.min(-1)
+    saturation = (diff / (np.abs(value) + np.float32(FLT_EPSILON))).astype(np.float32)
+    scale = (HUE_SECTOR / (diff.astype(np.float64) + FLT_EPSILON)).astype(np.float32)  # C: (float)(60./(diff+eps))
+    hue = np.where(value == r, (g - b) * scale,
+                   np.where(value == g, (b - r) * scale + np.float32(HUE_OFFSETS[0]),
+                            (r - g) * scale + np.float32(HUE_OFFSETS[1])))
+    hue = np.where(hue < 0, hue + np.float32(HUE_RANGE), hue)
+    return np.stack([hue, saturation, value], -1).astype(np.float32)
+
+
+def hsv_to_bgr(hsv: np.ndarray) -> np.ndarray:
+    """OpenCV's float `cvtColor(hsv, COLOR_HSV2BGR)`: the inverse of `bgr_to_hsv` for values in range, and
+    the official's arithmetic for any other (no clipping; a saturation above 1 gives negative channels)."""
+    hsv = np.asarray(hsv, dtype=np.float32)
+    hue, saturation, value = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    sectors = np.float32(HUE_RANGE / HUE_SECTOR)
+    h = np.fmod(hue * np.float32(1 / HUE_SECTOR), sectors)
+    h = np.where(h < 0, h + sectors, h)
+    sector = np.floor(h)
+    fraction = (h - sector).astype(np.float32)
+    sector = sector.astype(np.int64)
+    outside = (sector < 0) | (sector >= len(HSV_SECTOR_TABLE))
+    sector, fraction = np.where(outside, 0, sector), np.where(outside, np.float32(0), fraction)
+    one = np.float32(1)
+    tab = np.stack([value, value * (one - saturation), value * (one - saturation * fraction),
+                    value * (one - saturation * (one - fraction))], -1)  # [..., 4]
+    picks = np.asarray(HSV_SECTOR_TABLE)[sector]  # [..., 3]
+    bgr = np.take_along_axis(tab, picks, axis=-1)
+    grey = (saturation == 0)[..., None]
+    return np.where(grey, value[..., None], bgr).astype(np.float32)
+
+
+def truncate_to_uint8(image: np.ndarray) -> np.ndarray:
+    """The official's final `astype('uint8')` truncates; we clip to [0, 255] first, where it wraps around."""
+    return np.clip(image, 0, UINT8_MAX).astype(np.uint8)
 
 
 class PhotometricDistort:
-    """SSD photometric distortion, drawn independently per frame (as the official).
+    """SSD photometric distortion as the official, drawn independently per frame, on float32 values.
 
-    Brightness (+-32), then contrast (x0.5..1.5) either before or after saturation (x0.5..1.5) and hue
-    (+-18 degrees), then a random channel permutation; each step with probability 0.5. Values are
-    clipped to [0, 255] (the official wraps around when it converts back to uint8).
+    Brightness (+-32), then contrast (x0.5..1.5) either before or after the HSV round trip (always done,
+    as the official), in which saturation (x0.5..1.5) and hue (+-18 degrees, wrapped once into [0, 360])
+    may change, then a random channel permutation; each step with probability 0.5. Nothing is clipped on
+    the way, as in the official; at the end the values are clipped to [0, 255] (the only deviation: the
+    official wraps around) and truncated to uint8 as the official.
+    `rng`: the source of the draws (`random` by default; the tests script it).
     """
 
-    def __init__(self, p: float = 0.5):
+    def __init__(self, p: float = 0.5, rng=None):
         self.p = p
+        self.rng = rng if rng is not None else random
 
     def _maybe(self) -> bool:
-        return random.random() < self.p
+        return self.rng.random() < self.p
+
+    def _contrast(self, image: np.ndarray) -> np.ndarray:
+        if self._maybe():
+            image = image * np.float32(self.rng.uniform(*CONTRAST_RANGE))
+        return image
+
+    def distort_array(self, image: np.ndarray) -> np.ndarray:
+        """`[H, W, 3]` float32 in 0..255 -> the distorted float32 image, before the final conversion."""
+        image = np.asarray(image, dtype=np.float32)
+        if self._maybe():
+            image = image + np.float32(self.rng.uniform(-BRIGHTNESS_DELTA, BRIGHTNESS_DELTA))
+        contrast_first = self._maybe()
+        if contrast_first:
+            image = self._contrast(image)
+        hsv = bgr_to_hsv(image)
+        if self._maybe():
+            hsv[..., 1] *= np.float32(self.rng.uniform(*SATURATION_RANGE))
+        if self._maybe():
+            hue = hsv[..., 0] + np.float32(self.rng.uniform(-HUE_DELTA_DEGREES, HUE_DELTA_DEGREES))
+            hue = np.where(hue > HUE_RANGE, hue - np.float32(HUE_RANGE), hue)
+            hsv[..., 0] = np.where(hue < 0, hue + np.float32(HUE_RANGE), hue)
+        image = hsv_to_bgr(hsv)
+        if not contrast_first:
+            image = self._contrast(image)
+        if self._maybe():
+            image = image[..., self.rng.sample(range(3), 3)]
+        return image
 
     def distort(self, frame: Image.Image) -> Image.Image:
-        image = np.asarray(frame, dtype=np.float64)
-        if self._maybe():
-            image = image + random.uniform(-BRIGHTNESS_DELTA, BRIGHTNESS_DELTA)
-        contrast_first = self._maybe()
-        if contrast_first and self._maybe():
-            image = image * random.uniform(*CONTRAST_RANGE)
-        apply_saturation, apply_hue = self._maybe(), self._maybe()
-        if apply_saturation or apply_hue:
-            hsv = _rgb_to_hsv(np.clip(image, 0, 255))
-            if apply_saturation:
-                hsv[..., 1] = np.clip(hsv[..., 1] * random.uniform(*SATURATION_RANGE), 0, 1)
-            if apply_hue:
-                hsv[..., 0] = hsv[..., 0] + random.uniform(-HUE_DELTA_DEGREES, HUE_DELTA_DEGREES)
-            image = _hsv_to_rgb(hsv)
-        if not contrast_first and self._maybe():
-            image = image * random.uniform(*CONTRAST_RANGE)
-        if self._maybe():
-            image = image[..., random.sample(range(3), 3)]
-        return Image.fromarray(np.clip(image, 0, 255).round().astype(np.uint8))
+        return Image.fromarray(truncate_to_uint8(self.distort_array(np.asarray(frame, dtype=np.float32))))
 
     def __call__(self, frames: Frames, target: Target):
         return [self.distort(frame) for frame in frames], target

@@ -4,6 +4,7 @@
     <root>/<split>/Annotations/<video>/<frame>.png      palette PNG, pixel value = object id
     <root>/<split>/meta.json                            optional: object ids (and categories) per video
     <root>/meta_expressions/<split>/meta_expressions.json
+    <root>/ann/instances_{train,test}_sub.json           the official split: training and test videos
     <audio_root>/<video>_<exp_id>.npy                    MFCC-39 (frames, 39)
 
 Targets come from the PNGs (mask = pixels equal to the expression's `obj_id`), or, when `ann_file` is
@@ -13,8 +14,11 @@ Both give the same boxes, masks and valid flags. Labels: the VIS `category_id` (
 `ann_file`; 1 where present / 0 where absent with the PNGs (the release's PNGs carry no category).
 
 Samples: one per (video, frame, expression), the clip ending at that frame (`rvos_clip_indices`).
-Note: the official trains on `ann/instances_train_sub.json`, i.e. without the videos it holds out for
-testing; pass that file as `--ytvos_ann_file` to reproduce its protocol.
+The official trains on the videos of `ann/instances_train_sub.json`, i.e. without the videos it holds out
+for testing (`ann/instances_test_sub.json`). `build` does the same by default: without `--ytvos_ann_file`
+it uses `<root>/ann/instances_train_sub.json` (`instances_test_sub.json` for the validation set) when the
+file exists; `--ytvos_ann_file none` takes every video of `meta_expressions.json` (for a release without
+the split files).
 """
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +30,16 @@ from datasets.common import (ClipDataset, apply_transforms, boxes_from_masks, ch
                              load_audio_feature, make_target, read_frames, rvos_clip_indices)
 from datasets.formats import (DataFormatError, decode_segmentation, read_json, read_meta_expressions,
                               read_palette_png, read_vis_instances, vis_annotations_by_video)
+from util.config import is_none
 
 PathLike = Union[str, Path]
 FRAME_EXTENSION = ".jpg"
 MASK_EXTENSION = ".png"
+# The official split files `<root>/ann/instances_<part>_sub.json`; the training set uses part 'train', the
+# validation set (and inference, evaluation) part 'test'.
+SPLIT_FILE_DIR = "ann"
+TRAIN_PART, TEST_PART = "train", "test"
+IMAGE_SET_PARTS = {"train": TRAIN_PART, "val": TEST_PART}
 
 
 @dataclass
@@ -76,6 +86,22 @@ def video_frame_paths(root: PathLike, split: str, video: RVOSVideo) -> List[Path
 
 def audio_feature_path(audio_root: PathLike, video: str, exp_id: str) -> Path:
     return Path(audio_root) / f"{video}_{exp_id}.npy"
+
+
+def official_split_file(root: PathLike, part: str) -> Path:
+    """`<root>/ann/instances_<part>_sub.json`: the official training ('train') or test ('test') videos."""
+    return Path(root) / SPLIT_FILE_DIR / f"instances_{part}_sub.json"
+
+
+def resolve_split_file(option: str, root: PathLike, part: str) -> Optional[Path]:
+    """The file a split option (`--ytvos_ann_file`, `--split_file`) means: the given path; `None` for 'none'
+    (every video of the split); when not given, the official split file of `part` if it exists, else `None`."""
+    if option and not is_none(option):
+        return Path(option)
+    if option:  # 'none'
+        return None
+    official = official_split_file(root, part)
+    return official if official.is_file() else None
 
 
 def _meta_object_ids(meta_path: Path) -> Dict[str, List[int]]:
@@ -137,6 +163,7 @@ class RVOSDataset(ClipDataset):
         self.num_frames = num_frames
         self.transforms = transforms
         self.use_vis = bool(ann_file)
+        self.ann_file = Path(ann_file) if ann_file else None
         videos = read_ytvos_videos(root, split, ann_file)
         total_videos = len(videos)
         self.videos = check_items(videos, self._check_video, lambda v: f"video {v.name}", skip_bad_samples,
@@ -155,6 +182,13 @@ class RVOSDataset(ClipDataset):
             for video_index, video in enumerate(self.videos)
             for frame in range(len(video.frames))
             for exp_index in range(len(video.expressions))]
+
+    @property
+    def videos_source(self) -> str:
+        """Which file defined the videos (for the training log)."""
+        if self.ann_file is not None:
+            return str(self.ann_file)
+        return f"{split_paths(self.root, self.split)['meta_expressions']} (every video of the split)"
 
     # ------------------------------------------------------------------ validation (cheap, at construction)
     def _check_video(self, video: RVOSVideo) -> None:
@@ -253,7 +287,9 @@ class RVOSDataset(ClipDataset):
 
 
 def build(image_set: str, args, transforms: Optional[Callable] = None) -> RVOSDataset:
+    """`--ytvos_ann_file`, or by default the official split file of `image_set` when it exists."""
     from datasets.transforms import video_transforms_from_args
+    ann_file = resolve_split_file(args.ytvos_ann_file, args.ytvos_path, IMAGE_SET_PARTS[image_set])
     return RVOSDataset(args.ytvos_path, args.rvos_audio_path, args.num_frames,
                        transforms or video_transforms_from_args(image_set, args),
-                       split=args.ytvos_split, ann_file=args.ytvos_ann_file, skip_bad_samples=args.skip_bad_samples)
+                       split=args.ytvos_split, ann_file=ann_file or "", skip_bad_samples=args.skip_bad_samples)

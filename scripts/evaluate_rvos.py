@@ -1,13 +1,16 @@
 """Score a Ref-YouTube-VOS results.json: region J, boundary F and J&F (SPEC section 7).
 
     python scripts/evaluate_rvos.py RESULTS_JSON --ytvos_path ROOT [--ytvos_split train]
-        [--split_file F] [--out metrics.json]
+        [--split_file F] [--model_path CKPT] [--out metrics.json]
 
 Ground truth: `ROOT/<split>/Annotations/<vid>/<frame>.png` (palette PNG, pixel value = object id)
 and `ROOT/meta_expressions/<split>/meta_expressions.json`. The evaluated expressions are every
 expression of the evaluated videos: those of `--split_file` (a YouTube-VIS style json or a text file
-of video ids), else every video of meta_expressions that has annotations; their frames are those
-the YouTube-VIS json lists, else those of meta_expressions. Unlike the official script, an
+of video ids; by default the official `ROOT/ann/instances_test_sub.json` when it exists), else
+(`--split_file none`) every video of meta_expressions that has annotations; their frames are those
+the YouTube-VIS json lists, else those of meta_expressions. With `--model_path` (the checkpoint that
+made the results), evaluated videos it was trained on are counted (`trained_on_evaluated_videos` in
+the metrics JSON) and reported on stderr. Unlike the official script, an
 expression missing from the results, or predicted empty, is scored as empty masks, and every frame
 counts. J and F are averaged over every frame of every evaluated expression.
 
@@ -27,11 +30,13 @@ from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from datasets.formats import DataFormatError, read_json, read_meta_expressions, read_palette_png  # noqa: E402
-from util.config import get_args_parser, parse_args  # noqa: E402
+from datasets.ytvos import TEST_PART, resolve_split_file  # noqa: E402
+from util.config import HelpFormatter, get_args_parser, parse_args  # noqa: E402
 from util.metrics import db_eval_boundary, db_eval_iou  # noqa: E402
 from util.misc import atomic_json_dump  # noqa: E402
 from util.results import (ResultsFormatError, decode_masks, describe_entry, read_results,  # noqa: E402
                           validate_results)
+from util.weights import count_trained_on, read_train_videos  # noqa: E402
 
 ANNOTATION_SUFFIX = ".png"
 ExpressionKey = Tuple[str, str]  # (video name, exp_id)
@@ -143,11 +148,14 @@ def read_video_labels(annotations_dir: Path, vid: str, frames: Sequence[str], si
 
 def evaluate_rvos(results: Union[str, Path, Sequence[Dict[str, Any]]], ytvos_path: Union[str, Path],
                   split: str = "train", split_file: Optional[Union[str, Path]] = None,
-                  progress: bool = False) -> Dict[str, Any]:
+                  progress: bool = False, train_videos: Optional[Sequence[str]] = None,
+                  train_videos_source: str = "the checkpoint") -> Dict[str, Any]:
     """Score results (a results.json path, or its entries in memory) against the ground truth.
 
     Returns `{"J", "F", "J&F"}` (fractions in [0, 1]) with `num_frames`, `num_expressions` and
-    `num_missing_expressions`. Malformed results raise `ResultsFormatError` naming the entry.
+    `num_missing_expressions`; with `train_videos` (the videos the model was trained on) also
+    `trained_on_evaluated_videos`, warning on stderr when it is not 0. Malformed results raise
+    `ResultsFormatError` naming the entry.
     """
     if isinstance(results, (str, Path)):
         results_path = str(results)
@@ -191,13 +199,16 @@ def evaluate_rvos(results: Union[str, Path, Sequence[Dict[str, Any]]], ytvos_pat
                 bar.update(1)
     jaccard = float(np.concatenate(jaccards).mean())
     boundary = float(np.concatenate(boundaries).mean())
-    return {"J": jaccard, "F": boundary, "J&F": (jaccard + boundary) / 2,
-            "num_frames": int(sum(len(j) for j in jaccards)), "num_expressions": num_expressions,
-            "num_missing_expressions": num_missing}
+    metrics = {"J": jaccard, "F": boundary, "J&F": (jaccard + boundary) / 2,
+               "num_frames": int(sum(len(j) for j in jaccards)), "num_expressions": num_expressions,
+               "num_missing_expressions": num_missing}
+    if train_videos is not None:
+        metrics["trained_on_evaluated_videos"] = count_trained_on(list(videos), train_videos, train_videos_source)
+    return metrics
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser("evaluate_rvos", parents=[get_args_parser()],
+    parser = argparse.ArgumentParser("evaluate_rvos", parents=[get_args_parser()], formatter_class=HelpFormatter,
                                      description="Score a Ref-YouTube-VOS results.json (J, F, J&F).")
     parser.add_argument("results", type=str, help="results.json written by inference_rvos.py")
     parser.add_argument("--out", default="", type=str,
@@ -207,7 +218,14 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = parse_args(get_parser(), argv)
-    metrics = evaluate_rvos(args.results, args.ytvos_path, args.ytvos_split, args.split_file, progress=True)
+    split_file = resolve_split_file(args.split_file, args.ytvos_path, TEST_PART)
+    print(f"evaluated videos: {split_file or 'every annotated video of the split'}", file=sys.stderr)
+    recorded = read_train_videos(args.model_path) if args.model_path else None
+    train_videos = None if recorded is None else recorded.get("ytvos", [])
+    metrics = evaluate_rvos(args.results, args.ytvos_path, args.ytvos_split, split_file, progress=True,
+                            train_videos=train_videos, train_videos_source=args.model_path)
+    if args.model_path and recorded is None:  # a checkpoint without the record (e.g. the released one)
+        metrics["trained_on_evaluated_videos"] = count_trained_on([], None, args.model_path)
     out = Path(args.out) if args.out else Path(args.results).with_name(f"{Path(args.results).stem}_metrics.json")
     print(f"J {metrics['J']:.4f}  F {metrics['F']:.4f}  J&F {metrics['J&F']:.4f}  "
           f"({metrics['num_frames']} frames, {metrics['num_expressions']} expressions, "

@@ -78,14 +78,15 @@ def _object_boxes(obj_ids: Sequence[int], frame_index: int, absent: Dict[int, Se
 def make_ytvos(root: PathLike, audio_root: Optional[PathLike] = None, num_videos: int = 2,
                num_frames: Union[int, Sequence[int]] = 5, height: int = 24, width: int = 32,
                absent: Optional[Dict[int, Sequence[int]]] = None, split: str = "train",
-               vis_file: bool = False, audio_frames: int = 12) -> dict:
+               vis_file: bool = False, audio_frames: int = 12, test_videos: Sequence[int] = ()) -> dict:
     """A Ref-YouTube-VOS split with `num_videos` videos `vid000, vid001, ...` of `num_frames` frames each
     (an int or one count per video). Objects 1 and 2, expression "0" -> object 1, "1" -> object 2.
     `absent` = {obj_id: frame indices where the object is missing} (default: object 2 absent in frame 0).
-    `vis_file` also writes `ann/instances_train_sub.json` (YouTube-VIS style) from the same masks.
+    `vis_file` also writes `ann/instances_train_sub.json` (YouTube-VIS style) from the same masks; with
+    `test_videos` (video indices) those videos go to `ann/instances_test_sub.json` instead, the official split.
 
-    Returns {"root", "audio_root", "ann_file" ('' if none), "videos": {name: {"frames": [names],
-    "boxes": {obj_id: [box or None per frame]}}}}.
+    Returns {"root", "audio_root", "ann_file" ('' if none), "test_ann_file" ('' if none), "videos": {name:
+    {"frames": [names], "boxes": {obj_id: [box or None per frame]}}}}.
     """
     root = Path(root)
     audio_root = Path(audio_root) if audio_root is not None else root / "audio_feature"
@@ -93,7 +94,7 @@ def make_ytvos(root: PathLike, audio_root: Optional[PathLike] = None, num_videos
     counts = [num_frames] * num_videos if isinstance(num_frames, int) else list(num_frames)
     obj_ids = (1, 2)
     meta_expressions, meta, info = {}, {}, {"root": str(root), "audio_root": str(audio_root), "videos": {}}
-    vis_videos, vis_annotations = [], []
+    vis_videos, vis_annotations, held_out = [], [], set(test_videos)
     for v, count in enumerate(counts):
         name = f"vid{v:03d}"
         frame_names = [f"{i * YTVOS_FRAME_STEP:05d}" for i in range(count)]
@@ -122,10 +123,15 @@ def make_ytvos(root: PathLike, audio_root: Optional[PathLike] = None, num_videos
         info["videos"][name] = {"frames": frame_names, "boxes": boxes}
     write_meta_expressions(root / "meta_expressions" / split / "meta_expressions.json", meta_expressions)
     write_json(root / split / "meta.json", {"videos": meta})
-    info["ann_file"] = ""
+    info["ann_file"] = info["test_ann_file"] = ""
     if vis_file:
-        info["ann_file"] = str(root / "ann" / f"instances_{split}_sub.json")
-        write_vis_instances(info["ann_file"], vis_videos, vis_annotations, [{"id": k, "name": f"obj{k}"} for k in obj_ids])
+        categories = [{"id": k, "name": f"obj{k}"} for k in obj_ids]
+        for key, part, keep in (("ann_file", split, False), ("test_ann_file", "test", True)):
+            ids = {v + 1 for v in range(len(counts)) if (v in held_out) == keep}
+            if ids:
+                info[key] = str(root / "ann" / f"instances_{part}_sub.json")
+                write_vis_instances(info[key], [v for v in vis_videos if v["id"] in ids],
+                                    [a for a in vis_annotations if a["video_id"] in ids], categories)
     return info
 
 

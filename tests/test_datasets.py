@@ -1,4 +1,6 @@
 """The dataset loaders on tiny datasets written in the real formats (tests/data_factory.py)."""
+import colorsys
+import math
 import random
 import shutil
 from pathlib import Path
@@ -10,7 +12,7 @@ from scipy import ndimage
 from torch.utils.data import DataLoader
 
 from datasets import build_dataset
-from datasets.a2d import A2DDataset, read_a2d_samples
+from datasets.a2d import A2DDataset, InstanceCountWarning, read_a2d_samples
 from datasets.common import (BadSampleWarning, SampleError, centred_clip_indices, load_audio_feature,
                              middle_frame_index, rvos_clip_indices)
 from datasets.formats import (A2DFrameAnnotation, read_a2d_h5, read_meta_expressions, write_a2d_h5,
@@ -224,6 +226,46 @@ def test_official_train_transforms_give_consistent_samples(data):
     assert target["orig_size"].tolist() == [24, 32]
 
 
+def test_official_training_and_validation_transform_sizes():
+    """SPEC section 4: flip; short side 480..768 step 32 (long <= 800); photometric; short side 400/500/600;
+    crop sides in [384, 600]; short side 300 (long <= 540). Validation: short side 360 (long <= 640)."""
+    from PIL import Image
+    from datasets.transforms import PhotometricDistort
+    steps = make_video_transforms("train").transforms
+    assert [type(step) for step in steps] == [RandomHorizontalFlip, RandomResize, PhotometricDistort, RandomResize,
+                                              RandomSizeCrop, RandomResize, Normalize]
+    assert steps[0].p == 0.5
+    assert steps[1].sizes == [480, 512, 544, 576, 608, 640, 672, 704, 736, 768] and steps[1].max_size == 800
+    assert steps[3].sizes == [400, 500, 600] and steps[3].max_size is None
+    assert (steps[4].min_size, steps[4].max_size) == (384, 600)
+    assert steps[5].sizes == [300] and steps[5].max_size == 540
+    val = make_video_transforms("val").transforms
+    assert [type(step) for step in val] == [RandomResize, Normalize]
+    assert val[0].sizes == [360] and val[0].max_size == 640
+
+    # and the sizes the steps produce (photometric left out: it changes no size)
+    random.seed(0)
+    seen = {"first": set(), "second": set(), "crop": set()}
+    for width, height in ((1280, 720), (640, 480), (480, 640)):
+        for _ in range(12):
+            frames = [Image.new("RGB", (width, height))] * 2
+            target = {"size": torch.tensor([height, width])}
+            sizes = []
+            for step in steps[:2] + steps[3:6]:
+                frames, target = step(frames, target)
+                sizes.append(frames[0].size)
+            (w1, h1), (w2, h2), (w3, h3), (w4, h4) = sizes[1:]
+            short, long = min(w1, h1), max(w1, h1)
+            assert long <= 800 and (short in range(480, 769, 32) or long >= 799), (width, height, sizes)
+            assert min(w2, h2) in (400, 500, 600)
+            assert min(384, w2) <= w3 <= 600 and min(384, h2) <= h3 <= 600
+            assert max(w4, h4) <= 540 and (min(w4, h4) == 300 or max(w4, h4) >= 539), sizes
+            seen["first"].add(short)
+            seen["second"].add(min(w2, h2))
+            seen["crop"].update((w3, h3))
+    assert len(seen["first"]) > 3 and seen["second"] == {400, 500, 600} and min(seen["crop"]) < 450
+
+
 # ----------------------------------------------------------------------------- A2D-Sentences
 def test_a2d_samples_centred_clamped_clips_and_one_target(data):
     info = data["a2d"]
@@ -271,7 +313,7 @@ def test_a2d_h5_masks_are_stored_transposed(data):
 def test_jhmdb_evaluation_samples(data):
     info = data["jhmdb"]
     dataset = JHMDBDataset(info["root"], info["audio_root"], 5)
-    frames = np.linspace(4, 12 - 5, 3).astype(np.int64).tolist()
+    frames = [4, 5, 7]  # linspace(4, 12 - 5, 3) = [4, 5.5, 7], truncated
     assert [(s.video_id, s.frame_idx) for s in dataset.samples] == [(v, f) for v in info["videos"] for f in frames]
     for index in range(len(dataset)):
         sample = dataset.samples[index]
@@ -358,6 +400,36 @@ def test_a2d_bad_data(data, tmp_path):
         A2DDataset(root, info["audio_root"], 5, split="val")
 
 
+def test_a2d_h5_with_disagreeing_instance_counts_is_kept_and_reported_once(data, tmp_path):
+    """As the official: the sample stays, the instance's position in 'instance' indexes reMask/reBBox/id."""
+    info = copy_tree(data["a2d"], tmp_path)
+    root = Path(info["root"])
+    path = root / "a2d_annotation_with_instances" / "a2dvid0" / "00005.h5"
+    annotation = read_a2d_h5(path)  # instances 1 and 2
+    extra_mask = np.zeros_like(annotation.masks[:1])
+    extra_mask[0, :3, :3] = 1
+    write_a2d_h5(path, A2DFrameAnnotation(annotation.instance_ids, np.concatenate([annotation.masks, extra_mask]),
+                                          np.concatenate([annotation.boxes, [[0, 0, 3, 3]]]),
+                                          np.concatenate([annotation.class_ids, [33]])))
+    with pytest.warns(InstanceCountWarning) as record:
+        dataset = A2DDataset(root, info["audio_root"], 5)
+    reports = [str(w.message) for w in record if issubclass(w.category, InstanceCountWarning)]
+    assert len(reports) == 1, "two samples read the file, it is reported once"
+    assert str(path) in reports[0] and "instance 2, reMask 3, reBBox 3, id 3" in reports[0]
+    assert len(dataset) == 6 and dataset.num_dropped == 0  # every sample kept
+    index = next(i for i, s in enumerate(dataset.samples) if (s.video_id, s.instance_id, s.frame_idx) == ("a2dvid0", "2", 4))
+    x0, y0, x1, y1 = object_box(2, 4, 24, 32)
+    mask = dataset.ground_truth(index)  # instance 2 -> position 1: its own mask, not the extra one
+    assert mask[y0:y1, x0:x1].all() and mask.sum() == (x1 - x0) * (y1 - y0)
+    _, _, target = dataset[index]
+    assert target["labels"].tolist() == [22]
+    # fewer masks than instances: the instance without one is an error naming the file
+    write_a2d_h5(path, A2DFrameAnnotation(annotation.instance_ids, annotation.masks[:1], annotation.boxes[:1],
+                                          annotation.class_ids[:1]))
+    with pytest.raises(SampleError, match=r"a2dvid0 instance 2 frame 4: .*00005\.h5.*position 1.*reMask"):
+        A2DDataset(root, info["audio_root"], 5)
+
+
 # ----------------------------------------------------------------------------- build_dataset and batching
 def test_build_dataset_and_dataloader_batches(data):
     y, a, j = data["ytvos"], data["a2d"], data["jhmdb"]
@@ -386,18 +458,130 @@ def test_build_dataset_and_dataloader_batches(data):
         build_dataset("train", args)
 
 
-def test_photometric_distortion_hsv_and_per_frame_draws():
-    import colorsys
+FLT_EPS = float(np.finfo(np.float32).eps)
+OPENCV_SECTOR_TABLE = [[1, 3, 0], [1, 0, 2], [3, 0, 1], [0, 2, 1], [0, 1, 3], [2, 1, 0]]
+
+
+def opencv_bgr2hsv_pixel(b, g, r):
+    """A line-by-line transcription of OpenCV's scalar float RGB2HSV_f (what the official's cv2 runs)."""
+    f32 = np.float32
+    b, g, r = f32(b), f32(g), f32(r)
+    v = vmin = r
+    if v < g:
+        v = g
+    if v < b:
+        v = b
+    if vmin > g:
+        vmin = g
+    if vmin > b:
+        vmin = b
+    diff = f32(v - vmin)
+    s = f32(diff / f32(abs(v) + f32(FLT_EPS)))
+    diff = f32(60.0 / (float(diff) + FLT_EPS))
+    if v == r:
+        h = (g - b) * diff
+    elif v == g:
+        h = (b - r) * diff + f32(120)
+    else:
+        h = (r - g) * diff + f32(240)
+    if h < 0:
+        h += f32(360)
+    return h, s, v
+
+
+def opencv_hsv2bgr_pixel(h, s, v):
+    """A line-by-line transcription of OpenCV's scalar float HSV2RGB (hscale = 6/360)."""
+    f32 = np.float32
+    h, s, v = f32(h), f32(s), f32(v)
+    if s == 0:
+        return v, v, v
+    h = f32(h * f32(6.0 / 360.0))
+    h = f32(math.fmod(h, 6.0))
+    if h < 0:
+        h += f32(6)
+    sector = math.floor(h)
+    h = f32(h - sector)
+    if not 0 <= sector < 6:
+        sector, h = 0, f32(0)
+    tab = [v, v * (f32(1) - s), v * (f32(1) - s * h), v * (f32(1) - s * (f32(1) - h))]
+    return tuple(tab[i] for i in OPENCV_SECTOR_TABLE[sector])
+
+
+def test_hsv_conversion_is_opencvs_float_conversion_without_clipping():
+    from datasets.transforms import bgr_to_hsv, hsv_to_bgr
+    rng = np.random.default_rng(0)
+    pixels = rng.uniform(-64, 320, size=(200, 3)).astype(np.float32)  # out of range too: nothing is clipped
+    pixels[:4] = [[10, 20, 30], [-22, -12, -2], [0, 0, 0], [50, 50, 50]]
+    hsv = bgr_to_hsv(pixels)
+    for pixel, ours in zip(pixels, hsv):
+        np.testing.assert_allclose(ours, opencv_bgr2hsv_pixel(*pixel), rtol=1e-5, atol=1e-4)
+    hsv[:, 1] *= rng.uniform(0.5, 1.5, size=len(hsv)).astype(np.float32)  # saturations above 1 as well
+    hsv[:, 0] = rng.uniform(0, 360, size=len(hsv)).astype(np.float32)
+    for pixel, ours in zip(hsv, hsv_to_bgr(hsv)):
+        np.testing.assert_allclose(ours, opencv_hsv2bgr_pixel(*pixel), rtol=1e-5, atol=1e-3)
+    in_range = rng.uniform(0, 255, size=(6, 7, 3)).astype(np.float32)
+    np.testing.assert_allclose(hsv_to_bgr(bgr_to_hsv(in_range)), in_range, atol=1e-3)
+    for pixel, ours in zip(in_range.reshape(-1, 3)[:10], bgr_to_hsv(in_range).reshape(-1, 3)[:10]):
+        h, s, v = colorsys.rgb_to_hsv(*(pixel[::-1] / 255))  # channel 0 plays blue, as in the official
+        assert np.allclose(ours, (h * 360, s, v * 255), atol=1e-3)
+
+
+class ScriptedRandom:
+    """Draws for PhotometricDistort: `coins` (True = the step runs), `values` for uniform(), `perm` for sample()."""
+
+    def __init__(self, coins, values=(), perm=(0, 1, 2)):
+        self.coins, self.values, self.perm = list(coins), list(values), list(perm)
+
+    def random(self):
+        return 0.0 if self.coins.pop(0) else 0.9
+
+    def uniform(self, low, high):
+        value = self.values.pop(0)
+        assert low <= value <= high
+        return value
+
+    def sample(self, population, k):
+        return list(self.perm)
+
+
+# Coins in draw order: brightness, contrast first?, [contrast], saturation, hue, [contrast], channel swap.
+PHOTOMETRIC_CASES = {
+    # (10, 20, 30) - 32 goes negative; the HSV round trip (always run) maps it as OpenCV does: v = -2,
+    # s = 20 / 2 = 10, h = 30 -> (18, 8, -2); clipping before HSV would give black
+    "no clip before HSV": ((10, 20, 30), [1, 1, 0, 0, 0, 0], [-32.0], (0, 1, 2), (18, 8, -2), (18, 8, 0)),
+    # s = 190 / 200 = 0.95 -> x1.5 = 1.425, not clipped to 1: channel 0 = 200 (1 - 1.425) = -85,
+    # channel 1 = 200 (1 - 1.425 (1 - 28.42 / 60)) = 50
+    "saturation not clipped": ((10, 100, 200), [0, 0, 1, 0, 0, 0], [1.5], (0, 1, 2), (-85, 50, 200), None),
+    # hue 240 (the maximum in channel 0, which OpenCV names blue) + 18 = 258: sector 4 -> (200, 100, 130)
+    "hue shift": ((200, 100, 100), [0, 0, 0, 1, 0, 0], [18.0], (0, 1, 2), (200, 100, 130), (200, 100, 130)),
+    # truncation, not rounding: 100.75 -> 100
+    "truncated": ((100, 150, 200), [1, 0, 0, 0, 0, 0], [0.75], (0, 1, 2), (100.75, 150.75, 200.75), (100, 150, 200)),
+    # contrast after HSV, then the channel permutation; 300 > 255 is clipped at the very end only
+    "contrast last, swap": ((10, 21, 200), [0, 0, 0, 0, 1, 1], [1.45], (2, 0, 1), (290, 14.5, 30.45), (255, 14, 30)),
+}
+
+
+@pytest.mark.parametrize("case", list(PHOTOMETRIC_CASES))
+def test_photometric_distortion_hand_computed(case):
     from PIL import Image
-    from datasets.transforms import PhotometricDistort, _hsv_to_rgb, _rgb_to_hsv, make_inference_transforms
-    rgb = np.random.default_rng(0).uniform(0, 255, size=(6, 7, 3))
-    hsv = _rgb_to_hsv(rgb)
-    assert np.allclose(_hsv_to_rgb(hsv), rgb, atol=1e-9)
-    for pixel, ours in zip(rgb.reshape(-1, 3)[:10], hsv.reshape(-1, 3)[:10]):
-        h, s, v = colorsys.rgb_to_hsv(*(pixel / 255))
-        assert np.allclose(ours, (h * 360, s, v * 255), atol=1e-9)
+    from datasets.transforms import PhotometricDistort
+    pixel, coins, values, perm, expected_float, expected_uint8 = PHOTOMETRIC_CASES[case]
+    image = np.full((2, 3, 3), pixel, dtype=np.float32)
+    rng = ScriptedRandom(coins, values, perm)
+    out = PhotometricDistort(rng=rng).distort_array(image)
+    assert out.dtype == np.float32 and not rng.coins and not rng.values, "every scripted draw used, no more"
+    np.testing.assert_allclose(out, np.broadcast_to(expected_float, out.shape), atol=1e-3)
+    if expected_uint8 is not None:
+        frame = Image.fromarray(image.astype(np.uint8))
+        distorted = PhotometricDistort(rng=ScriptedRandom(coins, values, perm)).distort(frame)
+        assert np.asarray(distorted).reshape(-1, 3).tolist() == [list(expected_uint8)] * 6
+
+
+def test_photometric_distortion_per_frame_draws_and_inference_size():
+    from PIL import Image
+    from datasets.transforms import PhotometricDistort, make_inference_transforms
     random.seed(3)
-    frame = Image.fromarray(rgb.astype(np.uint8))
+    frame = Image.fromarray(np.random.default_rng(0).uniform(0, 255, size=(6, 7, 3)).astype(np.uint8))
     distorted, target = PhotometricDistort()([frame] * 4, {"valid": torch.ones(4)})
     arrays = [np.asarray(f) for f in distorted]
     assert len({a.tobytes() for a in arrays}) > 1, "each frame gets its own draw"

@@ -15,7 +15,7 @@ from data_factory import make_a2d, make_jhmdb, make_ytvos
 from datasets.formats import read_palette_png
 from models import build_model
 from util.config import get_args_parser, parse_args
-from util.inference import cyclic_clips, load_frame, predict_mask_logits
+from util.inference import cyclic_clips, evaluate_middle_frame, load_frame, predict_mask_logits
 from util.results import decode_masks, read_results
 
 NUM_FRAMES = 3
@@ -161,6 +161,73 @@ def test_a2d_and_jhmdb_protocols(tmp_path: Path, checkpoint: Path):
     metrics = inference_jhmdb.main(MODEL_ARGV + ["--model_path", str(checkpoint), "--jhmdb_path", jhmdb["root"],
                                                  "--a2d_audio_path", jhmdb["audio_root"]])
     assert metrics["num_samples"] == 2 * 3  # three frames per annotation row
+
+
+class MiddleFrameProbe(torch.nn.Module):
+    """Stands in for Wnet: records the video frames of every clip it is given (the factory's frames encode
+    their index in the background) and predicts foreground everywhere on clip position `position` only."""
+
+    def __init__(self, position: int):
+        super().__init__()
+        self.position = position
+        self.weight = torch.nn.Parameter(torch.zeros(1))  # predict_mask_logits asks for the model's device
+        self.clips = []
+
+    def forward(self, clip, audio):
+        from tests.test_datasets import background_frame_indices
+        self.clips.append(background_frame_indices(clip))
+        frames, _, height, width = clip.shape
+        masks = torch.full((1, frames, height // 4, width // 4), -10.0)
+        masks[0, self.position] = 10.0
+        return {"pred_masks": masks}
+
+
+def mask_box(mask: np.ndarray) -> tuple:
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+# The factory's object k in frame f of a 24x32 video: an 8x8 square at x0 = 1 + f % 4 + 16 (k - 1),
+# y0 = 2 + 8 (k - 1) (tests/data_factory.py object_box), computed here by hand.
+A2D_CASES = [  # (instance, annotated frame, the clip of 8 frames centred on it, ground-truth box)
+    ("1", 1, [0, 0, 0, 1, 2, 3, 4, 5], (2, 2, 10, 10)),   # 1 - 3 = -2: clamped to the first frame
+    ("1", 6, [3, 4, 5, 6, 7, 8, 8, 8], (3, 2, 11, 10)),   # 6 + 4 = 10 > 8: clamped to the last frame
+    ("2", 1, [0, 0, 0, 1, 2, 3, 4, 5], (18, 10, 26, 18)),
+    ("2", 6, [3, 4, 5, 6, 7, 8, 8, 8], (19, 10, 27, 18)),
+]
+
+
+def test_a2d_middle_frame_and_ground_truth_frame_hand_computed(tmp_path: Path):
+    data = make_a2d(tmp_path / "a2d", num_frames=9, annotated=(1, 6), splits=(1,))  # one test video
+    h5_files = sorted(p.name for p in (Path(data["root"]) / "a2d_annotation_with_instances" / "a2dvid0").iterdir())
+    assert h5_files == ["00002.h5", "00007.h5"]  # 0-based frames 1 and 6, files named 1-based
+    args = parse_args(inference_a2d.get_parser(), ["--a2d_path", data["root"], "--a2d_audio_path", data["audio_root"],
+                                                   "--num_frames", "8", "--num_queries", "8", "--device", "cpu"])
+    samples = inference_a2d.a2d_samples(args)
+    assert [(s.name.split()[3], s.frame_idx) for s in samples] == [(i, f) for i, f, _, _ in A2D_CASES]
+    for sample, (_, _, _, box) in zip(samples, A2D_CASES):
+        assert mask_box(sample.load_gt()) == box and sample.load_gt().sum() == 64
+    probe = MiddleFrameProbe(position=3)  # (8 - 1) // 2
+    metrics, records = evaluate_middle_frame(probe, samples, 8, "a2d")
+    assert probe.clips == [clip for _, _, clip, _ in A2D_CASES]
+    # foreground everywhere on the middle frame and nowhere else: J = 64 / (24 * 32) when position 3 is scored
+    assert [r["J"] for r in records] == pytest.approx([64 / (24 * 32)] * 4)
+
+
+def test_jhmdb_middle_frame_and_ground_truth_frame_hand_computed(tmp_path: Path):
+    data = make_jhmdb(tmp_path / "jhmdb", num_videos=1, num_frames=12, mask_frames=6)
+    args = parse_args(inference_jhmdb.get_parser(), ["--jhmdb_path", data["root"], "--a2d_audio_path",
+                                                     data["audio_root"], "--num_frames", "8", "--num_queries", "8",
+                                                     "--device", "cpu"])
+    samples = inference_jhmdb.jhmdb_samples(args)
+    # linspace(4, 12 - 5, 3) = [4, 5.5, 7], truncated
+    assert [s.frame_idx for s in samples] == [4, 5, 7]
+    # frame 7 is past the 6 frames of the .mat: scored against its last frame (5), as the official
+    assert [mask_box(s.load_gt()) for s in samples] == [(1, 2, 9, 10), (2, 2, 10, 10), (2, 2, 10, 10)]
+    probe = MiddleFrameProbe(position=3)
+    metrics, records = evaluate_middle_frame(probe, samples, 8, "jhmdb")
+    assert probe.clips == [[1, 2, 3, 4, 5, 6, 7, 8], [2, 3, 4, 5, 6, 7, 8, 9], [4, 5, 6, 7, 8, 9, 10, 11]]
+    assert [r["J"] for r in records] == pytest.approx([64 / (24 * 32)] * 3)
 
 
 def test_model_path_is_required(tmp_path: Path):

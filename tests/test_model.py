@@ -176,6 +176,49 @@ def test_pre_norm_and_detector_only_run():
         assert ("pred_masks" in out) == bool(extra)
 
 
+def spec_pre_norm_layer(layer, tgt, memory, pos, query_pos, key_padding_mask):
+    """SPEC section 2.5's --pre_norm formula, transcribed literally (dropout off: eval mode):
+    t2 = real(fftn(norm1(tgt) + query_pos)); tgt += t2;
+    tgt += cross_attn(norm2(tgt) + query_pos, memory + pos, memory); tgt += FFN(norm3(tgt))."""
+    t2 = torch.fft.fftn(layer.norm1(tgt) + query_pos).real  # every axis of (Q, B, C); B = 1
+    tgt = tgt + t2
+    tgt = tgt + layer.multihead_attn(layer.norm2(tgt) + query_pos, memory + pos, memory,
+                                     key_padding_mask=key_padding_mask)[0]
+    return tgt + layer.linear2(torch.relu(layer.linear1(layer.norm3(tgt))))
+
+
+def test_pre_norm_decoder_is_the_spec_formula():
+    from models.decoder import FourierDecoder, FourierDecoderLayer
+
+    torch.manual_seed(0)
+    queries, tokens, channels = 5, 7, 48
+    decoder = FourierDecoder(FourierDecoderLayer(channels, 4, dim_feedforward=64, dropout=0.1, normalize_before=True),
+                             num_layers=2, norm=torch.nn.LayerNorm(channels)).eval()
+    with torch.no_grad():  # non-trivial LayerNorm affine parameters, so that each norm's place matters
+        for module in decoder.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.5, 0.5)
+    tgt = torch.zeros(queries, 1, channels)
+    memory, pos = torch.randn(tokens, 1, channels), torch.randn(tokens, 1, channels)
+    query_pos = torch.randn(queries, 1, channels)
+    mask = torch.tensor([[False] * (tokens - 2) + [True] * 2])
+    expected, output = [], tgt
+    with torch.no_grad():
+        for layer in decoder.layers:
+            output = spec_pre_norm_layer(layer, output, memory, pos, query_pos, mask)
+            expected.append(decoder.norm(output))
+        hs = decoder(tgt, memory, memory_key_padding_mask=mask, pos=pos, query_pos=query_pos)
+        torch.testing.assert_close(hs, torch.stack(expected), rtol=1e-5, atol=1e-5)
+        post = decoder.layers[0].forward_post(tgt, memory, mask, pos, query_pos)
+        assert not torch.allclose(post, spec_pre_norm_layer(decoder.layers[0], tgt, memory, pos, query_pos, mask))
+    # --pre_norm reaches every decoder layer of the built model
+    model, _ = tiny_model("--pre_norm")
+    assert all(layer.normalize_before for layer in model.wnet.transformer.decoder.layers)
+    model, _ = tiny_model()
+    assert not any(layer.normalize_before for layer in model.wnet.transformer.decoder.layers)
+
+
 def test_bfloat16_autocast_runs():
     model, _ = tiny_model()
     model.train()

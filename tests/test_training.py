@@ -23,7 +23,7 @@ TINY_MODEL = ["--backbone", "resnet18", "--hidden_dim", "48", "--nheads", "4", "
 def train_argv(data: dict, output_dir: Path, *extra: str) -> list:
     return TINY_MODEL + ["--dataset_file", "ytvos", "--ytvos_path", data["root"], "--rvos_audio_path",
                          data["audio_root"], "--device", "cpu", "--num_workers", "0", "--data_scale", "0.1",
-                         "--output_dir", str(output_dir), "--epochs", "1", *extra]
+                         "--output_dir", str(output_dir), "--epochs", "1", "--pretrained_weights", "none", *extra]
 
 
 def run_main(argv: list) -> torch.nn.Module:
@@ -90,6 +90,126 @@ def test_torchrun_two_processes(tmp_path: Path, tiny_ytvos: dict):
     # both ranks hold bitwise the same parameters after every epoch (SHA-1 of the states compared across ranks)
     assert all(record["ranks_in_sync"] is True for record in logs)
     assert load(output_dir / "checkpoint.pth")["epoch"] == 1
+
+
+LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def slurm_env(rank: int, ntasks: int, port: int) -> dict:
+    """This environment without any launcher variable, plus what `srun` and scripts/slurm_train.sh set."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in LAUNCHER_VARIABLES and not k.startswith(("SLURM_", "TORCHELASTIC_"))}
+    env.update(OMP_NUM_THREADS="1", SLURM_PROCID=str(rank), SLURM_NTASKS=str(ntasks), SLURM_LOCALID=str(rank),
+               MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    return env
+
+
+@pytest.mark.slow
+def test_slurm_two_processes(tmp_path: Path, tiny_ytvos: dict):
+    """Two CPU processes started with SLURM's variables only (no RANK/WORLD_SIZE) train in sync."""
+    output_dir, port = tmp_path / "out", free_port()
+    command = [sys.executable, "main.py", *train_argv(tiny_ytvos, output_dir, "--epochs", "2")]
+    logs, processes = [], []
+    for rank in range(2):
+        out, err = open(tmp_path / f"stdout{rank}", "w"), open(tmp_path / f"stderr{rank}", "w")
+        logs.append((out, err))
+        processes.append(subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=err, env=slurm_env(rank, 2, port)))
+    for process in processes:
+        process.wait(timeout=600)
+    for out, err in logs:
+        out.close()
+        err.close()
+    for rank, process in enumerate(processes):
+        assert process.returncode == 0, (tmp_path / f"stderr{rank}").read_text()[-4000:]
+    for rank in range(2):
+        start = next(json.loads(line) for line in (tmp_path / f"stdout{rank}").read_text().splitlines()
+                     if '"event": "start"' in line)
+        assert start["world_size"] == 2 and start["train_samples"] == 4
+    assert sorted(p.name for p in output_dir.iterdir()) == ["checkpoint.pth", "checkpoint0000.pth",
+                                                             "checkpoint0001.pth", "log.txt"]
+    records = [json.loads(line) for line in (output_dir / "log.txt").read_text().splitlines()]
+    assert [record["epoch"] for record in records] == [0, 1]
+    assert all(record["ranks_in_sync"] is True for record in records)
+
+
+def test_launcher_variables_are_read_from_torchrun_or_slurm(monkeypatch):
+    from util.misc import distributed_environment, init_distributed_mode
+
+    assert distributed_environment({}) is None
+    assert distributed_environment({"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == (1, 4, 1, "env")
+    assert distributed_environment({"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1"}) == (5, 8, 1, "slurm")
+    assert distributed_environment({"SLURM_PROCID": "5", "SLURM_NTASKS": "8"}) == (5, 8, None, "slurm")
+    # torchrun inside a SLURM allocation: torchrun's variables win
+    assert distributed_environment({"RANK": "0", "WORLD_SIZE": "2", "SLURM_PROCID": "3", "SLURM_NTASKS": "4"})[:2] == (0, 2)
+
+    env = slurm_env(1, 2, free_port())
+    for name in ("MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name)
+    for name in LAUNCHER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        if name.startswith("SLURM_"):
+            monkeypatch.setenv(name, value)
+    args = parse_args(get_args_parser(), ["--device", "cpu"])
+    with pytest.raises(SystemExit, match=r"slurm, rank 1 of 2.*MASTER_ADDR and MASTER_PORT.*--dist_url"):
+        init_distributed_mode(args)
+    monkeypatch.setenv("SLURM_NTASKS", "1")  # one task: one process, nothing to set up
+    init_distributed_mode(args)
+    assert (args.distributed, args.rank, args.world_size) == (False, 0, 1)
+
+
+def test_slurm_script_is_valid_and_sets_the_rendezvous():
+    script = ROOT / "scripts" / "slurm_train.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    text = script.read_text()
+    assert "export MASTER_ADDR" in text and "export MASTER_PORT" in text and 'srun' in text and 'main.py "$@"' in text
+
+
+def test_optimizer_groups_learning_rates_and_schedule_are_the_official_recipe():
+    """SPEC section 4: AdamW, lr 1e-4 (backbone 1e-5), weight decay 1e-4, StepLR x0.1 after 12 epochs."""
+    from models import build_model
+
+    args = parse_args(get_args_parser(), TINY_MODEL)
+    model, _, _ = build_model(args)
+    optimizer = train.build_optimizer(model, args)
+    assert type(optimizer) is torch.optim.AdamW
+    assert [group["lr"] for group in optimizer.param_groups] == [1e-4, 1e-5]
+    assert [group["weight_decay"] for group in optimizer.param_groups] == [1e-4, 1e-4]
+    names = {id(p): n for n, p in model.named_parameters()}
+    rest, backbone = ([names[id(p)] for p in group["params"]] for group in optimizer.param_groups)
+    assert rest and backbone and all("backbone" not in n for n in rest) and all("backbone" in n for n in backbone)
+    assert sorted(rest + backbone) == sorted(n for n, p in model.named_parameters() if p.requires_grad)
+    assert any(".body.layer2." in n for n in backbone) and any(".body.layer4." in n for n in backbone)
+    # the stem and layer1 never train (SPEC section 2.1)
+    assert not any(".body.layer1." in n or ".body.conv1." in n for n in backbone)
+
+    scheduler = train.build_lr_scheduler(optimizer, args)
+    lrs = []
+    for _ in range(18):  # the official 18 epochs
+        lrs.append([group["lr"] for group in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[:12] == [[1e-4, 1e-5]] * 12
+    assert all(lr == pytest.approx([1e-5, 1e-6]) for lr in lrs[12:])
+
+
+def test_gradients_are_clipped_to_the_official_norm(tmp_path: Path, tiny_ytvos: dict, monkeypatch):
+    real_clip = torch.nn.utils.clip_grad_norm_
+    calls = []
+
+    def spy(parameters, max_norm, *args, **kwargs):
+        parameters = [p for p in parameters if p.grad is not None]
+        total = real_clip(parameters, max_norm, *args, **kwargs)
+        after = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in parameters]))
+        calls.append((max_norm, float(total), float(after)))
+        return total
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    run_main(train_argv(tiny_ytvos, tmp_path / "out"))  # the default --clip_max_norm
+    assert len(calls) == 4  # one per step: 4 samples, batch 1
+    assert all(max_norm == 0.1 for max_norm, _, _ in calls)
+    assert all(after <= 0.1 * (1 + 1e-4) for _, _, after in calls)
+    assert any(total > 0.1 for _, total, _ in calls), "the test data's gradients are large enough to be clipped"
 
 
 def test_ranks_in_sync_compares_states():
@@ -167,6 +287,23 @@ def test_detr_style_pretrained_weights(tmp_path: Path, tiny_ytvos: dict, capsys)
 
     with pytest.raises(SystemExit, match="does not exist"):
         run_main(train_argv(tiny_ytvos, tmp_path / "out2", "--pretrained_weights", str(tmp_path / "absent.pth")))
+
+
+def test_official_pretrained_weights_by_default_and_from_scratch_is_logged(tmp_path: Path, tiny_ytvos: dict,
+                                                                           monkeypatch, capsys):
+    argv = [a for a in train_argv(tiny_ytvos, tmp_path / "out") if a not in ("--pretrained_weights", "none")]
+    monkeypatch.chdir(tmp_path)  # no coco_pretrained_weights/ here
+    with pytest.raises(SystemExit) as stop:
+        run_main(argv)
+    message = str(stop.value)
+    assert "coco_pretrained_weights/384_coco_r50.pth does not exist" in message
+    assert "384_coco_r50.pth" in message and "drive.google.com" in message  # where to get them
+    assert "scripts/convert_detr_weights.py" in message and "--pretrained_weights none" in message
+    assert not (tmp_path / "out").exists(), "stopped before any work"
+
+    run_main(argv + ["--pretrained_weights", "none"])
+    report = next(json.loads(line) for line in capsys.readouterr().out.splitlines() if "pretrained_weights" in line)
+    assert report["from_scratch"] is True and report["path"] is None
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path: Path, tiny_ytvos: dict, monkeypatch):

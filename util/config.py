@@ -6,10 +6,64 @@ the YAML's keys become the parser's defaults, command-line flags override them, 
 parser does not know is an error.
 """
 import argparse
+import copy
 from pathlib import Path
 from typing import Optional, Sequence
 
 import yaml
+
+# The value that turns a path option with an official default off (`--pretrained_weights none`,
+# `--ytvos_ann_file none`, `--split_file none`).
+NONE = "none"
+
+# The official data layout (SPEC section 1): every path option defaults to it.
+OFFICIAL_YTVOS_PATH = "data/rvos"
+OFFICIAL_RVOS_AUDIO_PATH = "data/rvos_audio_feature"
+OFFICIAL_A2D_PATH = "data/a2d"
+OFFICIAL_A2D_AUDIO_PATH = "data/a2d_j_audio_feature"
+OFFICIAL_JHMDB_PATH = "data/JHMDB"
+OFFICIAL_PRETRAINED_WEIGHTS = "coco_pretrained_weights/384_coco_r50.pth"
+FRAMES_FOLDER = "JPEGImages"  # <ytvos_path>/<split>/JPEGImages: what the official --img_path names
+
+
+def is_none(value: Optional[str]) -> bool:
+    """Whether a path option is switched off: empty, or `none` (any case)."""
+    return not value or str(value).strip().lower() == NONE
+
+
+def split_img_path(value: str) -> dict:
+    """The official `--img_path <root>/<split>/JPEGImages` as our `{"ytvos_path": root, "ytvos_split": split}`."""
+    path = Path(value)
+    if path.name != FRAMES_FOLDER or not path.parent.name:
+        raise ValueError(f"--img_path {value}: expected <ytvos_path>/<split>/{FRAMES_FOLDER} "
+                         f"(or use --ytvos_path and --ytvos_split)")
+    return {"ytvos_path": str(path.parent.parent), "ytvos_split": path.parent.name}
+
+
+class ImgPathAction(argparse.Action):
+    """The official inference scripts' `--img_path`: sets `--ytvos_path` and `--ytvos_split` (our options name
+    the release root and split, from which every path follows)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        try:
+            for key, value in split_img_path(values).items():
+                setattr(namespace, key, value)
+        except ValueError as error:
+            parser.error(str(error))
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """`--help` shows every option's default (the official ones, SPEC section 1), described or not."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if not action.help and action.option_strings and action.default is not argparse.SUPPRESS:
+            action = copy.copy(action)
+            action.help = "default: %(default)s"
+        return super()._format_action(action)
+
+
+# Official option names that are aliases of ours, as YAML keys too.
+CONFIG_ALIASES = {"ann_path": "split_file"}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -27,15 +81,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--clip_max_norm", default=0.1, type=float, help="gradient clipping max norm")
 
     # Model
-    parser.add_argument("--pretrained_weights", default="", type=str,
-                        help="DETR-style weights (keys 'detr.*' or 'wnet.*') to initialise from; empty = none")
+    parser.add_argument("--pretrained_weights", default=OFFICIAL_PRETRAINED_WEIGHTS, type=str,
+                        help="DETR-style weights (keys 'detr.*' or 'wnet.*') to initialise from (VisTR's "
+                             "384_coco_r50.pth, the official default); 'none' trains from scratch")
     parser.add_argument("--backbone_weights", default="", type=str,
                         help="ImageNet ResNet weights (torchvision state_dict); empty = torchvision cache or random")
     parser.add_argument("--backbone", default="resnet50", type=str,
                         choices=("resnet18", "resnet34", "resnet50", "resnet101"))
     parser.add_argument("--dilation", action="store_true",
                         help="replace the stride of the last ResNet stage by dilation (DC5)")
-    parser.add_argument("--position_embedding", default="sine", type=str, choices=("sine",))
+    parser.add_argument("--position_embedding", default="sine", type=str, choices=("sine",),
+                        help="'sine', the official default and the only encoding Wnet's decoder uses")
     parser.add_argument("--enc_layers", default=4, type=int)
     parser.add_argument("--dec_layers", default=4, type=int)
     parser.add_argument("--dim_feedforward", default=2048, type=int)
@@ -58,17 +114,21 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     # Data (defaults follow the official data/ layout; every path is an option)
     parser.add_argument("--dataset_file", default="avos", choices=("avos", "ytvos", "a2d", "jhmdb"))
-    parser.add_argument("--ytvos_path", default="data/ytvos", type=str,
-                        help="Ref-YouTube-VOS root (train/JPEGImages, train/Annotations, meta_expressions/)")
+    parser.add_argument("--ytvos_path", default=OFFICIAL_YTVOS_PATH, type=str,
+                        help="Ref-YouTube-VOS root (train/JPEGImages, train/Annotations, meta_expressions/, ann/)")
     parser.add_argument("--ytvos_split", default="train", type=str)
     parser.add_argument("--ytvos_ann_file", default="", type=str,
-                        help="optional YouTube-VIS style instances json (the official ann/instances_*_sub.json)")
-    parser.add_argument("--a2d_path", default="data/a2d", type=str, help="A2D-Sentences root")
-    parser.add_argument("--jhmdb_path", default="data/jhmdb", type=str, help="JHMDB-Sentences root")
-    parser.add_argument("--rvos_audio_path", default="data/audio_feature", type=str,
+                        help="YouTube-VIS style instances json that defines the videos and targets; default: the "
+                             "official <ytvos_path>/ann/instances_train_sub.json (instances_test_sub.json for "
+                             "--eval) when it exists; 'none': every video of meta_expressions.json")
+    parser.add_argument("--a2d_path", default=OFFICIAL_A2D_PATH, type=str, help="A2D-Sentences root")
+    parser.add_argument("--jhmdb_path", default=OFFICIAL_JHMDB_PATH, type=str, help="JHMDB-Sentences root")
+    parser.add_argument("--rvos_audio_path", default=OFFICIAL_RVOS_AUDIO_PATH, type=str,
                         help="MFCC-39 .npy files <video>_<exp_id>.npy")
-    parser.add_argument("--a2d_audio_path", default="data/a2d_j_audio_feature", type=str,
+    parser.add_argument("--a2d_audio_path", default=OFFICIAL_A2D_AUDIO_PATH, type=str,
                         help="MFCC-39 .npy files <video>_<instance_id>.npy (A2D) and <video>.npy (JHMDB)")
+    parser.add_argument("--remove_difficult", action="store_true",
+                        help="accepted for the official command lines; unused, as in the official (a DETR leftover)")
     parser.add_argument("--skip_bad_samples", action="store_true",
                         help="warn about and drop broken samples instead of stopping")
     parser.add_argument("--data_scale", default=1.0, type=float,
@@ -112,9 +172,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     # Inference and evaluation
     parser.add_argument("--model_path", default="", type=str, help="checkpoint to evaluate ({'model': state_dict})")
     parser.add_argument("--save_path", default="result.json", type=str)
-    parser.add_argument("--num_ins", default=1, type=int)
-    parser.add_argument("--split_file", default="", type=str,
-                        help="videos to infer: a VIS-style json (ann/instances_test_sub.json) or a text file of ids")
+    parser.add_argument("--num_ins", default=1, type=int, choices=(1,),
+                        help="the official inference scripts' instances per frame (from VisTR), always 1 in Wnet's "
+                             "one query per frame; accepted for the official command lines, no other value")
+    parser.add_argument("--split_file", "--ann_path", default="", type=str,
+                        help="videos to infer and score: a VIS-style json or a text file of ids; default: the "
+                             "official <ytvos_path>/ann/instances_test_sub.json when it exists; 'none': every video "
+                             "of the split (--ann_path: the official inference name)")
+    parser.add_argument("--img_path", action=ImgPathAction, default=argparse.SUPPRESS, metavar="ROOT/SPLIT/JPEGImages",
+                        help="the official inference scripts' frame folder: sets --ytvos_path ROOT and --ytvos_split SPLIT")
     parser.add_argument("--png_dir", default="", type=str, help="write the Ref-YouTube-VOS submission PNGs here")
     parser.add_argument("--visualize", default="", type=str, help="write overlay images here")
     parser.add_argument("--audio", default="", type=str, help="one raw recording (wav/flac/ogg) to run")
@@ -144,6 +210,16 @@ def load_config(path: str, parser: argparse.ArgumentParser) -> dict:
         values = yaml.safe_load(f) or {}
     if not isinstance(values, dict):
         raise ValueError(f"config file {path}: expected a mapping of option names to values")
+    for alias, name in CONFIG_ALIASES.items():
+        if alias in values:
+            if name in values:
+                raise ValueError(f"config file {path}: sets both {alias!r} and {name!r} (the same option)")
+            values[name] = values.pop(alias)
+    if "img_path" in values:
+        try:
+            values.update(split_img_path(values.pop("img_path")))
+        except ValueError as error:
+            raise ValueError(f"config file {path}: {error}") from None
     known = {a.dest for a in parser._actions}
     unknown = sorted(set(values) - known)
     if unknown:

@@ -49,21 +49,27 @@ def load_model_for_inference(args) -> nn.Module:
     Eval mode unless `--inference_dropout` (the official scripts forget `model.eval()`, so their
     numbers come from the model in training mode); `models.optimize_for_inference` otherwise.
     """
+    return load_model_and_train_videos(args)[0]
+
+
+def load_model_and_train_videos(args) -> Tuple[nn.Module, Optional[Dict[str, List[str]]]]:
+    """`load_model_for_inference`, and the `{part: [video names]}` the checkpoint records as trained on
+    (None when it records none)."""
     from models import build_model, optimize_for_inference
-    from util.weights import load_wnet_checkpoint
+    from util.weights import checkpoint_train_videos, load_wnet_checkpoint
 
     if not args.model_path:
         raise SystemExit("--model_path is required: a checkpoint {'model': state_dict} (e.g. output/checkpoint.pth)")
     utils.seed_everything(args.seed)
     model, _, _ = build_model(args)
-    load_wnet_checkpoint(model, args.model_path)
+    checkpoint = load_wnet_checkpoint(model, args.model_path)
     model.to(torch.device(args.device))
     if args.inference_dropout:
         model.train()  # reproduce the official numbers (dropout active)
     else:
         model.eval()
         model = optimize_for_inference(model)
-    return model
+    return model, checkpoint_train_videos(checkpoint, args.model_path)
 
 
 def list_frames(folder: PathLike) -> List[Path]:

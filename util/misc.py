@@ -107,22 +107,48 @@ def is_main_process() -> bool:
     return get_rank() == 0
 
 
+def distributed_environment(environ: Dict[str, str]) -> Optional[Tuple[int, int, Optional[int], str]]:
+    """(rank, world size, local rank or None, launcher) from the launcher's variables, or None for one process.
+
+    `torch.distributed.launch --use_env` and `torchrun` set RANK, WORLD_SIZE and LOCAL_RANK; SLURM (`srun`)
+    sets SLURM_PROCID, SLURM_NTASKS and SLURM_LOCALID, the official's (DETR's) other way to start.
+    """
+    if "RANK" in environ and "WORLD_SIZE" in environ:
+        local = environ.get("LOCAL_RANK")
+        return int(environ["RANK"]), int(environ["WORLD_SIZE"]), None if local is None else int(local), "env"
+    if "SLURM_PROCID" in environ and "SLURM_NTASKS" in environ:
+        local = environ.get("SLURM_LOCALID")
+        return (int(environ["SLURM_PROCID"]), int(environ["SLURM_NTASKS"]), None if local is None else int(local),
+                "slurm")
+    return None
+
+
 def init_distributed_mode(args) -> None:
     """Set `args.distributed`, `args.rank`, `args.world_size`, `args.gpu` from the launcher's environment.
 
-    Works with `torch.distributed.launch --use_env` and `torchrun` (RANK, WORLD_SIZE, LOCAL_RANK).
-    NCCL on CUDA, gloo on CPU. Without those variables this is one process and nothing is set up.
+    Works with `torch.distributed.launch --use_env` and `torchrun` (RANK, WORLD_SIZE, LOCAL_RANK) and with
+    SLURM (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID; the GPU is the local id, else `rank % device count`
+    as in DETR). The rendezvous is `--dist_url`: `env://` (the default) needs MASTER_ADDR and MASTER_PORT,
+    which torchrun sets and a SLURM script exports (scripts/slurm_train.sh). NCCL on CUDA, gloo on the CPU.
+    Without those variables, or with a world size of 1, this is one process and nothing is set up.
     """
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
-        args.rank = int(os.environ["RANK"])
-        args.world_size = int(os.environ["WORLD_SIZE"])
-        args.gpu = int(os.environ.get("LOCAL_RANK", 0))
-    else:
+    found = distributed_environment(os.environ)
+    if found is None or found[1] <= 1:
         args.distributed = False
         args.rank, args.world_size, args.gpu = 0, 1, 0
         return
-    args.distributed = True
+    args.rank, args.world_size, local_rank, launcher = found
     use_cuda = str(args.device).startswith("cuda")
+    if local_rank is None:
+        local_rank = args.rank % max(1, torch.cuda.device_count()) if use_cuda else 0
+    args.gpu = local_rank
+    if args.dist_url == "env://":
+        missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
+        if missing:
+            raise SystemExit(f"distributed start ({launcher}, rank {args.rank} of {args.world_size}): --dist_url env:// "
+                             f"needs {' and '.join(missing)} (export the first node's address and a free port, as "
+                             f"scripts/slurm_train.sh does, or pass --dist_url tcp://HOST:PORT)")
+    args.distributed = True
     if use_cuda:
         torch.cuda.set_device(args.gpu)
         args.device = f"cuda:{args.gpu}"

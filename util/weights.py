@@ -6,9 +6,10 @@ ResNet weights come from a path the user gives or from torchvision's local cache
 import argparse
 import logging
 import pickle
+import sys
 from collections import OrderedDict
 from pathlib import Path
-from typing import Dict, List, Mapping, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torchvision
@@ -115,6 +116,49 @@ def load_wnet_checkpoint(model: nn.Module, path: PathLike) -> Dict[str, object]:
         raise StateDictMismatchError(f"checkpoint {path}", missing, unexpected, mismatched)
     model.load_state_dict(state_dict, strict=True)
     return dict(checkpoint)
+
+
+# ----------------------------------------------------------------------------- leakage guard
+# Training checkpoints record `{dataset part: [video names]}` under this key (main.py).
+TRAIN_VIDEOS_KEY = "train_videos"
+LEAKED_EXAMPLES = 5  # video names quoted in the warning
+
+
+def checkpoint_train_videos(checkpoint: Mapping, path: PathLike) -> Optional[Dict[str, List[str]]]:
+    """The `{part: [video names]}` a checkpoint was trained on, or None when it does not record them (the
+    released checkpoint, or one written before the record existed)."""
+    videos = checkpoint.get(TRAIN_VIDEOS_KEY)
+    if videos is None:
+        return None
+    if not (isinstance(videos, Mapping) and all(isinstance(k, str) and isinstance(v, (list, tuple))
+                                                and all(isinstance(n, str) for n in v) for k, v in videos.items())):
+        raise ValueError(f"{path}: '{TRAIN_VIDEOS_KEY}' is not a mapping of dataset names to lists of video names")
+    return {part: list(names) for part, names in videos.items()}
+
+
+def read_train_videos(path: PathLike) -> Optional[Dict[str, List[str]]]:
+    """`checkpoint_train_videos` of the checkpoint file `path`."""
+    checkpoint = load_weights_file(path)
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"{path} is not a checkpoint of the form {{'model': state_dict, ...}}")
+    return checkpoint_train_videos(checkpoint, path)
+
+
+def count_trained_on(evaluated: Sequence[str], train_videos: Optional[Sequence[str]], source: PathLike,
+                     what: str = "Ref-YouTube-VOS") -> Optional[int]:
+    """How many of the `evaluated` videos the model was trained on (None when unknown). Warns on stderr when
+    any: scores on training videos are not test results (the official holds out ann/instances_test_sub.json)."""
+    if train_videos is None:
+        print(f"note: {source} does not record the videos it was trained on; cannot check that the evaluated "
+              f"videos were held out", file=sys.stderr)
+        return None
+    trained = set(train_videos)
+    leaked = [name for name in dict.fromkeys(evaluated) if name in trained]
+    if leaked:
+        print(f"warning: {len(leaked)} of the {len(set(evaluated))} evaluated {what} videos were in the training "
+              f"set of {source} (e.g. {', '.join(leaked[:LEAKED_EXAMPLES])}): these scores are not test results",
+              file=sys.stderr)
+    return len(leaked)
 
 
 # ----------------------------------------------------------------------------- DETR weights
