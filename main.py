@@ -169,8 +169,8 @@ def main(args: argparse.Namespace) -> torch.nn.Module:
     dataset_train = build_dataset("train", args)
     data_loader_train = build_loader(dataset_train, args, shuffle=True)
     print(json.dumps({"event": "start", "n_parameters": n_parameters, "train_samples": len(dataset_train),
-                      "world_size": utils.get_world_size(), "start_epoch": args.start_epoch,
-                      "epochs": args.epochs}), flush=True)
+                      "world_size": utils.get_world_size(), "dist_backend": utils.get_backend(),
+                      "start_epoch": args.start_epoch, "epochs": args.epochs}), flush=True)
 
     start_time = time.time()
     for epoch in range(args.start_epoch, args.epochs):

@@ -198,3 +198,30 @@ def test_eval_runs_the_validation_loss_loop(tmp_path: Path, tiny_ytvos: dict):
     record = json.loads((output_dir / "log.txt").read_text().splitlines()[-1])
     assert record["epoch"] == 0 and record["val_loss"] > 0 and "val_loss_mask" in record
     assert_same_state(load(output_dir / "checkpoint.pth")["model"], trained["model"])  # evaluation writes no weights
+
+
+def test_one_launched_process_sets_up_the_process_group(monkeypatch):
+    """Under torchrun even one process gets a process group (gloo on the CPU, NCCL on CUDA), so that
+    `torchrun --nproc_per_node=1` runs the distributed path; without the launcher's variables, none."""
+    import argparse
+
+    from util import misc
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    args = argparse.Namespace(device="cpu", dist_url="env://")
+    misc.init_distributed_mode(args)
+    assert args.distributed is False and misc.get_backend() is None
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    try:
+        misc.init_distributed_mode(args)
+        assert args.distributed is True and (args.rank, args.world_size) == (0, 1)
+        assert misc.get_backend() == "gloo" and misc.get_world_size() == 1
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

@@ -103,6 +103,11 @@ def get_rank() -> int:
     return dist.get_rank() if is_dist_avail_and_initialized() else 0
 
 
+def get_backend() -> Optional[str]:
+    """The process group's backend ("nccl", "gloo"), None in a single process without one."""
+    return str(dist.get_backend()) if is_dist_avail_and_initialized() else None
+
+
 def is_main_process() -> bool:
     return get_rank() == 0
 
@@ -111,9 +116,11 @@ def init_distributed_mode(args) -> None:
     """Set `args.distributed`, `args.rank`, `args.world_size`, `args.gpu` from the launcher's environment.
 
     Works with `torch.distributed.launch --use_env` and `torchrun` (RANK, WORLD_SIZE, LOCAL_RANK).
-    NCCL on CUDA, gloo on CPU. Without those variables this is one process and nothing is set up.
+    NCCL on CUDA, gloo on CPU. Without those variables this is one process and nothing is set up; under a
+    launcher the process group is set up even for one process (as DETR does), so that
+    `torchrun --nproc_per_node=1` exercises the same NCCL/DDP path as a multi-GPU run.
     """
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         args.rank = int(os.environ["RANK"])
         args.world_size = int(os.environ["WORLD_SIZE"])
         args.gpu = int(os.environ.get("LOCAL_RANK", 0))
