@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast build-ext demo benchmark clean
+.PHONY: install test test-fast build-ext demo benchmark gpu-check clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ demo: $(STAMP)
 
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark.py --device cpu
+
+# GPU readiness (CUDA extension, CUDA tests, NCCL, GPU figures into docs/); one line and exit 0 without CUDA.
+gpu-check: $(STAMP)
+	$(PY) scripts/gpu_check.py
 
 clean:
 	rm -rf output/demo models/dcn/build models/dcn/_C*.so

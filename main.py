@@ -251,8 +251,8 @@ def main(args: argparse.Namespace) -> torch.nn.Module:
     print(json.dumps({"event": "start", "n_parameters": n_parameters, "train_samples": len(dataset_train),
                       "videos_from": videos_sources(dataset_train),
                       "train_videos": {part: len(names) for part, names in video_names(dataset_train).items()},
-                      "world_size": utils.get_world_size(), "start_epoch": args.start_epoch,
-                      "epochs": args.epochs, "subset": args.subset}), flush=True)
+                      "world_size": utils.get_world_size(), "dist_backend": utils.get_backend(),
+                      "start_epoch": args.start_epoch, "epochs": args.epochs, "subset": args.subset}), flush=True)
 
     start_time = time.time()
     for epoch in range(args.start_epoch, args.epochs):

@@ -1,25 +1,40 @@
 """Wnet against a bare ResNet-50: inference and training-step time ratios and peak memory.
 
-    python scripts/benchmark.py [--device cpu|cuda] [--json OUT] [--frames 36] [--train_frames 8]
+    python scripts/benchmark.py [--device cpu|cuda] [--json OUT] [--frames 36] [--train_frames 8 [36 ...]]
                                 [--repeats N] [--size 300x540] [--audio_len 120] [--quick]
+                                [--max_frames_gib 32 [--max_frames_limit 1024] [--time_budget_s S]]
 
 (a) Inference: the default mask model (ResNet-50, hidden 384, num_frames = num_queries = --frames,
     float32, eval, after `models.optimize_for_inference`, no_grad) against torchvision's
     `resnet50(weights=None)` children up to layer4 (eval, no_grad, default memory format) on the same
     frames.
-(b) Training step at --train_frames: forward, criterion with realistic targets, backward, AdamW step
-    (the optimiser of main.py), with default options, with --checkpoint_activations and with --amp;
+    On CUDA also `model_tf32` (TF32 matmuls and convolutions) and `model_bf16` (bfloat16 autocast);
+    `model` and the baseline run with TF32 off. Every inference row has clips/s and frames/s.
+(b) Training step at each --train_frames: forward, criterion with realistic targets, backward, AdamW
+    step (the optimiser of main.py), with default options, with --checkpoint_activations and with --amp;
     against a ResNet-50 body forward+backward with the same frozen parts (stem and layer1 frozen,
-    frozen BN), loss = mean of layer4.
+    frozen BN), loss = mean of layer4. Sections `training` (the first value), `training_<F>` (others).
+(c) CUDA only, with --max_frames_gib G: for each training option the largest --num_frames (= queries)
+    whose training steps fit when PyTorch's allocator is capped at G GiB
+    (`torch.cuda.set_per_process_memory_fraction`): doubling from the anchor of 36 frames until a step
+    runs out of memory, then bisection, within --time_budget_s (probes that find no room report their
+    bracket as it stands).
 
 Every repeat runs all cases back to back, starting with a different case each time, so that load from
 other processes hits them alike; the medians and their ratios to the baseline are reported. Peak
 memory: on the CPU each case runs in a fresh process (glibc's mmap threshold fixed, so freed tensors
 leave the resident set) with a thread sampling the resident set size; the figure is the peak above the
 resident size just before the measured pass (for training, the second step, after AdamW has made its
-state). On CUDA: `max_memory_allocated` above the allocation before the pass, timed with CUDA events.
+state). On CUDA, in this process: `max_memory_allocated` above the allocation before the pass, and
+`total_peak_mib` above the allocation before the case was built (its weights, gradients and AdamW state
+included: what must fit on the card); timed with CUDA events. Training runs with PyTorch's TF32 defaults
+(as main.py does), recorded under machine.tf32_defaults. With --json the figures are written after every
+section, so a run cut short still leaves the finished ones.
 """
 import argparse
+import contextlib
+import functools
+import gc
 import json
 import os
 import platform
@@ -29,7 +44,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torchvision
@@ -46,15 +61,24 @@ from util.config import get_args_parser, parse_args as parse_model_args  # noqa:
 from util.misc import atomic_json_dump  # noqa: E402
 
 INFERENCE_CASES = ("model", "baseline")
+CUDA_INFERENCE_CASES = ("model", "model_tf32", "model_bf16", "baseline")
+# inference case -> precision; "fp32" is float32 with TF32 off (no effect on the CPU)
+PRECISIONS = {"model": "fp32", "model_tf32": "tf32", "model_bf16": "bf16", "baseline": "fp32"}
 TRAIN_CASES = ("default", "checkpoint_activations", "amp", "baseline")
 TRAIN_OPTIONS = {"default": [], "checkpoint_activations": ["--checkpoint_activations"], "amp": ["--amp"]}
-QUICK = {"frames": 2, "train_frames": 2, "size": "64x96", "audio_len": 20, "repeats": 1}
+QUICK = {"frames": 2, "train_frames": [2], "size": "64x96", "audio_len": 20, "repeats": 1}
 MMAP_THRESHOLD = 1 << 16  # bytes; fixed, so that every tensor above it is returned to the OS when freed
 SAMPLE_INTERVAL_S = 0.001
 MIB = 1 << 20
 FROZEN_CHILDREN = ("0.", "1.", "4.")  # parameter prefixes of conv1, bn1 and layer1 in the body's Sequential
 MASK_RADIUS = 0.2  # of the shorter image side
 MASK_DRIFT = 0.02  # per frame, of the image width
+GIB = 1 << 30
+MAX_FRAMES_START = 36  # the anchor: official Wnet trains 36-frame clips on 32 GB cards
+MAX_FRAMES_RESOLUTION = 1 / 16  # bisection stops when the bracket is this fraction of its upper end
+PROBE_STEPS = 2  # the second step holds AdamW's state next to the activations, the first makes it
+OUT_OF_MEMORY_SIGNS = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
+ERROR_CHARS = 500
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -62,7 +86,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     parser.add_argument("--frames", type=int, default=36, help="frames (= queries) of the inference clip")
-    parser.add_argument("--train_frames", type=int, default=8, help="frames (= queries) of the training clip")
+    parser.add_argument("--train_frames", type=int, nargs="+", default=[8],
+                        help="frames (= queries) of the training clip; several values give several sections")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats of every case")
     parser.add_argument("--size", default="300x540", help="frame size HxW")
     parser.add_argument("--audio_len", type=int, default=120, help="audio frames")
@@ -70,6 +95,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--hidden_dim", type=int, default=384)
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat (for tests)")
     parser.add_argument("--no_memory", action="store_true", help="skip the peak-memory measurements")
+    parser.add_argument("--max_frames_gib", type=float, default=0.0,
+                        help="CUDA: find the largest --num_frames that trains under this memory cap (GiB)")
+    parser.add_argument("--max_frames_limit", type=int, default=1024, help="the search's upper end")
+    parser.add_argument("--time_budget_s", type=float, default=0.0,
+                        help="seconds from the start after which the max-frames search starts no probe (0: none)")
     parser.add_argument("--memory_worker", default="", help=argparse.SUPPRESS)  # internal: one case, fresh process
     args = parser.parse_args(argv)
     if args.quick:
@@ -81,6 +111,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error(f"--size: expected HxW such as 300x540, got {args.size!r}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
+    if args.max_frames_gib > 0 and args.device != "cuda":
+        parser.error("--max_frames_gib needs --device cuda (the cap is the CUDA allocator's)")
     return args
 
 
@@ -92,10 +124,24 @@ def model_args(args: argparse.Namespace, frames: int, extra: Sequence[str] = ())
 
 
 def make_clip(args: argparse.Namespace, frames: int, device: torch.device) -> Tuple[Tensor, Tensor]:
-    generator = torch.Generator().manual_seed(0)
-    clip = torch.randn(frames, 3, args.height, args.width, generator=generator)
-    audio = torch.randn(1, 39, args.audio_len, generator=generator)
-    return clip.to(device), audio.to(device)
+    # drawn on the device: the max-frames search makes clips of hundreds of frames
+    generator = torch.Generator(device).manual_seed(0)
+    clip = torch.randn(frames, 3, args.height, args.width, generator=generator, device=device)
+    audio = torch.randn(1, 39, args.audio_len, generator=generator, device=device)
+    return clip, audio
+
+
+@contextlib.contextmanager
+def precision(mode: str, device: torch.device) -> Iterator[None]:
+    """fp32 (TF32 off), tf32 (TF32 matmuls and cuDNN convolutions) or bf16 (bfloat16 autocast, TF32 off);
+    the TF32 switches are restored afterwards. They only matter on CUDA."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = mode == "tf32"
+    try:
+        with autocast_context(device, mode == "bf16", torch.bfloat16):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def make_targets(args: argparse.Namespace, frames: int, device: torch.device) -> List[Dict[str, Tensor]]:
@@ -124,17 +170,26 @@ def resnet_body(name: str, frozen_bn: bool) -> nn.Sequential:
 def inference_case(name: str, args: argparse.Namespace, device: torch.device) -> Callable[[], object]:
     torch.manual_seed(0)
     clip, audio = make_clip(args, args.frames, device)
-    if name == "model":
+    mode = PRECISIONS[name]
+    if name != "baseline":
         model, _, _ = build_model(model_args(args, args.frames))
         model = optimize_for_inference(model.to(device))
-        return lambda: model(clip, audio)
+
+        def model_step() -> object:
+            with precision(mode, device):
+                return model(clip, audio)
+        return model_step
     body = resnet_body(args.backbone, frozen_bn=False).to(device).eval()
-    return lambda: body(clip)
+
+    def baseline_step() -> object:
+        with precision(mode, device):
+            return body(clip)
+    return baseline_step
 
 
-def train_case(name: str, args: argparse.Namespace, device: torch.device) -> Callable[[], object]:
+def train_case(name: str, args: argparse.Namespace, device: torch.device, frames: int) -> Callable[[], object]:
     torch.manual_seed(0)
-    clip, audio = make_clip(args, args.train_frames, device)
+    clip, audio = make_clip(args, frames, device)
     if name == "baseline":
         body = resnet_body(args.backbone, frozen_bn=True).to(device).train()
         for param_name, param in body.named_parameters():
@@ -145,11 +200,11 @@ def train_case(name: str, args: argparse.Namespace, device: torch.device) -> Cal
             body.zero_grad(set_to_none=True)
         return baseline_step
 
-    margs = model_args(args, args.train_frames, TRAIN_OPTIONS[name])
+    margs = model_args(args, frames, TRAIN_OPTIONS[name])
     model, criterion, _ = build_model(margs)
     model.to(device).train()
     optimizer = build_optimizer(model, margs)
-    targets = make_targets(args, args.train_frames, device)
+    targets = make_targets(args, frames, device)
     amp_dtype = torch.bfloat16  # bfloat16 autocast on CPU and CUDA (as main.py without --amp_dtype float16)
 
     def model_step() -> None:
@@ -164,7 +219,9 @@ def train_case(name: str, args: argparse.Namespace, device: torch.device) -> Cal
     return model_step
 
 
-def build_case(kind: str, name: str, args: argparse.Namespace, device: torch.device) -> Callable[[], object]:
+def build_case(kind: str, name: str, args: argparse.Namespace, device: torch.device,
+               frames: int = 0) -> Callable[[], object]:
+    """kind "inference" (at --frames) or "train" (at `frames`)."""
     if kind == "inference":
         step = inference_case(name, args, device)
 
@@ -172,7 +229,7 @@ def build_case(kind: str, name: str, args: argparse.Namespace, device: torch.dev
             with torch.no_grad():
                 return step()
         return no_grad_step
-    return train_case(name, args, device)
+    return train_case(name, args, device, frames)
 
 
 # ---------------------------------------------------------------------------------------------- timing
@@ -239,9 +296,19 @@ class ResidentPeak:
         self.peak = max(self.peak, resident_bytes())
 
 
-def measure_memory_here(kind: str, name: str, args: argparse.Namespace, device: torch.device) -> Dict[str, float]:
+def release_cuda_memory(device: torch.device) -> None:
+    """Free what dropped tensors left in the caching allocator, so the next case starts clean."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def measure_memory_here(kind: str, name: str, args: argparse.Namespace, device: torch.device,
+                        frames: int = 0) -> Dict[str, float]:
     """Peak memory of one pass of one case in this process, in MiB above the memory before it."""
-    step = build_case(kind, name, args, device)
+    release_cuda_memory(device)
+    base = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+    step = build_case(kind, name, args, device, frames)
     if kind == "train":
         step()  # the first step makes AdamW's state, which every later step keeps
     synchronize(device)
@@ -250,8 +317,11 @@ def measure_memory_here(kind: str, name: str, args: argparse.Namespace, device: 
         before = torch.cuda.memory_allocated(device)
         step()
         synchronize(device)
-        return {"peak_mib": (torch.cuda.max_memory_allocated(device) - before) / MIB,
-                "before_mib": before / MIB}
+        peak = torch.cuda.max_memory_allocated(device)
+        del step
+        release_cuda_memory(device)
+        return {"peak_mib": (peak - before) / MIB, "before_mib": (before - base) / MIB,
+                "total_peak_mib": (peak - base) / MIB}
     before = resident_bytes()
     with ResidentPeak() as sampler:
         step()
@@ -260,14 +330,114 @@ def measure_memory_here(kind: str, name: str, args: argparse.Namespace, device: 
             "process_peak_mib": sampler.peak / MIB}
 
 
-def measure_memory(kind: str, name: str, args: argparse.Namespace, argv: Sequence[str]) -> Dict[str, float]:
-    """`measure_memory_here` in a fresh process (so earlier cases leave nothing behind)."""
+def measure_memory(kind: str, name: str, args: argparse.Namespace, argv: Sequence[str],
+                   frames: int = 0) -> Dict[str, float]:
+    """`measure_memory_here` in a fresh process (so earlier cases leave nothing behind); on CUDA in this
+    process, where the allocator's own statistics count only this case."""
+    if args.device == "cuda":
+        return measure_memory_here(kind, name, args, torch.device(args.device), frames)
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD), MALLOC_TRIM_THRESHOLD_=str(MMAP_THRESHOLD))
-    command = [sys.executable, str(Path(__file__).resolve()), *argv, "--memory_worker", f"{kind}:{name}"]
+    command = [sys.executable, str(Path(__file__).resolve()), *argv, "--memory_worker", f"{kind}:{name}:{frames}"]
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"memory measurement of {kind}:{name} failed:\n{result.stderr[-4000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------------- max frames
+def search_largest(probe: Callable[[int], Optional[float]], start: int, limit: int, deadline: float,
+                   clock: Callable[[], float] = time.monotonic,
+                   resolution: float = MAX_FRAMES_RESOLUTION) -> Dict[str, object]:
+    """The largest n in 1..limit for which `probe(n)` fits (returns a figure, None: does not fit),
+    assuming fitting is monotone in n: doubling from `start` until a probe fails (or `limit` fits), then
+    bisection until the bracket is within `resolution` of its upper end. No probe starts after
+    `deadline` (on `clock`); `complete` says whether the search got that far.
+
+    Returns {"largest_fitting": n or 0 (none known), "smallest_failing": n or None, "complete", "probes":
+    [{"frames", "fits", "figure"}]}."""
+    largest, smallest_failing = 0, None
+    probes: List[Dict[str, object]] = []
+    frames, complete = min(start, limit), False
+    while clock() < deadline:
+        figure = probe(frames)
+        probes.append({"frames": frames, "fits": figure is not None, "figure": figure})
+        if figure is not None:
+            largest = frames
+        else:
+            smallest_failing = frames
+        if smallest_failing is None:
+            if frames >= limit:
+                complete = True
+                break
+            frames = min(2 * frames, limit)
+        else:
+            if smallest_failing - largest <= max(1, int(smallest_failing * resolution)):
+                complete = True
+                break
+            frames = (largest + smallest_failing) // 2
+    return {"largest_fitting": largest, "smallest_failing": smallest_failing, "complete": complete,
+            "probes": probes}
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """PyTorch's allocator raises OutOfMemoryError; cuBLAS and cuDNN report a failed allocation of their
+    own as a RuntimeError."""
+    return isinstance(error, torch.cuda.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and any(sign in str(error) for sign in OUT_OF_MEMORY_SIGNS))
+
+
+def train_peak_under_cap(option: str, frames: int, args: argparse.Namespace, device: torch.device
+                         ) -> Optional[float]:
+    """Total peak MiB of PROBE_STEPS training steps at `frames` (weights, gradients and AdamW state
+    included), None when the capped allocator runs out of memory."""
+    release_cuda_memory(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    out_of_memory = False
+    step: Optional[Callable[[], object]] = None
+    try:
+        step = train_case(option, args, device, frames)
+        for _ in range(PROBE_STEPS):
+            step()
+        synchronize(device)
+    except RuntimeError as error:  # (OutOfMemoryError is one)
+        if not is_out_of_memory(error):
+            raise
+        out_of_memory = True  # the traceback (and the tensors its frames hold) is dropped with this block
+    peak = torch.cuda.max_memory_allocated(device)
+    del step
+    release_cuda_memory(device)
+    return None if out_of_memory else (peak - base) / MIB
+
+
+def max_frames(args: argparse.Namespace, device: torch.device, start_time: float,
+               on_progress: Callable[[Dict[str, object]], None] = lambda found: None) -> Dict[str, object]:
+    """Per training option, the largest --num_frames that trains under the --max_frames_gib cap;
+    `on_progress` gets the figures so far after every option."""
+    total = torch.cuda.get_device_properties(device).total_memory
+    cap = args.max_frames_gib * GIB
+    # the cap counts what PyTorch's allocator holds; a real card also holds the CUDA context
+    torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total), device)
+    end = start_time + args.time_budget_s if args.time_budget_s > 0 else float("inf")
+    options = list(TRAIN_OPTIONS)
+    found: Dict[str, object] = {}
+    figures = {"cap_gib": args.max_frames_gib, "device_total_gib": total / GIB, "capped": cap < total,
+               "limit": args.max_frames_limit, "options": found}
+    try:
+        for index, option in enumerate(options):
+            # an equal share of the time left for each option still to search
+            deadline = time.monotonic() + (end - time.monotonic()) / (len(options) - index)
+            probe = functools.partial(train_peak_under_cap, option, args=args, device=device)
+            try:
+                found[option] = search_largest(probe, MAX_FRAMES_START, args.max_frames_limit, deadline)
+            except RuntimeError as error:  # not a lack of memory: say so, and search the next option
+                found[option] = {"largest_fitting": 0, "smallest_failing": None, "complete": False, "probes": [],
+                                 "error": f"{type(error).__name__}: {str(error)[:ERROR_CHARS]}"}
+            print(f"max frames, {option}: {found[option]['largest_fitting']} ({uptime()})", file=sys.stderr)
+            on_progress(figures)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, device)
+    return figures
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -303,22 +473,33 @@ def summarise(times: Dict[str, List[float]], baseline: str) -> Dict[str, Dict[st
 
 def print_table(results: Dict[str, object]) -> None:
     print(f"\nmachine: {results['machine']['cpu']}, {results['machine']['threads']} threads, "
-          f"device {results['machine']['device']}, DCN backend {results['machine']['dcn_backend']}")
-    print(f"load: before {results['load_before']}, after {results['load_after']}")
-    header = f"{'case':<26}{'median s':>10}{'ratio':>8}{'paired':>8}{'step peak MiB':>15}{'RSS peak MiB':>14}"
+          f"device {results['machine']['device']} {results['machine']['cuda_device'] or ''}, "
+          f"DCN backend {results['machine']['dcn_backend']}")
+    print(f"load: before {results['load_before']}, after {results.get('load_after', '-')}")
+    header = (f"{'case':<26}{'median s':>10}{'ratio':>8}{'paired':>8}{'frames/s':>10}{'step peak MiB':>15}"
+              f"{'total MiB':>11}{'RSS peak MiB':>14}")
     cfg = results["config"]
-    for section in ("inference", "training"):
-        frames = cfg["frames"] if section == "inference" else cfg["train_frames"]
+    for section, frames in cfg["section_frames"].items():
+        if section not in results:
+            continue
         print(f"\n{section} ({frames} frames {cfg['size']}, ratio to the bare {cfg['backbone']} body 'baseline')")
         print(header)
         for name, row in results[section].items():
             memory = row.get("memory", {})
             peaks = "".join(f"{memory[key]:{width}.0f}" if key in memory else f"{'-':>{width}}"
-                            for key, width in (("peak_mib", 15), ("process_peak_mib", 14)))
-            print(f"{name:<26}{row['median_s']:10.3f}{row['ratio']:8.2f}{row['paired_ratio']:8.2f}{peaks}")
+                            for key, width in (("peak_mib", 15), ("total_peak_mib", 11), ("process_peak_mib", 14)))
+            rate = f"{row['frames_per_s']:10.1f}" if "frames_per_s" in row else f"{'-':>10}"
+            print(f"{name:<26}{row['median_s']:10.3f}{row['ratio']:8.2f}{row['paired_ratio']:8.2f}{rate}{peaks}")
     if "checkpoint_memory_reduction" in results:
         print(f"\n--checkpoint_activations lowers the training step's peak memory by "
               f"{100 * results['checkpoint_memory_reduction']:.0f}%")
+    if "max_frames" in results:
+        search = results["max_frames"]
+        print(f"\nlargest --num_frames that trains under {search['cap_gib']:g} GiB:")
+        for option, found in search["options"].items():
+            failing = found["smallest_failing"]
+            print(f"  {option:<24}{found['largest_fitting']:>6} (fails at {failing if failing else '-'}"
+                  f"{'' if found['complete'] else ', search cut short'}) {found.get('error', '')}")
 
 
 def strip_option(argv: Sequence[str], option: str) -> List[str]:
@@ -335,40 +516,68 @@ def strip_option(argv: Sequence[str], option: str) -> List[str]:
 
 
 def main(argv: Sequence[str]) -> int:
+    start_time = time.monotonic()
     args = parse_args(argv)
     device = torch.device(args.device)
     if args.memory_worker:
-        kind, name = args.memory_worker.split(":")
-        print(json.dumps(measure_memory_here(kind, name, args, device)))
+        kind, name, frames = args.memory_worker.split(":")
+        print(json.dumps(measure_memory_here(kind, name, args, device, int(frames))))
         return 0
 
     worker_argv = strip_option(argv, "--json")
+    cuda = device.type == "cuda"
+    sections = [("inference", "inference", CUDA_INFERENCE_CASES if cuda else INFERENCE_CASES, args.frames)]
+    sections += [("training" if index == 0 else f"training_{frames}", "train", TRAIN_CASES, frames)
+                 for index, frames in enumerate(args.train_frames)]
     results: Dict[str, object] = {
         "machine": {"cpu": cpu_name(), "threads": torch.get_num_threads(), "device": args.device,
-                    "cuda_device": torch.cuda.get_device_name() if args.device == "cuda" else None,
+                    "cuda_device": torch.cuda.get_device_name() if cuda else None,
                     "torch": torch.__version__, "dcn_backend": selected_backend()},
-        "config": {"frames": args.frames, "train_frames": args.train_frames, "size": f"{args.height}x{args.width}",
+        "config": {"frames": args.frames, "train_frames": args.train_frames[0], "size": f"{args.height}x{args.width}",
                    "audio_len": args.audio_len, "repeats": args.repeats, "backbone": args.backbone,
-                   "hidden_dim": args.hidden_dim},
+                   "hidden_dim": args.hidden_dim,
+                   "section_frames": {section: frames for section, _, _, frames in sections}},
         "load_before": uptime(),
     }
-    for section, kind, cases in (("inference", "inference", INFERENCE_CASES), ("training", "train", TRAIN_CASES)):
-        steps = {name: build_case(kind, name, args, device) for name in cases}
+    if cuda:
+        properties = torch.cuda.get_device_properties(device)
+        results["machine"].update({
+            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+            "capability": f"{properties.major}.{properties.minor}", "memory_gib": properties.total_memory / GIB,
+            "tf32_defaults": {"matmul": torch.backends.cuda.matmul.allow_tf32,
+                              "cudnn": torch.backends.cudnn.allow_tf32}})
+
+    def save() -> None:  # after every section: a run cut short keeps what it finished
+        if args.json is not None:
+            atomic_json_dump(results, args.json, indent=1)
+
+    for section, kind, cases, frames in sections:
+        steps = {name: build_case(kind, name, args, device, frames) for name in cases}
         summary = summarise(interleaved_times(steps, args.repeats, device), baseline="baseline")
         del steps
+        release_cuda_memory(device)
+        if kind == "inference":
+            for row in summary.values():
+                row["clips_per_s"] = 1 / row["median_s"]
+                row["frames_per_s"] = frames / row["median_s"]
         if not args.no_memory:
             for name in cases:
-                summary[name]["memory"] = measure_memory(kind, name, args, worker_argv)
+                summary[name]["memory"] = measure_memory(kind, name, args, worker_argv, frames)
         results[section] = summary
+        save()
         print(f"{section} done ({uptime()})", file=sys.stderr)
-    results["load_after"] = uptime()
     if not args.no_memory:
         training = results["training"]
         results["checkpoint_memory_reduction"] = 1 - (training["checkpoint_activations"]["memory"]["peak_mib"]
                                                       / training["default"]["memory"]["peak_mib"])
+    if args.max_frames_gib > 0:
+        def progress(figures: Dict[str, object]) -> None:
+            results["max_frames"] = figures
+            save()
+        results["max_frames"] = max_frames(args, device, start_time, progress)
+    results["load_after"] = uptime()
+    save()
     print_table(results)
-    if args.json is not None:
-        atomic_json_dump(results, args.json, indent=1)
     return 0
 
 

@@ -1,4 +1,5 @@
 """Shared test fixtures: the parity fixtures in ../shared/reference and small torch settings."""
+import os
 import sys
 from pathlib import Path
 
@@ -6,7 +7,12 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_REFERENCE = ROOT.parent / "shared" / "reference"
+REFERENCE_ENV = "WNET_REFERENCE_DIR"  # overrides the location (e.g. a copy carried to a GPU machine)
+# ../shared beside the checkout; else a shared/ inside it (what travels to a lent GPU machine)
+SHARED_REFERENCE = next((path for path in (ROOT.parent / "shared" / "reference", ROOT / "shared" / "reference")
+                         if (path / "README.md").is_file()), ROOT.parent / "shared" / "reference")
+if os.environ.get(REFERENCE_ENV):
+    SHARED_REFERENCE = Path(os.environ[REFERENCE_ENV])
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))

@@ -54,3 +54,46 @@ def test_memory_sampler_sees_an_allocation():
         time.sleep(0.05)  # several sampling intervals
         block.close()
     assert sampler.peak - before >= size // 2
+
+
+@pytest.mark.parametrize("largest", [1, 20, 36, 100, 700, 1024])
+def test_max_frames_search_brackets_the_largest_fitting(largest):
+    probed = []
+
+    def probe(frames: int):
+        probed.append(frames)
+        return float(frames) if frames <= largest else None
+
+    found = benchmark.search_largest(probe, start=36, limit=1024, deadline=float("inf"))
+    assert found["complete"] and found["largest_fitting"] <= largest
+    failing = found["smallest_failing"]
+    if largest == 1024:
+        assert failing is None and found["largest_fitting"] == 1024
+    else:
+        assert failing == largest + 1 or failing - found["largest_fitting"] <= failing * benchmark.MAX_FRAMES_RESOLUTION
+        assert failing > largest
+    assert [p["frames"] for p in found["probes"]] == probed and probed[0] == 36
+    assert all(p["fits"] == (p["frames"] <= largest) for p in found["probes"])
+
+
+def test_max_frames_search_stops_at_the_deadline():
+    ticks = iter(range(100))  # each clock read is one second later
+    found = benchmark.search_largest(lambda frames: 1.0, start=36, limit=1024, deadline=2.5,
+                                     clock=lambda: next(ticks))
+    # clock reads 0, 1, 2 start a probe, 3 is past the deadline: 36, 72, 144
+    assert [p["frames"] for p in found["probes"]] == [36, 72, 144]
+    assert not found["complete"] and found["largest_fitting"] == 144 and found["smallest_failing"] is None
+
+
+def test_max_frames_needs_cuda():
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--max_frames_gib", "32"])
+
+
+def test_out_of_memory_is_told_from_other_errors():
+    import torch
+
+    assert benchmark.is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert benchmark.is_out_of_memory(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate"))
+    assert not benchmark.is_out_of_memory(RuntimeError("CUDA error: an illegal memory access was encountered"))
+    assert not benchmark.is_out_of_memory(ValueError("out of memory"))

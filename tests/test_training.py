@@ -370,3 +370,30 @@ def test_warmup_stage_trains_on_the_subset_first(tmp_path: Path, capsys):
     run_main(train_argv(data, out, "--warmup_epochs", "2", "--warmup_subset", "1", "--epochs", "2",
                         "--resume", str(out / "checkpoint.pth")))
     assert "warmup_start" not in capsys.readouterr().out
+
+
+def test_one_launched_process_sets_up_the_process_group(monkeypatch):
+    """Under torchrun even one process gets a process group (gloo on the CPU, NCCL on CUDA), so that
+    `torchrun --nproc_per_node=1` runs the distributed path; without the launcher's variables, none."""
+    import argparse
+
+    from util import misc
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    args = argparse.Namespace(device="cpu", dist_url="env://")
+    misc.init_distributed_mode(args)
+    assert args.distributed is False and misc.get_backend() is None
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    try:
+        misc.init_distributed_mode(args)
+        assert args.distributed is True and (args.rank, args.world_size) == (0, 1)
+        assert misc.get_backend() == "gloo" and misc.get_world_size() == 1
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

@@ -103,6 +103,11 @@ def get_rank() -> int:
     return dist.get_rank() if is_dist_avail_and_initialized() else 0
 
 
+def get_backend() -> Optional[str]:
+    """The process group's backend ("nccl", "gloo"), None in a single process without one."""
+    return str(dist.get_backend()) if is_dist_avail_and_initialized() else None
+
+
 def is_main_process() -> bool:
     return get_rank() == 0
 
@@ -130,10 +135,13 @@ def init_distributed_mode(args) -> None:
     SLURM (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID; the GPU is the local id, else `rank % device count`
     as in DETR). The rendezvous is `--dist_url`: `env://` (the default) needs MASTER_ADDR and MASTER_PORT,
     which torchrun sets and a SLURM script exports (scripts/slurm_train.sh). NCCL on CUDA, gloo on the CPU.
-    Without those variables, or with a world size of 1, this is one process and nothing is set up.
+    Without those variables this is one process and nothing is set up. Under torchrun the process group is
+    set up even for one process (as DETR does), so that `torchrun --nproc_per_node=1` exercises the same
+    NCCL/DDP path as a multi-GPU run; a single SLURM task (a plain `python main.py` inside a job) stays one
+    process.
     """
     found = distributed_environment(os.environ)
-    if found is None or found[1] <= 1:
+    if found is None or (found[3] == "slurm" and found[1] <= 1):
         args.distributed = False
         args.rank, args.world_size, args.gpu = 0, 1, 0
         return
