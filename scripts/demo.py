@@ -5,16 +5,21 @@
     python scripts/demo.py --epochs 2 --lr 1e-3  # any option of the training parser overrides configs/demo.yaml
 
 Stages (each reported as one JSON line with its wall time):
-1. data: `scripts/make_demo_data.py` writes the dataset to `--data` (skipped when it is already complete);
-2. train: `main.main` with `--config` (configs/demo.yaml), checkpoints in `--out`;
-3. infer: `inference_rvos.main` on the held-out videos, overlays, contact sheets and GIFs in `--out/vis`;
-4. evaluate: J, F and J&F of the held-out expressions (`scripts/evaluate_rvos.py`);
-5. shuffled audio: each video's recordings are deranged among its expressions (every expression gets the
-   recording of another object of the same video), inferred and evaluated again. A model that listens
-   segments the object the wrong recording names, so J&F drops; one that ignores the audio scores the same.
+1. data: `scripts/make_demo_data.py` writes the dataset to `--data`, and held-out videos drawn with another seed
+   to `--new_seed_data` (each skipped when already complete);
+2. warmup and train: `main.main` with `--config` (configs/demo.yaml), checkpoints in `--out`. The config's
+   `--warmup_epochs` stage first memorises a few training videos (recordings included), then the whole
+   training set is trained on from those weights (why: see the README's demo section);
+3. evaluate: `inference_rvos.main` on the held-out videos (overlays, contact sheets and GIFs in `--out/vis`),
+   J, F and J&F (`scripts/evaluate_rvos.py`), then the same with each video's recordings deranged (every
+   expression gets the recording of another object of the same video). A model that listens segments the
+   object the wrong recording names, so J&F drops; one that ignores the audio scores the same;
+4. new_seed: both passes on the videos of the other seed;
+5. probe: `scripts/probe_audio.py` on the held-out videos (how much each stage's output changes when another
+   expression's recording is played).
 
 `--out/metrics.json` (written atomically) holds J, F, J&F, J&F_audio_shuffled (and its J and F), the counts
-of evaluated videos and expressions, and the stage times.
+of evaluated videos and expressions, the other seed's figures, the probe and the stage times.
 """
 import argparse
 import json
@@ -24,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from dataclasses import replace
 from typing import Dict, List, Optional, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -39,9 +45,13 @@ from util.misc import atomic_json_dump  # noqa: E402
 
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
 SPLIT = "train"  # the demo data keeps every video in the train split; split files say which are held out
-RESULTS_NAME = "results.json"
-SHUFFLED_RESULTS_NAME = "results_audio_shuffled.json"
+RESULTS_NAME = "results.json"  # the held-out videos with their own recordings ...
+SHUFFLED_RESULTS_NAME = "results_audio_shuffled.json"  # ... and with each video's recordings deranged
+NEW_SEED_RESULTS_NAME = "results_new_seed.json"  # videos drawn with another seed (and its deranged pass)
 METRICS_NAME = "metrics.json"
+NEW_SEED_SUFFIX = "_new_seed"
+NEW_SEED_OFFSET = 1
+SCORE_KEYS = ("J", "F", "J&F", "J&F_audio_shuffled")
 VIS_DIR = "vis"
 DEFAULT_THREADS = 1
 
@@ -55,7 +65,13 @@ DEMO_DATA = DemoConfig(seed=0, num_train_videos=160, num_test_videos=10, num_fra
 # --quick: just enough for every stage to run (a handful of training steps).
 QUICK_DATA = DemoConfig(seed=0, num_train_videos=2, num_test_videos=1, num_frames=4, height=72, width=128,
                         **DEMO_VOCABULARY)
-QUICK_OVERRIDES = ["--epochs", "1"]
+QUICK_OVERRIDES = ["--epochs", "1", "--warmup_epochs", "1"]
+
+
+def new_seed_config(config: DemoConfig) -> DemoConfig:
+    """The same kind of held-out videos drawn with another seed (no training videos): does the listening carry
+    over to videos the run never saw, even through its choice of the held-out split?"""
+    return replace(config, seed=config.seed + NEW_SEED_OFFSET, num_train_videos=0)
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -65,6 +81,9 @@ def get_parser() -> argparse.ArgumentParser:
                "the --config file, e.g. --epochs 1 --batch_size 2.")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="training/inference configuration")
     parser.add_argument("--data", type=Path, default=Path("data/demo"), help="demo dataset folder (made if absent)")
+    parser.add_argument("--new_seed_data", type=Path, default=None,
+                        help=f"held-out videos drawn with another seed (made if absent; default: --data + "
+                             f"'{NEW_SEED_SUFFIX}')")
     parser.add_argument("--out", type=Path, default=Path("output/demo"),
                         help="checkpoints, results, overlays and metrics.json")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
@@ -126,14 +145,50 @@ def test_videos(data: Path) -> List[str]:
     return [line.strip() for line in (data / "test_videos.txt").read_text().splitlines() if line.strip()]
 
 
+def infer_and_evaluate(infer_argv: List[str], data: Path, out: Path, name: str, seed: int,
+                       visualize: str = "") -> Dict[str, object]:
+    """Infer the held-out videos of `data` with their own recordings and with each video's recordings deranged;
+    returns J, F, J&F of both passes and the derangement."""
+    import inference_rvos
+    from scripts.evaluate_rvos import evaluate_rvos
+
+    split_file = str(data / "test_videos.txt")
+    data_argv = ["--ytvos_path", str(data), "--rvos_audio_path", str(data / "audio_feature"), "--split_file", split_file]
+    results = out / f"{name}.json"  # name: a results file's stem
+    inference_rvos.main(infer_argv + data_argv + ["--save_path", str(results)]
+                        + (["--visualize", visualize] if visualize else []))
+    metrics = evaluate_rvos(results, data, SPLIT, split_file)
+    shuffled_results = out / f"{name}_audio_shuffled.json"
+    with tempfile.TemporaryDirectory(prefix=".audio_shuffled.", dir=out) as shuffled_dir:
+        mapping = write_shuffled_audio(data, test_videos(data), data / "audio_feature", Path(shuffled_dir), seed=seed)
+        inference_rvos.main(infer_argv + data_argv + ["--save_path", str(shuffled_results),
+                                                      "--rvos_audio_path", shuffled_dir])
+    shuffled = evaluate_rvos(shuffled_results, data, SPLIT, split_file)
+    return {"J": metrics["J"], "F": metrics["F"], "J&F": metrics["J&F"], "J&F_audio_shuffled": shuffled["J&F"],
+            "J_audio_shuffled": shuffled["J"], "F_audio_shuffled": shuffled["F"],
+            "num_videos": len(mapping), "num_expressions": sum(len(m) for m in mapping.values()),
+            "audio_shuffled_from": mapping}
+
+
+def epoch_seconds(log_path: Path) -> Dict[str, float]:
+    """Seconds spent in the warm-up and the main epochs, from the training log's JSON lines."""
+    totals = {"warmup": 0.0, "train": 0.0}
+    for line in log_path.read_text().splitlines():
+        record = json.loads(line)
+        totals["warmup" if record.get("stage") == "warmup" else "train"] += record.get("epoch_seconds", 0.0)
+    return totals
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     """Run every stage; returns the metrics written to `--out/metrics.json`."""
-    import inference_rvos
     import main as train
-    from scripts.evaluate_rvos import evaluate_rvos
+    from scripts.probe_audio import probe
+    from inference_rvos import split_jobs
+    from util.inference import load_model_for_inference
 
     options, overrides = get_parser().parse_known_args(argv)
     data, out = options.data, options.out
+    new_seed_data = options.new_seed_data or data.with_name(data.name + NEW_SEED_SUFFIX)
     overrides = (QUICK_OVERRIDES if options.quick else []) + list(overrides)
     base_argv = model_args(options.config, data, out, overrides)
     parse_args(train.get_args_parser(), base_argv)  # a bad option fails here, before any work
@@ -143,54 +198,55 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     out.mkdir(parents=True, exist_ok=True)
     stages: Dict[str, float] = {}
     start_all = time.time()
+    data_config = QUICK_DATA if options.quick else DEMO_DATA
 
     start = time.time()
-    made = generate(data, QUICK_DATA if options.quick else DEMO_DATA)
+    made = generate(data, data_config)
+    made_new = generate(new_seed_data, new_seed_config(data_config))
     stages["data"] = time.time() - start
-    report("data", stages["data"], path=str(data), generated=made)
+    report("data", stages["data"], path=str(data), generated=made, new_seed_path=str(new_seed_data),
+           new_seed_generated=made_new)
 
     start = time.time()
     args = parse_args(argparse.ArgumentParser(parents=[train.get_args_parser()]), base_argv)
     train.main(args)
     stages["train"] = time.time() - start
-    report("train", stages["train"], epochs=args.epochs, checkpoint=str(out / train.LATEST_CHECKPOINT))
+    epochs = epoch_seconds(out / train.LOG_NAME)
+    report("warmup", epochs["warmup"], videos=args.warmup_subset, epochs=args.warmup_epochs)
+    report("train", stages["train"], epochs=args.epochs, warmup_seconds=round(epochs["warmup"], 2),
+           checkpoint=str(out / train.LATEST_CHECKPOINT))
 
     infer_argv = base_argv + ["--model_path", str(out / train.LATEST_CHECKPOINT)]
-    results = out / RESULTS_NAME
     start = time.time()
-    inference_rvos.main(infer_argv + ["--save_path", str(results), "--visualize", str(out / VIS_DIR)])
-    stages["infer"] = time.time() - start
-    report("infer", stages["infer"], results=str(results), visualize=str(out / VIS_DIR))
-
-    split_file = str(data / "test_videos.txt")
-    start = time.time()
-    metrics = evaluate_rvos(results, data, SPLIT, split_file)
+    held_out = infer_and_evaluate(infer_argv, data, out, Path(RESULTS_NAME).stem, args.seed,
+                                  visualize=str(out / VIS_DIR))
     stages["evaluate"] = time.time() - start
-    report("evaluate", stages["evaluate"], **{k: round(metrics[k], 4) for k in ("J", "F", "J&F")})
+    report("evaluate", stages["evaluate"], **{k: round(held_out[k], 4) for k in SCORE_KEYS})
 
-    shuffled_results = out / SHUFFLED_RESULTS_NAME
     start = time.time()
-    with tempfile.TemporaryDirectory(prefix=".audio_shuffled.", dir=out) as shuffled_dir:
-        mapping = write_shuffled_audio(data, test_videos(data), data / "audio_feature", Path(shuffled_dir),
-                                       seed=args.seed)
-        inference_rvos.main(infer_argv + ["--save_path", str(shuffled_results), "--rvos_audio_path", shuffled_dir])
-    shuffled = evaluate_rvos(shuffled_results, data, SPLIT, split_file)
-    stages["audio_shuffled"] = time.time() - start
-    report("audio_shuffled", stages["audio_shuffled"], **{k: round(shuffled[k], 4) for k in ("J", "F", "J&F")})
+    new_seed = infer_and_evaluate(infer_argv, new_seed_data, out, Path(NEW_SEED_RESULTS_NAME).stem, args.seed)
+    stages["new_seed"] = time.time() - start
+    report("new_seed", stages["new_seed"], **{k: round(new_seed[k], 4) for k in SCORE_KEYS})
+
+    start = time.time()
+    probe_args = parse_args(argparse.ArgumentParser(parents=[train.get_args_parser()]), infer_argv)
+    listening = probe(load_model_for_inference(probe_args), split_jobs(probe_args), args.num_frames,
+                      args.data_scale, args.device)
+    stages["probe"] = time.time() - start
+    report("probe", stages["probe"], **{k: round(v, 4) for k, v in listening["summary"].items()})
 
     stages["total"] = time.time() - start_all
     summary = {
-        "J": metrics["J"], "F": metrics["F"], "J&F": metrics["J&F"],
-        "J&F_audio_shuffled": shuffled["J&F"], "J_audio_shuffled": shuffled["J"], "F_audio_shuffled": shuffled["F"],
-        "num_videos": len(test_videos(data)), "num_expressions": sum(len(m) for m in mapping.values()),
-        "audio_shuffled_from": mapping,
+        **{k: v for k, v in held_out.items()},
+        "new_seed": {k: new_seed[k] for k in (*SCORE_KEYS, "num_videos", "num_expressions")},
+        "probe": listening["summary"],
         "quick": options.quick, "config": str(options.config), "overrides": list(overrides),
-        "stage_seconds": {k: round(v, 2) for k, v in stages.items()},
+        "stage_seconds": {k: round(v, 2) for k, v in {**stages, "warmup": epochs["warmup"]}.items()},
         "machine": {"cpus": _cpu_count(), "platform": platform.platform()},
     }
     atomic_json_dump(summary, out / METRICS_NAME, indent=1)
     report("total", stages["total"], metrics=str(out / METRICS_NAME),
-           **{k: round(summary[k], 4) for k in ("J", "F", "J&F", "J&F_audio_shuffled")})
+           **{k: round(summary[k], 4) for k in SCORE_KEYS})
     return summary
 
 

@@ -111,6 +111,7 @@ class DemoConfig:
     p_say_size: float = P_SAY_SIZE
     p_say_motion: float = P_SAY_MOTION
     speed_scale: float = 1.0  # multiplies SPEED_RANGE: short videos need faster shapes to separate them
+    size_scale: float = 1.0  # multiplies SIZE_RADIUS: at low resolution, larger shapes leave the masks' edges less weight
 
     def check(self) -> None:
         if self.num_train_videos < 0 or self.num_test_videos < 0 or self.num_train_videos + self.num_test_videos == 0:
@@ -125,6 +126,8 @@ class DemoConfig:
                 raise ValueError(f"{name} must be in 1..{len(known)}, got {value}")
         if self.speed_scale <= 0:
             raise ValueError(f"--speed_scale must be > 0, got {self.speed_scale}")
+        if self.size_scale <= 0:
+            raise ValueError(f"--size_scale must be > 0, got {self.size_scale}")
         for name, value in (("--p_say_size", self.p_say_size), ("--p_say_motion", self.p_say_motion)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} is a probability in [0, 1], got {value}")
@@ -260,7 +263,7 @@ def _layout(rng: np.random.Generator, config: DemoConfig) -> List[DemoObject]:
     objects = []
     for index in range(num_objects):
         size = str(rng.choice(list(SIZE_RADIUS)))
-        radius = rng.uniform(*SIZE_RADIUS[size]) * config.height
+        radius = rng.uniform(*SIZE_RADIUS[size]) * config.size_scale * config.height
         direction = str(rng.choice(list(DIRECTIONS)))
         base = np.array(COLOURS[str(colours[index])])
         rgb = tuple(int(v) for v in np.clip(base + rng.integers(-COLOUR_JITTER, COLOUR_JITTER + 1, size=3), 0, 255))
@@ -467,6 +470,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--speed_scale", type=float, default=defaults.speed_scale,
                         help=f"multiplies the shapes' speed range {SPEED_RANGE} (frame widths per frame); with "
                              "few --frames a larger value keeps the shapes apart except when their paths cross")
+    parser.add_argument("--size_scale", type=float, default=defaults.size_scale,
+                        help="multiplies the shapes' radii (small 0.11-0.13, big 0.17-0.20 of the frame height)")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
     return parser
 
@@ -477,7 +482,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         num_frames=args.frames, height=args.size[0], width=args.size[1],
                         min_objects=args.min_objects, max_objects=args.max_objects, num_colours=args.num_colours,
                         num_shapes=args.num_shapes, num_voices=args.num_voices, p_say_size=args.p_say_size,
-                        p_say_motion=args.p_say_motion, speed_scale=args.speed_scale)
+                        p_say_motion=args.p_say_motion, speed_scale=args.speed_scale,
+                        size_scale=args.size_scale)
     if generate(args.out, config, force=args.force):
         print(f"wrote the demo dataset to {args.out}")
     else:

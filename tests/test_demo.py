@@ -11,7 +11,7 @@ from scripts import demo
 def quick_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     data, out = root / "data", root / "out"
-    summary = demo.main(["--quick", "--data", str(data), "--out", str(out)])
+    summary = demo.main(["--quick", "--data", str(data), "--out", str(out), "--new_seed_data", str(root / "seed1")])
     return data, out, summary
 
 
@@ -23,7 +23,12 @@ def test_quick_demo_runs_every_stage(quick_run):
         assert 0.0 <= metrics[key] <= 1.0, key
     assert metrics["J&F"] == pytest.approx((metrics["J"] + metrics["F"]) / 2)
     assert metrics["quick"] is True
-    assert set(metrics["stage_seconds"]) == {"data", "train", "infer", "evaluate", "audio_shuffled", "total"}
+    assert set(metrics["stage_seconds"]) == {"data", "warmup", "train", "evaluate", "new_seed", "probe", "total"}
+    assert 0.0 < metrics["stage_seconds"]["warmup"] < metrics["stage_seconds"]["train"]
+    for key in ("J&F", "J&F_audio_shuffled"):
+        assert 0.0 <= metrics["new_seed"][key] <= 1.0, key
+    assert set(metrics["probe"]) == {"fusion", "memory", "queries", "bbox_attention", "mask_iou", "mask_logits"}
+    assert (out / demo.NEW_SEED_RESULTS_NAME).is_file()
     assert (out / "checkpoint.pth").is_file()
     assert not list(out.glob(".audio_shuffled.*")), "the shuffled-audio folder must be removed"
 
