@@ -69,6 +69,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="MFCC-39 .npy files <video>_<exp_id>.npy")
     parser.add_argument("--a2d_audio_path", default="data/a2d_j_audio_feature", type=str,
                         help="MFCC-39 .npy files <video>_<instance_id>.npy (A2D) and <video>.npy (JHMDB)")
+    parser.add_argument("--rvos_wav_path", default="", type=str,
+                        help="recordings <video>_<exp_id>.wav: MFCC-39 computed from them on the fly (instead of "
+                             "--rvos_audio_path)")
+    parser.add_argument("--a2d_wav_path", default="", type=str,
+                        help="recordings <video>_<instance_id>.wav (A2D) and <video>.wav (JHMDB): MFCC-39 computed "
+                             "from them on the fly (instead of --a2d_audio_path)")
     parser.add_argument("--skip_bad_samples", action="store_true",
                         help="warn about and drop broken samples instead of stopping")
     parser.add_argument("--data_scale", default=1.0, type=float,
@@ -115,6 +121,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--inference_dropout", action="store_true",
                         help="infer in training mode like the official scripts (they forget model.eval())")
     parser.add_argument("--metrics_path", default="", type=str, help="write the A2D/JHMDB metrics JSON here")
+    parser.add_argument("--audio_noise", default="", choices=("white", "babble"),
+                        help="add noise to every recording before its MFCC (needs --rvos_wav_path / --a2d_wav_path): "
+                             "white Gaussian noise, or babble, a mix of other recordings of the split (seeded by --seed)")
+    parser.add_argument("--audio_snr_db", default=None, type=float,
+                        help="signal-to-noise ratio of --audio_noise in dB, over each whole recording")
     return parser
 
 
