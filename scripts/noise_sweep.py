@@ -110,6 +110,17 @@ def run_pass(args, jobs: Sequence, model: torch.nn.Module, name: str, out: Path,
     return {key: float(metrics[key]) for key in ("J", "F", "J&F")}
 
 
+def trained_wavelet_threshold(model_path: str) -> Optional[float]:
+    """The `--wavelet_threshold` a training checkpoint stored in its args (None when it stores none)."""
+    from util.weights import load_weights_file
+
+    checkpoint = load_weights_file(model_path)
+    stored = checkpoint.get("args") if isinstance(checkpoint, dict) else None
+    stored = vars(stored) if isinstance(stored, argparse.Namespace) else stored
+    value = stored.get("wavelet_threshold") if isinstance(stored, dict) else None
+    return None if value is None else float(value)
+
+
 def snr_name(noise: str, snr_db: float) -> str:
     return f"{noise}_{snr_db:+g}dB"
 
@@ -132,10 +143,15 @@ def sweep(options: argparse.Namespace, model_argv: Sequence[str]) -> dict:
     if not jobs:
         raise SystemExit("no videos to infer")
     model = load_model_for_inference(args)
+    trained = trained_wavelet_threshold(args.model_path)
+    if trained is not None and trained != args.wavelet_threshold:
+        print(f"warning: {args.model_path} was trained with --wavelet_threshold {trained}, this sweep uses "
+              f"{args.wavelet_threshold} (the threshold is not stored in the weights)", file=sys.stderr)
     start = time.time()
     result = {
         "model_path": args.model_path, "ytvos_path": args.ytvos_path, "split_file": args.split_file,
-        "rvos_wav_path": args.rvos_wav_path, "wavelet_threshold": args.wavelet_threshold, "seed": args.seed,
+        "rvos_wav_path": args.rvos_wav_path, "wavelet_threshold": args.wavelet_threshold,
+        "trained_wavelet_threshold": trained, "seed": args.seed,
         "num_videos": len(jobs), "num_expressions": sum(len(job.expressions) for job in jobs),
         "snrs_db": [float(s) for s in options.snrs], "noise_types": list(options.noise_types),
         "title": options.title or args.model_path,

@@ -83,3 +83,10 @@ def test_combined_picture_and_bad_arguments(swept, tmp_path: Path):
     without_recordings = [a for a in argv if a != "--rvos_wav_path" and not a.endswith("/wav")]
     with pytest.raises(SystemExit, match="--rvos_wav_path"):
         noise_sweep.main(["--out", str(tmp_path / "none")] + without_recordings)
+
+
+def test_the_threshold_the_checkpoint_was_trained_with_is_read_back(tmp_path: Path):
+    torch.save({"model": {}, "args": {"wavelet_threshold": 0.0}}, tmp_path / "trained.pth")
+    assert noise_sweep.trained_wavelet_threshold(str(tmp_path / "trained.pth")) == 0.0
+    torch.save({"model": {}}, tmp_path / "bare.pth")
+    assert noise_sweep.trained_wavelet_threshold(str(tmp_path / "bare.pth")) is None
