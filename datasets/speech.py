@@ -3,6 +3,7 @@
 eSpeak NG keeps its voice, parameters and output callback in process-global state, so the library is
 initialised once and every synthesis runs under one lock.
 """
+import argparse
 import ctypes
 import hashlib
 import os
@@ -150,6 +151,15 @@ def write_wav(path: PathLike, samples: np.ndarray, sample_rate: int) -> None:
         soundfile.write(tmp, samples, int(sample_rate), subtype="PCM_16", format="WAV")
         os.chmod(tmp, default_file_mode())
     atomic_write(path, write)
+
+
+def parse_voices(text: str) -> Tuple[str, ...]:
+    """'en-gb-x-rp,en+f3' -> ('en-gb-x-rp', 'en+f3'), without empty or repeated names (an argparse `type`)."""
+    voices = tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+    if not voices:
+        raise argparse.ArgumentTypeError(f"expected comma-separated eSpeak NG voices such as en-gb-x-rp,en+f3, "
+                                         f"got {text!r}")
+    return voices
 
 
 def draw_speech(key: str, seed: int, voices: Sequence[str]) -> Tuple[str, int, int]:

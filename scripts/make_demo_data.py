@@ -55,7 +55,7 @@ from datasets.audio import mfcc39, save_features  # noqa: E402
 from datasets.formats import (write_jpeg, write_json, write_meta_expressions, write_palette_png,  # noqa: E402
                               vis_annotation_from_masks, write_vis_instances)
 from datasets.speech import (ENGLISH_VOICES, SPEECH_RATE_WPM, SPEECH_SEED_RANGE, check_voices,  # noqa: E402
-                             seed_speech, synthesize, write_wav)
+                             parse_voices, seed_speech, synthesize, write_wav)
 from util.misc import atomic_directory  # noqa: E402
 
 SPLIT_DIR = "train"  # every video lives in the train split; the split files say which are held out
@@ -457,15 +457,6 @@ def parse_size(text: str) -> Tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"--size must be HEIGHTxWIDTH such as 120x216, got {text!r}") from None
     return height, width
-
-
-def parse_voices(text: str) -> Tuple[str, ...]:
-    """'en-gb-x-rp,en+f3' -> ('en-gb-x-rp', 'en+f3'), without empty or repeated names."""
-    voices = tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
-    if not voices:
-        raise argparse.ArgumentTypeError(f"expected comma-separated eSpeak NG voices such as en-gb-x-rp,en+f3, "
-                                         f"got {text!r}")
-    return voices
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -46,7 +46,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets.speech import (ENGLISH_VOICES, SpeechJob, check_voices, draw_speech,  # noqa: E402
-                             speak_to_files)
+                             parse_voices, speak_to_files)
 from scripts.extract_mfcc import available_cpus  # noqa: E402
 from util.misc import atomic_json_dump  # noqa: E402
 
@@ -132,7 +132,7 @@ def _csv_rows(path: Path, columns: Sequence[str]) -> Iterator[Tuple[int, Optiona
     The last column is free text: extra fields of a row (an unquoted comma in the text) are joined back into it.
     """
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a BOM is not part of the header
             reader = csv.reader(f)
             header = next(reader, None)
             if header is None or [h.strip() for h in header] != list(columns):
@@ -289,13 +289,6 @@ def run_jobs(jobs: Sequence[SpeechJob], workers: int, entries: Dict[str, dict],
 
 
 # ----------------------------------------------------------------------------- command line
-def parse_voices(text: str) -> Tuple[str, ...]:
-    voices = tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
-    if not voices:
-        raise argparse.ArgumentTypeError(f"expected comma-separated eSpeak NG voices such as en,en-us, got {text!r}")
-    return voices
-
-
 def get_parser() -> argparse.ArgumentParser:
     # A data-making utility, not a model entry point, so it has its own small parser.
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
