@@ -51,8 +51,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     # = models.encoder.THRESHOLD_RATIO (not imported: this module stays free of torch)
     parser.add_argument("--wavelet_threshold", default=0.008, type=float,
                         help="soft threshold of the encoder's wavelet detail bands as a fraction of their largest "
-                             "magnitude per sample (official 0.008); 0 turns the denoising off. Not stored in the "
-                             "checkpoint: infer with the value the model was trained with")
+                             "magnitude per sample (official 0.008); 0 turns the denoising off. Not part of the "
+                             "weights: infer with the value the model was trained with")
 
     # Loss coefficients (the official main.py values; its inference copies drifted)
     parser.add_argument("--mask_loss_coef", default=1, type=float)
