@@ -8,7 +8,8 @@ Every test sample (videoset.csv split 1; samples from `a2d_annotation_info.txt` 
 frame (clamped to the video), the middle frame's mask against the instance's mask. Reports the
 official mean J (and the F the official hard-codes to 0), overall/mean IoU, precision@0.5..0.9 and
 COCO mask mAP. The official falls back to `00025.h5` when a sample's file is missing; we report
-the sample (or drop it with `--skip_bad_samples`).
+the sample (or drop it with `--skip_bad_samples`). `--a2d_wav_path` reads recordings instead of features
+(MFCC-39 on the fly), and `--audio_noise` / `--audio_snr_db` add noise to them (datasets/noise.py).
 """
 import argparse
 from typing import List, Optional, Sequence
@@ -23,15 +24,15 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def a2d_samples(args) -> List[MiddleFrameSample]:
-    from datasets.a2d import A2DDataset, audio_feature_path
+    from datasets.a2d import A2DDataset
 
     dataset = A2DDataset(args.a2d_path, args.a2d_audio_path, args.num_frames, transforms=None, split="test",
-                         skip_bad_samples=args.skip_bad_samples)
+                         skip_bad_samples=args.skip_bad_samples, wav_root=args.a2d_wav_path)
     samples = []
     for index, sample in enumerate(dataset.samples):
         samples.append(MiddleFrameSample(
             dataset.describe(index), dataset.frame_paths(sample.video_id), sample.frame_idx,
-            audio_feature_path(args.a2d_audio_path, sample.video_id, sample.instance_id),
+            dataset.audio_path(sample),
             lambda index=index: dataset.ground_truth(index)))
     return samples
 

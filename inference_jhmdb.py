@@ -7,6 +7,8 @@ For each annotation row (the six videos the official lists as missing data are s
 frames at `linspace(4, n - 5, 3)`, the clip of `--num_frames` frames centred on each, the middle
 frame's mask against `part_mask[:, :, frame]` (frame clamped to the .mat's length, as the official).
 Reports the official mean J and F, overall/mean IoU, precision@0.5..0.9 and COCO mask mAP.
+`--a2d_wav_path` reads recordings `<video>.wav` instead of features (MFCC-39 on the fly), and `--audio_noise` /
+`--audio_snr_db` add noise to them (datasets/noise.py).
 """
 import argparse
 from typing import List, Optional, Sequence
@@ -21,12 +23,12 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def jhmdb_samples(args) -> List[MiddleFrameSample]:
-    from datasets.jhmdb import JHMDBDataset, audio_feature_path
+    from datasets.jhmdb import JHMDBDataset
 
     dataset = JHMDBDataset(args.jhmdb_path, args.a2d_audio_path, args.num_frames, transforms=None,
-                           skip_bad_samples=args.skip_bad_samples)
+                           skip_bad_samples=args.skip_bad_samples, wav_root=args.a2d_wav_path)
     return [MiddleFrameSample(dataset.describe(index), dataset.frame_paths(sample.video_id), sample.frame_idx,
-                              audio_feature_path(args.a2d_audio_path, sample.video_id),
+                              dataset.audio_path(sample.video_id),
                               lambda index=index: dataset.ground_truth(index))
             for index, sample in enumerate(dataset.samples)]
 

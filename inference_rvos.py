@@ -2,6 +2,12 @@
 
     python inference_rvos.py --masks --model_path output/checkpoint.pth --save_path results.json
     python inference_rvos.py --masks --model_path CKPT --audio phrase.wav --video_dir frames/ --visualize out/
+    python inference_rvos.py --masks --model_path CKPT ... --rvos_wav_path recordings/ \
+        [--audio_noise {white,babble} --audio_snr_db 5]
+
+`--rvos_wav_path` reads the recordings `<video>_<exp_id>.wav` and computes their MFCC-39 on the fly (equal to
+the extracted `.npy`); `--audio_noise` adds white or babble noise (other recordings of the split) at
+`--audio_snr_db` to each recording before its MFCC, seeded by `--seed` (datasets/noise.py).
 
 The videos are those of `--split_file`; by default, as the official, those of
 `<ytvos_path>/ann/instances_test_sub.json` when it exists (`--split_file none`: every video of the split).
@@ -19,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +36,9 @@ from util.config import HelpFormatter, get_args_parser, parse_args
 from util.inference import (binarize, cyclic_clips, list_frames, load_audio_array, load_frame,
                             load_model_and_train_videos, log_json, predict_mask_logits)
 from util.misc import atomic_write
+
+if TYPE_CHECKING:
+    from datasets.noise import AudioNoise
 
 PNG_FOREGROUND = 255  # the submission PNGs hold 0 / 255
 GIF_FPS = 6
@@ -65,7 +74,8 @@ def split_jobs(args) -> List[VideoJob]:
     exists) or a text file of video names, one per line; with 'none' (or no official file) every video
     of `meta_expressions.json`.
     """
-    from datasets.ytvos import TEST_PART, audio_feature_path, read_ytvos_videos, resolve_split_file, video_frame_paths
+    from datasets.common import audio_source
+    from datasets.ytvos import TEST_PART, audio_stem, read_ytvos_videos, resolve_split_file, video_frame_paths
 
     resolved = resolve_split_file(args.split_file, args.ytvos_path, TEST_PART)
     split_file = str(resolved) if resolved is not None else ""
@@ -85,9 +95,10 @@ def split_jobs(args) -> List[VideoJob]:
         video_id = video.vis_id if video.vis_id is not None else position  # the VIS file's id, else the position
         job = VideoJob(video.name, int(video_id), video_frame_paths(args.ytvos_path, args.ytvos_split, video))
         for expression in video.expressions:
-            audio_path = audio_feature_path(args.rvos_audio_path, video.name, expression.exp_id)
+            # the recording when --rvos_wav_path is given (features on the fly), else the extracted features
+            audio_path = audio_source(args.rvos_audio_path, args.rvos_wav_path, audio_stem(video.name, expression.exp_id))
             if not audio_path.is_file():
-                raise FileNotFoundError(f"audio features of video {video.name!r} expression "
+                raise FileNotFoundError(f"audio of video {video.name!r} expression "
                                         f"{expression.exp_id!r} not found: {audio_path}")
             obj_id = expression.obj_id if expression.obj_id is not None else 0  # absent in the test split's file
             job.expressions.append(Expression(expression.exp_id, obj_id, audio_path, expression.text))
@@ -142,9 +153,10 @@ def write_visualisation(out_dir: Path, job: VideoJob, masks: Dict[str, np.ndarra
 
 
 # ----------------------------------------------------------------------------- inference
-def infer_video(model: torch.nn.Module, job: VideoJob, num_frames: int, scale: float = 1.0) -> Dict[str, np.ndarray]:
+def infer_video(model: torch.nn.Module, job: VideoJob, num_frames: int, scale: float = 1.0,
+                noise: Optional["AudioNoise"] = None) -> Dict[str, np.ndarray]:
     """Masks `[n, H, W]` (bool) of every expression of one video, every frame covered; frames at short
-    side 300 x `scale`."""
+    side 300 x `scale`; `noise` added to each recording before its MFCC (`--audio_noise`)."""
     loaded = [load_frame(path, scale) for path in job.frame_paths]
     sizes = {image.size for _, image in loaded}
     if len(sizes) != 1:
@@ -154,7 +166,7 @@ def infer_video(model: torch.nn.Module, job: VideoJob, num_frames: int, scale: f
     clips = cyclic_clips(len(frames), num_frames)
     masks = {}
     for expression in job.expressions:
-        audio = load_audio_array(expression.audio_path)  # [39, L]
+        audio = load_audio_array(expression.audio_path, noise)  # [39, L]
         parts = []
         for indices, count in clips:
             logits = predict_mask_logits(model, frames[indices], audio, (height, width))  # [T, H, W]
@@ -166,9 +178,11 @@ def infer_video(model: torch.nn.Module, job: VideoJob, num_frames: int, scale: f
 def run(args, jobs: Sequence[VideoJob], model: Optional[torch.nn.Module] = None) -> List[dict]:
     """Infer every job and write `--save_path`. With no `model`, `--model_path` is loaded and its record of
     training videos checked against the jobs' videos (a warning on stderr when any was trained on)."""
+    from datasets.noise import build_noise
     from util.results import make_entry, write_results
     from util.weights import count_trained_on
 
+    noise = build_noise(args, [e.audio_path for job in jobs for e in job.expressions])  # before the model: fail early
     trained_on = None
     if model is None:
         model, train_videos = load_model_and_train_videos(args)
@@ -176,7 +190,7 @@ def run(args, jobs: Sequence[VideoJob], model: Optional[torch.nn.Module] = None)
                                       else train_videos.get("ytvos", []), args.model_path)
     entries, start, num_frames = [], time.time(), 0
     for job in tqdm(jobs, desc="videos", dynamic_ncols=True):
-        masks = infer_video(model, job, args.num_frames, args.data_scale)
+        masks = infer_video(model, job, args.num_frames, args.data_scale, noise)
         for expression in job.expressions:
             entries.append(make_entry(job.video_id, expression.obj_id, job.name, expression.exp_id,
                                       masks[expression.exp_id]))

@@ -6,6 +6,7 @@
     <root>/a2d_annotation_info.txt                       samples: video_id, instance_id, frame_idx (0-based), query
     <root>/a2d_annotation.txt                            queries: video_id, instance_id, query
     <audio_root>/<video>_<instance_id>.npy               MFCC-39 (frames, 39)
+    <wav_root>/<video>_<instance_id>.wav                 or the recordings (`wav_root`): MFCC-39 on the fly
 
 Samples come from `a2d_annotation_info.txt`, or, when it is absent, are derived from `a2d_annotation.txt`:
 one per (query, annotated frame whose .h5 lists the query's instance). A clip is `T` frames centred on the
@@ -26,8 +27,8 @@ from typing import Callable, Dict, List, Optional, Set, Tuple, Union
 
 import numpy as np
 
-from datasets.common import (ClipDataset, apply_transforms, centred_clip_indices, check_audio_feature, check_items,
-                             load_audio_feature, make_target, middle_frame_index, read_annotated_clip)
+from datasets.common import (ClipDataset, apply_transforms, audio_source, centred_clip_indices, check_audio_feature,
+                             check_items, load_audio_feature, make_target, middle_frame_index, read_annotated_clip)
 from datasets.formats import (A2D_TEST_SPLIT, A2D_TRAIN_SPLIT, A2DFrameAnnotation, A2DSample, A2DVideo,
                               DataFormatError, read_a2d_annotation_info, read_a2d_annotations, read_a2d_h5,
                               read_videoset_csv)
@@ -68,8 +69,13 @@ def h5_path(root: PathLike, video_id: str, frame_idx: int) -> Path:
     return a2d_paths(root)["instances"] / video_id / f"{frame_idx + 1:05d}{H5_EXTENSION}"
 
 
+def audio_stem(video_id: str, instance_id: str) -> str:
+    """The official name of a query's recording and features, without suffix."""
+    return f"{video_id}_{instance_id}"
+
+
 def audio_feature_path(audio_root: PathLike, video_id: str, instance_id: str) -> Path:
-    return Path(audio_root) / f"{video_id}_{instance_id}.npy"
+    return Path(audio_root) / f"{audio_stem(video_id, instance_id)}.npy"
 
 
 def a2d_frame_paths(root: PathLike, video_id: str) -> List[Path]:
@@ -150,8 +156,9 @@ class A2DDataset(ClipDataset):
     name = "a2d"
 
     def __init__(self, root: PathLike, audio_root: PathLike, num_frames: int, transforms: Optional[Callable] = None,
-                 split: str = "train", skip_bad_samples: bool = False):
+                 split: str = "train", skip_bad_samples: bool = False, wav_root: PathLike = ""):
         super().__init__(skip_bad_samples)
+        self.wav_root = wav_root  # recordings instead of features when given
         if split not in A2D_SPLITS:
             raise ValueError(f"unknown A2D split {split!r}; expected one of {sorted(A2D_SPLITS)}")
         self.root, self.audio_root = Path(root), Path(audio_root)
@@ -191,7 +198,11 @@ class A2DDataset(ClipDataset):
         if not 0 <= sample.frame_idx < num_video_frames:
             raise IndexError(f"annotated frame {sample.frame_idx} outside the video's {num_video_frames} frames")
         load_a2d_ground_truth(self.root, sample)
-        check_audio_feature(audio_feature_path(self.audio_root, sample.video_id, sample.instance_id))
+        check_audio_feature(self.audio_path(sample))
+
+    def audio_path(self, sample: A2DSample) -> Path:
+        """The query's recording under `wav_root` when given, else its features under `audio_root`."""
+        return audio_source(self.audio_root, self.wav_root, audio_stem(sample.video_id, sample.instance_id))
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -216,7 +227,7 @@ class A2DDataset(ClipDataset):
         mask, box, class_id = load_a2d_ground_truth(self.root, sample)
         frames = read_annotated_clip(self.frame_paths(sample.video_id), clip, mask, "mask")
         height, width = mask.shape
-        audio = load_audio_feature(audio_feature_path(self.audio_root, sample.video_id, sample.instance_id))
+        audio = load_audio_feature(self.audio_path(sample))
         target = make_target(box[None], mask[None], np.ones(1), np.asarray([class_id]), height, width,
                              video=sample.video_id, instance_id=sample.instance_id, frame_id=sample.frame_idx,
                              frame_idx=middle_frame_index(self.num_frames), clip_frames=clip)
@@ -228,4 +239,4 @@ def build(image_set: str, args, transforms: Optional[Callable] = None) -> A2DDat
     from datasets.transforms import video_transforms_from_args
     return A2DDataset(args.a2d_path, args.a2d_audio_path, args.num_frames,
                       transforms or video_transforms_from_args(image_set, args),
-                      split=image_set, skip_bad_samples=args.skip_bad_samples)
+                      split=image_set, skip_bad_samples=args.skip_bad_samples, wav_root=args.a2d_wav_path)

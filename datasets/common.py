@@ -12,6 +12,8 @@ Dataset items are `(clip [T, 3, H, W] float normalised, audio [39, L] float, tar
 
 N is T (RVOS: one target per frame) or 1 (A2D / JHMDB: the annotated middle frame).
 """
+import functools
+import os
 import warnings
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
@@ -28,6 +30,11 @@ PathLike = Union[str, Path]
 Sample = TypeVar("Sample")
 
 AUDIO_FEATURE_DIM = 39
+FEATURE_SUFFIX = ".npy"  # extracted MFCC-39 features
+RECORDING_SUFFIX = ".wav"  # recordings (--rvos_wav_path / --a2d_wav_path): features computed on the fly
+# Recordings whose features one process keeps (about 30 KB each for a 10 s recording): every clip of an
+# expression hears the same recording, so an epoch computes each one once.
+RECORDING_CACHE_SIZE = 8192
 # A sample that fails while loading is replaced by the next one at most this many times in a row.
 MAX_CONSECUTIVE_BAD_SAMPLES = 16
 
@@ -70,8 +77,67 @@ def _check_audio_shape(shape: Tuple[int, ...], path: PathLike) -> None:
         raise DataFormatError(f"audio feature {path}: expected shape (frames, {AUDIO_FEATURE_DIM}), got {tuple(shape)}{hint}")
 
 
+def audio_source(feature_root: PathLike, wav_root: PathLike, stem: str) -> Path:
+    """Where the audio of `stem` comes from: `<wav_root>/<stem>.wav` when recordings are given (features computed
+    on the fly), else the extracted features `<feature_root>/<stem>.npy`."""
+    if wav_root:
+        return Path(wav_root) / f"{stem}{RECORDING_SUFFIX}"
+    return Path(feature_root) / f"{stem}{FEATURE_SUFFIX}"
+
+
+def is_recording(path: PathLike) -> bool:
+    """Whether `path` is a recording (features computed from it) rather than extracted `.npy` features."""
+    return Path(path).suffix.lower() != FEATURE_SUFFIX
+
+
+def check_recording(path: PathLike) -> None:
+    """Check that a recording exists and that its header reads as audio with samples (cheap: no decoding)."""
+    import soundfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"recording not found: {path}")
+    try:
+        info = soundfile.info(str(path))
+    except soundfile.SoundFileError as error:
+        raise DataFormatError(f"recording {path}: not readable audio ({error})") from None
+    if info.frames == 0:
+        raise DataFormatError(f"recording {path}: holds no samples")
+
+
+@functools.lru_cache(maxsize=RECORDING_CACHE_SIZE)
+def _recording_features(path: str, mtime_ns: int, size: int) -> np.ndarray:
+    """float32 `[39, frames]` of a recording; the file's mtime and size in the key, so a rewritten file is
+    computed again."""
+    from datasets.audio import AudioDecodeError, extract_features
+
+    try:
+        features = extract_features(path)  # float64 (frames, 39): what scripts/extract_mfcc.py saves
+    except AudioDecodeError as error:
+        raise DataFormatError(str(error)) from None
+    except ValueError as error:  # a decoded signal the features reject
+        raise DataFormatError(f"recording {path}: {error}") from None
+    features = np.ascontiguousarray(features.T, dtype=np.float32)
+    features.flags.writeable = False  # shared by every caller
+    return features
+
+
+def recording_features(path: PathLike) -> Tensor:
+    """The official MFCC-39 of a recording as float32 `[39, frames]`, equal to `load_audio_feature` of the `.npy`
+    that scripts/extract_mfcc.py makes of it; computed once per process (`RECORDING_CACHE_SIZE`)."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"recording not found: {path}") from None
+    return torch.from_numpy(_recording_features(str(path), stat.st_mtime_ns, stat.st_size).copy())
+
+
 def check_audio_feature(path: PathLike) -> None:
-    """Check that an MFCC-39 `.npy` exists and has shape (frames, 39), reading only its header."""
+    """Check that an MFCC-39 `.npy` exists and has shape (frames, 39), reading only its header; a recording
+    (any other suffix) that it exists and reads as audio."""
+    if is_recording(path):
+        check_recording(path)
+        return
     try:
         features = np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:
@@ -82,7 +148,10 @@ def check_audio_feature(path: PathLike) -> None:
 
 
 def load_audio_feature(path: PathLike) -> Tensor:
-    """An MFCC-39 `.npy` stored `(frames, 39)` -> float32 `[39, frames]` (the model reads it transposed)."""
+    """An MFCC-39 `.npy` stored `(frames, 39)` -> float32 `[39, frames]` (the model reads it transposed); a
+    recording (any other suffix) -> its MFCC-39, computed on the fly (`recording_features`)."""
+    if is_recording(path):
+        return recording_features(path)
     try:
         features = np.load(path, allow_pickle=False)
     except FileNotFoundError:

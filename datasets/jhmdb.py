@@ -5,6 +5,7 @@
     <root>/jhmdb_annotation.txt                           video_id, query
     <root>/video_info.json                                optional {video: {"class", "frames"}}; else from the folders
     <audio_root>/<video>.npy                              MFCC-39 (frames, 39)
+    <wav_root>/<video>.wav                                or the recordings (`wav_root`): MFCC-39 on the fly
 
 The official protocol: per annotation row, three frames at `linspace(4, n - 5, 3)` truncated to integers
 (`n` frames), a clip centred on each (clamped), the middle clip frame's prediction scored against
@@ -17,7 +18,7 @@ from typing import Callable, Dict, List, Optional, Union
 
 import numpy as np
 
-from datasets.common import (ClipDataset, apply_transforms, boxes_from_masks, centred_clip_indices,
+from datasets.common import (ClipDataset, apply_transforms, audio_source, boxes_from_masks, centred_clip_indices,
                              check_audio_feature, check_items, load_audio_feature, make_target, middle_frame_index,
                              read_annotated_clip)
 from datasets.formats import DataFormatError, read_json, read_jhmdb_annotations, read_puppet_mask
@@ -90,9 +91,10 @@ class JHMDBDataset(ClipDataset):
     name = "jhmdb"
 
     def __init__(self, root: PathLike, audio_root: PathLike, num_frames: int, transforms: Optional[Callable] = None,
-                 skip_bad_samples: bool = False):
+                 skip_bad_samples: bool = False, wav_root: PathLike = ""):
         super().__init__(skip_bad_samples)
         self.root, self.audio_root = Path(root), Path(audio_root)
+        self.wav_root = wav_root  # recordings instead of features when given
         if not self.root.is_dir():
             raise FileNotFoundError(f"JHMDB-Sentences root {self.root} does not exist (--jhmdb_path)")
         self.num_frames = num_frames
@@ -121,7 +123,11 @@ class JHMDBDataset(ClipDataset):
         mask_path = puppet_mask_path(self.root, self.classes[query.video_id], query.video_id)
         if not mask_path.is_file():
             raise FileNotFoundError(f"puppet mask not found: {mask_path}")
-        check_audio_feature(audio_feature_path(self.audio_root, query.video_id))
+        check_audio_feature(self.audio_path(query.video_id))
+
+    def audio_path(self, video_id: str) -> Path:
+        """The video's recording under `wav_root` when given, else its features under `audio_root`."""
+        return audio_source(self.audio_root, self.wav_root, video_id)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -154,7 +160,7 @@ class JHMDBDataset(ClipDataset):
         target = make_target(boxes_from_masks(mask[None]), mask[None], valid, valid.copy(), height, width,
                              video=sample.video_id, frame_id=sample.frame_idx,
                              frame_idx=middle_frame_index(self.num_frames), clip_frames=clip)
-        audio = load_audio_feature(audio_feature_path(self.audio_root, sample.video_id))
+        audio = load_audio_feature(self.audio_path(sample.video_id))
         clip_tensor, target = apply_transforms(frames, target, self.transforms)
         return clip_tensor, audio, target
 
@@ -165,4 +171,4 @@ def build(image_set: str, args, transforms: Optional[Callable] = None) -> JHMDBD
     from datasets.transforms import video_transforms_from_args
     return JHMDBDataset(args.jhmdb_path, args.a2d_audio_path, args.num_frames,
                         transforms or video_transforms_from_args(image_set, args),
-                        skip_bad_samples=args.skip_bad_samples)
+                        skip_bad_samples=args.skip_bad_samples, wav_root=args.a2d_wav_path)

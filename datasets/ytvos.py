@@ -6,6 +6,7 @@
     <root>/meta_expressions/<split>/meta_expressions.json
     <root>/ann/instances_{train,test}_sub.json           the official split: training and test videos
     <audio_root>/<video>_<exp_id>.npy                    MFCC-39 (frames, 39)
+    <wav_root>/<video>_<exp_id>.wav                      or the recordings (`wav_root`): MFCC-39 on the fly
 
 Targets come from the PNGs (mask = pixels equal to the expression's `obj_id`), or, when `ann_file` is
 given, from a YouTube-VIS style `instances_*_sub.json` as the official: its videos (and their frame
@@ -26,8 +27,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from datasets.common import (ClipDataset, apply_transforms, boxes_from_masks, check_audio_feature, check_items,
-                             load_audio_feature, make_target, read_frames, rvos_clip_indices)
+from datasets.common import (ClipDataset, apply_transforms, audio_source, boxes_from_masks, check_audio_feature,
+                             check_items, load_audio_feature, make_target, read_frames, rvos_clip_indices)
 from datasets.formats import (DataFormatError, decode_segmentation, read_json, read_meta_expressions,
                               read_palette_png, read_vis_instances, vis_annotations_by_video)
 from util.config import is_none
@@ -84,8 +85,13 @@ def video_frame_paths(root: PathLike, split: str, video: RVOSVideo) -> List[Path
     return [frame_path(root, split, video.name, frame) for frame in video.frames]
 
 
+def audio_stem(video: str, exp_id: str) -> str:
+    """The official name of an expression's recording and features, without suffix."""
+    return f"{video}_{exp_id}"
+
+
 def audio_feature_path(audio_root: PathLike, video: str, exp_id: str) -> Path:
-    return Path(audio_root) / f"{video}_{exp_id}.npy"
+    return Path(audio_root) / f"{audio_stem(video, exp_id)}.npy"
 
 
 def official_split_file(root: PathLike, part: str) -> Path:
@@ -157,9 +163,11 @@ class RVOSDataset(ClipDataset):
     name = "ytvos"
 
     def __init__(self, root: PathLike, audio_root: PathLike, num_frames: int, transforms: Optional[Callable] = None,
-                 split: str = "train", ann_file: PathLike = "", skip_bad_samples: bool = False):
+                 split: str = "train", ann_file: PathLike = "", skip_bad_samples: bool = False,
+                 wav_root: PathLike = ""):
         super().__init__(skip_bad_samples)
         self.root, self.split, self.audio_root = Path(root), split, Path(audio_root)
+        self.wav_root = wav_root  # recordings instead of features when given
         self.num_frames = num_frames
         self.transforms = transforms
         self.use_vis = bool(ann_file)
@@ -223,7 +231,11 @@ class RVOSDataset(ClipDataset):
                                       f"{len(video.annotations)} annotation(s) for the video")
         elif expression.obj_id not in video.object_ids:
             raise DataFormatError(f"names object {expression.obj_id}, unknown in the video (objects {video.object_ids})")
-        check_audio_feature(audio_feature_path(self.audio_root, video.name, expression.exp_id))
+        check_audio_feature(self.audio_path(video.name, expression.exp_id))
+
+    def audio_path(self, video: str, exp_id: str) -> Path:
+        """The expression's recording under `wav_root` when given, else its features under `audio_root`."""
+        return audio_source(self.audio_root, self.wav_root, audio_stem(video, exp_id))
 
     # ------------------------------------------------------------------ items
     def __len__(self) -> int:
@@ -279,7 +291,7 @@ class RVOSDataset(ClipDataset):
                 raise DataFormatError(f"masks are {masks.shape[1]}x{masks.shape[2]}, frames {height}x{width}")
             valid = masks.reshape(len(clip), -1).any(1).astype(np.int64)
             boxes, labels = boxes_from_masks(masks), valid.copy()
-        audio = load_audio_feature(audio_feature_path(self.audio_root, video.name, expression.exp_id))
+        audio = load_audio_feature(self.audio_path(video.name, expression.exp_id))
         target = make_target(boxes, masks, valid, labels, height, width, video=video.name,
                              exp_id=expression.exp_id, frame_id=frame, clip_frames=clip)
         clip_tensor, target = apply_transforms(frames, target, self.transforms)
@@ -292,4 +304,5 @@ def build(image_set: str, args, transforms: Optional[Callable] = None) -> RVOSDa
     ann_file = resolve_split_file(args.ytvos_ann_file, args.ytvos_path, IMAGE_SET_PARTS[image_set])
     return RVOSDataset(args.ytvos_path, args.rvos_audio_path, args.num_frames,
                        transforms or video_transforms_from_args(image_set, args),
-                       split=args.ytvos_split, ann_file=ann_file or "", skip_bad_samples=args.skip_bad_samples)
+                       split=args.ytvos_split, ann_file=ann_file or "", skip_bad_samples=args.skip_bad_samples,
+                       wav_root=args.rvos_wav_path)

@@ -19,7 +19,7 @@ from .position_encoding import SinusoidalPositionalEmbedding
 EMBED_DROPOUT = 0.25
 FFN_EXPANSION = 4
 WAVELET = "db2"
-THRESHOLD_RATIO = 0.008  # tau = ratio * max |detail band| per sample
+THRESHOLD_RATIO = 0.008  # tau = ratio * max |detail band| per sample (--wavelet_threshold; 0: no denoising)
 ENCODER_VERSION = 2.0  # a fairseq buffer, kept so that official checkpoints load
 
 
@@ -71,22 +71,30 @@ class CrossModalAttention(nn.Module):
         return self.out_proj(attn)
 
 
-def soft_threshold_per_sample(bands: Tensor) -> Tensor:
-    """Shrink each sample's detail band towards 0 by `tau = 0.008 * max|band|` of that sample.
+def soft_threshold_per_sample(bands: Tensor, ratio: float = THRESHOLD_RATIO) -> Tensor:
+    """Shrink each sample's detail band towards 0 by `tau = ratio * max|band|` of that sample (0.008).
 
     bands: `[B, 1, 3, h, w]` (the three detail orientations). The official takes the max over the
     whole batch (samples share tau); per sample is identical at batch size 1. tau gets no gradient.
+    `ratio` 0 returns `bands` itself: no thresholding.
     """
+    if ratio == 0:
+        return bands
     magnitude = bands.abs()
-    tau = THRESHOLD_RATIO * magnitude.detach().flatten(3).amax(dim=3)  # [B, 1, 3]
+    tau = ratio * magnitude.detach().flatten(3).amax(dim=3)  # [B, 1, 3]
     return bands.sign() * (magnitude - tau[..., None, None]).clamp(min=0)
 
 
 class WaveletDenoisingLayer(nn.Module):
     """One encoder layer: cross-modal attention, wavelet denoising, feed-forward (all pre-norm)."""
 
-    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.1) -> None:
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.1,
+                 threshold_ratio: float = THRESHOLD_RATIO) -> None:
         super().__init__()
+        if not 0 <= threshold_ratio < 1:
+            raise ValueError(f"--wavelet_threshold must be in [0, 1) (a fraction of the largest detail coefficient; "
+                             f"official {THRESHOLD_RATIO}, 0 = off), got {threshold_ratio}")
+        self.threshold_ratio = threshold_ratio
         self.self_attn = CrossModalAttention(embed_dim, num_heads)
         self.xfm = DWTForward(J=1, wave=WAVELET, mode="zero")
         self.ifm = DWTInverse(wave=WAVELET, mode="zero")
@@ -105,7 +113,7 @@ class WaveletDenoisingLayer(nn.Module):
         with torch.autocast(device_type=x.device.type, enabled=False):
             image = x.permute(1, 0, 2).unsqueeze(1).to(self.xfm.h0_col.dtype)  # [B, 1, L_v, C]
             low, (high,) = self.xfm(image)  # high: [B, 1, 3, h, w]
-            image = self.ifm((low, [soft_threshold_per_sample(high)]))
+            image = self.ifm((low, [soft_threshold_per_sample(high, self.threshold_ratio)]))
         # The inverse transform has even sides; crop back (the official crashes on an odd L_v).
         image = image[:, :, :length, :channels].to(x.dtype)
         return image.squeeze(1).permute(1, 0, 2)  # (L_v, B, C)
@@ -129,13 +137,15 @@ class WaveletCrossModalEncoder(nn.Module):
     """Stack of `WaveletDenoisingLayer`s over scaled, position-encoded visual and audio tokens."""
 
     def __init__(self, embed_dim: int = 384, num_heads: int = 8, num_layers: int = 4, dropout: float = 0.1,
-                 embed_dropout: float = EMBED_DROPOUT, checkpoint_activations: bool = False) -> None:
+                 embed_dropout: float = EMBED_DROPOUT, checkpoint_activations: bool = False,
+                 threshold_ratio: float = THRESHOLD_RATIO) -> None:
         super().__init__()
         self.register_buffer("version", torch.tensor([ENCODER_VERSION]))
         self.embed_scale = math.sqrt(embed_dim)
         self.embed_dropout = embed_dropout
         self.embed_positions = SinusoidalPositionalEmbedding(embed_dim)
-        self.layers = nn.ModuleList([WaveletDenoisingLayer(embed_dim, num_heads, dropout) for _ in range(num_layers)])
+        self.layers = nn.ModuleList([WaveletDenoisingLayer(embed_dim, num_heads, dropout, threshold_ratio)
+                                     for _ in range(num_layers)])
         self.layer_norm = nn.LayerNorm(embed_dim)
         self.checkpoint_activations = checkpoint_activations
 

@@ -5,18 +5,20 @@ import torch
 from torch import Tensor, nn
 
 from .decoder import FourierDecoder, FourierDecoderLayer
-from .encoder import WaveletCrossModalEncoder
+from .encoder import THRESHOLD_RATIO, WaveletCrossModalEncoder
 
 
 class Transformer(nn.Module):
     def __init__(self, d_model: int = 384, nhead: int = 8, num_encoder_layers: int = 4,
                  num_decoder_layers: int = 4, dim_feedforward: int = 2048, dropout: float = 0.1,
-                 normalize_before: bool = False, checkpoint_activations: bool = False) -> None:
+                 normalize_before: bool = False, checkpoint_activations: bool = False,
+                 wavelet_threshold: float = THRESHOLD_RATIO) -> None:
         super().__init__()
         if d_model % nhead != 0:
             raise ValueError(f"--hidden_dim {d_model} must be divisible by --nheads {nhead}")
         self.encoder = WaveletCrossModalEncoder(embed_dim=d_model, num_heads=nhead, num_layers=num_encoder_layers,
-                                                dropout=dropout, checkpoint_activations=checkpoint_activations)
+                                                dropout=dropout, checkpoint_activations=checkpoint_activations,
+                                                threshold_ratio=wavelet_threshold)
         decoder_layer = FourierDecoderLayer(d_model, nhead, dim_feedforward, dropout, normalize_before)
         self.decoder = FourierDecoder(decoder_layer, num_decoder_layers, nn.LayerNorm(d_model),
                                       checkpoint_activations=checkpoint_activations)
@@ -44,4 +46,5 @@ def build_transformer(args) -> Transformer:
     return Transformer(d_model=args.hidden_dim, nhead=args.nheads, num_encoder_layers=args.enc_layers,
                        num_decoder_layers=args.dec_layers, dim_feedforward=args.dim_feedforward,
                        dropout=args.dropout, normalize_before=args.pre_norm,
-                       checkpoint_activations=getattr(args, "checkpoint_activations", False))
+                       checkpoint_activations=getattr(args, "checkpoint_activations", False),
+                       wavelet_threshold=getattr(args, "wavelet_threshold", THRESHOLD_RATIO))

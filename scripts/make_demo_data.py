@@ -2,7 +2,7 @@
 
     python scripts/make_demo_data.py --out data/demo --seed 0 [--num_train_videos 24 --num_test_videos 6
                                      --frames 16 --size 120x216 --min_objects 2 --max_objects 3
-                                     --num_colours 6 --num_shapes 6 --num_voices 9 --force]
+                                     --num_colours 6 --num_shapes 6 --num_voices 9 --test_voices V1,V2 --force]
 
 Every video shows 2-3 shapes (circle, square, triangle, star, heart, cross) that differ in colour AND shape,
 each in a "small" or "big" size, moving in a straight line along one of the four directions so that their
@@ -10,7 +10,8 @@ paths cross near the middle of the frame; a random depth order decides who cover
 keep only the visible pixels. The background is a smooth, mildly tinted texture plus per-frame noise. Each
 object gets one spoken expression naming its colour and shape, sometimes its size and its motion
 ("the small blue square moving left"); no two objects of a video share an expression, so only the audio
-tells which one to segment. Speech comes from eSpeak NG in several voices and speeds. `--num_colours`,
+tells which one to segment. Speech comes from eSpeak NG in several voices and speeds; `--test_voices` keeps
+some voices for the held-out videos only (unseen speakers). `--num_colours`,
 `--num_shapes` and `--num_voices` keep only the first ones of each list (a smaller vocabulary and fewer
 voices make a dataset that a small model learns in minutes on the CPU, see scripts/demo.py).
 
@@ -37,7 +38,6 @@ re-seeded before every synthesis; it also carries state from one synthesis to th
 the audio depends on the order of the syntheses, which is fixed here.
 """
 import argparse
-import ctypes
 import json
 import math
 import sys
@@ -45,7 +45,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import espeakng_loader
 import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
@@ -55,7 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from datasets.audio import mfcc39, save_features  # noqa: E402
 from datasets.formats import (write_jpeg, write_json, write_meta_expressions, write_palette_png,  # noqa: E402
                               vis_annotation_from_masks, write_vis_instances)
-from datasets.speech import synthesize, write_wav  # noqa: E402
+from datasets.speech import (ENGLISH_VOICES, SPEECH_RATE_WPM, SPEECH_SEED_RANGE, check_voices,  # noqa: E402
+                             parse_voices, seed_speech, synthesize, write_wav)
 from util.misc import atomic_directory  # noqa: E402
 
 SPLIT_DIR = "train"  # every video lives in the train split; the split files say which are held out
@@ -88,9 +88,7 @@ MIN_VISIBLE_FRACTION = 0.4  # an object must show this much of its area ...
 MIN_VISIBLE_FRAMES = 0.6  # ... on this fraction of the frames, or the video is drawn again
 MAX_LAYOUT_TRIES = 50
 
-VOICES = ("en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc", "en+f3", "en-us+m3", "en+f2")
-SPEECH_RATE_WPM = (130, 200)
-SPEECH_SEED_RANGE = 2 ** 31  # eSpeak NG's seed is a C long; stay within 32 bits
+VOICES = ENGLISH_VOICES
 
 
 @dataclass
@@ -112,6 +110,9 @@ class DemoConfig:
     p_say_motion: float = P_SAY_MOTION
     speed_scale: float = 1.0  # multiplies SPEED_RANGE: short videos need faster shapes to separate them
     size_scale: float = 1.0  # multiplies SIZE_RADIUS: at low resolution, larger shapes leave the masks' edges less weight
+    # Voices heard only in the held-out videos (the training videos keep the others of the first num_voices);
+    # empty: every video draws from the first num_voices.
+    test_voices: Tuple[str, ...] = ()
 
     def check(self) -> None:
         if self.num_train_videos < 0 or self.num_test_videos < 0 or self.num_train_videos + self.num_test_videos == 0:
@@ -131,10 +132,33 @@ class DemoConfig:
         for name, value in (("--p_say_size", self.p_say_size), ("--p_say_motion", self.p_say_motion)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} is a probability in [0, 1], got {value}")
+        if self.test_voices:
+            if not self.train_voices():
+                raise ValueError(f"--test_voices {','.join(self.test_voices)} leave no training voice among the "
+                                 f"first --num_voices {self.num_voices} ({', '.join(VOICES[:self.num_voices])})")
+            check_voices(self.test_voices)
         if not 1 <= self.min_objects <= self.max_objects <= min(self.num_colours, self.num_shapes):
             raise ValueError(f"need 1 <= --min_objects <= --max_objects <= {min(self.num_colours, self.num_shapes)} "
                              f"(objects of a video differ in colour and shape), "
                              f"got {self.min_objects} and {self.max_objects}")
+
+    def train_voices(self) -> Tuple[str, ...]:
+        """The voices of the training videos: the first `num_voices`, less the test voices."""
+        return tuple(v for v in VOICES[:self.num_voices] if v not in self.test_voices)
+
+    def held_out_voices(self) -> Tuple[str, ...]:
+        """The voices of the held-out videos: `test_voices`, or the training ones when none are given."""
+        return tuple(self.test_voices) or self.train_voices()
+
+    def record(self) -> dict:
+        """What the `.complete` marker stores: the fields, `test_voices` only when given (so that a dataset
+        made without it keeps its marker byte for byte)."""
+        record = asdict(self)
+        if not self.test_voices:
+            del record["test_voices"]
+        else:
+            record["test_voices"] = list(self.test_voices)
+        return record
 
 
 @dataclass
@@ -324,14 +348,6 @@ def make_video(video_id: str, rng: np.random.Generator, config: DemoConfig) -> D
 
 
 # ----------------------------------------------------------------------------- writing
-def _seed_speech(seed: int) -> None:
-    """Seed eSpeak NG's random generator (process-global, like the rest of its state that `synthesize` uses)."""
-    library = ctypes.CDLL(espeakng_loader.get_library_path())  # the already loaded library: same handle
-    library.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
-    library.espeak_ng_SetRandSeed.restype = None
-    library.espeak_ng_SetRandSeed(seed)
-
-
 def video_ids(config: DemoConfig) -> Tuple[List[str], List[str]]:
     """(training ids, held-out test ids)."""
     return ([f"train{i:03d}" for i in range(config.num_train_videos)],
@@ -361,7 +377,7 @@ def _write_video(root: Path, video: DemoVideo, rng: np.random.Generator, voices:
         expressions[exp_id] = {"exp": obj.expression, "obj_id": str(obj.obj_id)}
         voice = str(rng.choice(voices))
         rate = int(rng.integers(SPEECH_RATE_WPM[0], SPEECH_RATE_WPM[1] + 1))
-        _seed_speech(int(rng.integers(SPEECH_SEED_RANGE)))
+        seed_speech(int(rng.integers(SPEECH_SEED_RANGE)))
         samples, sample_rate = synthesize(obj.expression, voice, rate)
         stem = f"{video.video_id}_{exp_id}"
         speech_log[stem] = {"text": obj.expression, "voice": voice, "rate_wpm": rate}
@@ -396,7 +412,8 @@ def _write_dataset(root: Path, config: DemoConfig) -> None:
     for split, split_index, video_index, vid in tqdm(jobs, desc="demo videos", unit="video"):
         rng = _video_rng(config.seed, split_index, video_index)
         video = make_video(vid, rng, config)
-        meta_expressions[vid], meta[vid] = _write_video(root, video, rng, VOICES[:config.num_voices], speech_log)
+        voices = config.train_voices() if split == "train" else config.held_out_voices()
+        meta_expressions[vid], meta[vid] = _write_video(root, video, rng, voices, speech_log)
         rendered[split].append(video)
     write_meta_expressions(root / "meta_expressions" / SPLIT_DIR / "meta_expressions.json", meta_expressions)
     write_json(root / SPLIT_DIR / "meta.json", {"videos": meta})
@@ -408,7 +425,7 @@ def _write_dataset(root: Path, config: DemoConfig) -> None:
     write_vis_instances(root / "ann" / "instances_test_sub.json", test_videos, test_annotations, categories)
     (root / "train_videos.txt").write_text("".join(f"{vid}\n" for vid in train_ids))
     (root / "test_videos.txt").write_text("".join(f"{vid}\n" for vid in test_ids))
-    (root / COMPLETE_MARKER).write_text(json.dumps(asdict(config), sort_keys=True) + "\n")
+    (root / COMPLETE_MARKER).write_text(json.dumps(config.record(), sort_keys=True) + "\n")
 
 
 def is_complete(out: Path, config: Optional[DemoConfig] = None) -> bool:
@@ -416,7 +433,7 @@ def is_complete(out: Path, config: Optional[DemoConfig] = None) -> bool:
     marker = Path(out) / COMPLETE_MARKER
     if not marker.is_file():
         return False
-    return config is None or json.loads(marker.read_text()) == asdict(config)
+    return config is None or json.loads(marker.read_text()) == config.record()
 
 
 def generate(out: Path, config: DemoConfig, force: bool = False) -> bool:
@@ -472,6 +489,10 @@ def get_parser() -> argparse.ArgumentParser:
                              "few --frames a larger value keeps the shapes apart except when their paths cross")
     parser.add_argument("--size_scale", type=float, default=defaults.size_scale,
                         help="multiplies the shapes' radii (small 0.11-0.13, big 0.17-0.20 of the frame height)")
+    parser.add_argument("--test_voices", type=parse_voices, default=(),
+                        help="comma-separated eSpeak NG voices heard only in the held-out videos, e.g. "
+                             "en-gb-x-rp,en+f3; the training videos keep the others of the first --num_voices "
+                             "(unseen speakers); default: every video draws from the first --num_voices")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
     return parser
 
@@ -482,8 +503,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         num_frames=args.frames, height=args.size[0], width=args.size[1],
                         min_objects=args.min_objects, max_objects=args.max_objects, num_colours=args.num_colours,
                         num_shapes=args.num_shapes, num_voices=args.num_voices, p_say_size=args.p_say_size,
-                        p_say_motion=args.p_say_motion, speed_scale=args.speed_scale,
-                        size_scale=args.size_scale)
+                        p_say_motion=args.p_say_motion, speed_scale=args.speed_scale, size_scale=args.size_scale,
+                        test_voices=args.test_voices)
     if generate(args.out, config, force=args.force):
         print(f"wrote the demo dataset to {args.out}")
     else:

@@ -220,3 +220,38 @@ def test_speed_scale_multiplies_the_motion():
         travel.append(np.mean([np.hypot(o.centres[-1][0] - o.centres[0][0], o.centres[-1][1] - o.centres[0][1])
                                for o in video.objects]))
     assert travel[1] > 2.5 * travel[0]
+
+
+def test_test_voices_are_heard_only_in_the_held_out_videos(tmp_path):
+    """--test_voices: the held-out videos speak only those voices, the training videos only the others, and the
+    training split is byte for byte the one made without the option (a model trained on it never heard them)."""
+    plain, unseen = tmp_path / "plain", tmp_path / "unseen"
+    _run_script(plain, "--num_voices", "2")
+    _run_script(unseen, "--num_voices", "2", "--test_voices", "en-gb-x-rp,en+f3")
+    speech = json.loads((unseen / "audio_wav" / "speech.json").read_text())
+    train_voices = {r["voice"] for stem, r in speech.items() if stem.startswith("train")}
+    test_voices = {r["voice"] for stem, r in speech.items() if stem.startswith("test")}
+    assert train_voices <= {"en", "en-us"} and train_voices
+    assert test_voices <= {"en-gb-x-rp", "en+f3"} and test_voices
+
+    plain_files, unseen_files = _files(plain), _files(unseen)
+    assert plain_files.keys() == unseen_files.keys()
+    differing = {name for name in plain_files if plain_files[name] != unseen_files[name]}
+    assert differing, "the held-out recordings must change"
+    assert all(name.startswith(("audio_wav/test", "audio_feature/test")) or name in ("audio_wav/speech.json", ".complete")
+               for name in differing), differing
+    assert "test_voices" not in json.loads((plain / demo.COMPLETE_MARKER).read_text())
+    assert json.loads((unseen / demo.COMPLETE_MARKER).read_text())["test_voices"] == ["en-gb-x-rp", "en+f3"]
+
+
+def test_test_voices_are_checked():
+    with pytest.raises(ValueError, match="no training voice"):
+        demo.DemoConfig(num_voices=1, test_voices=("en",)).check()
+    with pytest.raises(ValueError, match="no voice 'no-such-voice'"):
+        demo.DemoConfig(test_voices=("no-such-voice",)).check()
+    assert demo.parse_voices(" en+f3, en-gb-x-rp,en+f3 ") == ("en+f3", "en-gb-x-rp")
+    with pytest.raises(SystemExit):
+        demo.get_parser().parse_args(["--test_voices", " , "])
+    config = demo.DemoConfig(num_voices=3, test_voices=("en-us", "en+f3"))
+    assert config.train_voices() == ("en", "en-gb-scotland") and config.held_out_voices() == ("en-us", "en+f3")
+    assert demo.DemoConfig(num_voices=2).held_out_voices() == ("en", "en-us")

@@ -104,6 +104,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--masks", action="store_true", help="build the mask model (required for training)")
     parser.add_argument("--no_aux_loss", dest="aux_loss", action="store_false",
                         help="disable the auxiliary decoder-layer losses")
+    # = models.encoder.THRESHOLD_RATIO (not imported: this module stays free of torch)
+    parser.add_argument("--wavelet_threshold", default=0.008, type=float,
+                        help="soft threshold of the encoder's wavelet detail bands as a fraction of their largest "
+                             "magnitude per sample (official 0.008); 0 turns the denoising off. Not part of the "
+                             "weights: infer with the value the model was trained with")
 
     # Loss coefficients (the official main.py values; its inference copies drifted)
     parser.add_argument("--mask_loss_coef", default=1, type=float)
@@ -129,6 +134,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="MFCC-39 .npy files <video>_<instance_id>.npy (A2D) and <video>.npy (JHMDB)")
     parser.add_argument("--remove_difficult", action="store_true",
                         help="accepted for the official command lines; unused, as in the official (a DETR leftover)")
+    parser.add_argument("--rvos_wav_path", default="", type=str,
+                        help="recordings <video>_<exp_id>.wav: MFCC-39 computed from them on the fly (instead of "
+                             "--rvos_audio_path)")
+    parser.add_argument("--a2d_wav_path", default="", type=str,
+                        help="recordings <video>_<instance_id>.wav (A2D) and <video>.wav (JHMDB): MFCC-39 computed "
+                             "from them on the fly (instead of --a2d_audio_path)")
     parser.add_argument("--skip_bad_samples", action="store_true",
                         help="warn about and drop broken samples instead of stopping")
     parser.add_argument("--data_scale", default=1.0, type=float,
@@ -190,6 +201,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--inference_dropout", action="store_true",
                         help="infer in training mode like the official scripts (they forget model.eval())")
     parser.add_argument("--metrics_path", default="", type=str, help="write the A2D/JHMDB metrics JSON here")
+    parser.add_argument("--audio_noise", default="", choices=("white", "babble"),
+                        help="add noise to every recording before its MFCC (needs --rvos_wav_path / --a2d_wav_path): "
+                             "white Gaussian noise, or babble, a mix of other recordings of the split (seeded by --seed)")
+    parser.add_argument("--audio_snr_db", default=None, type=float,
+                        help="signal-to-noise ratio of --audio_noise in dB, over each whole recording")
     return parser
 
 

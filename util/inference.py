@@ -12,7 +12,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ from tqdm import tqdm
 from datasets.transforms import make_inference_transforms
 import util.misc as utils
 from util.misc import atomic_json_dump
+
+if TYPE_CHECKING:
+    from datasets.noise import AudioNoise
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -92,15 +95,14 @@ def load_frame(path: PathLike, scale: float = 1.0) -> Tuple[Tensor, Image.Image]
     return tensor, image
 
 
-def load_audio_array(path: PathLike) -> Tensor:
-    """MFCC-39 features `(frames, 39)` from a `.npy` file or a raw recording -> `[39, L]`."""
-    from datasets.audio import extract_features
+def load_audio_array(path: PathLike, noise: Optional["AudioNoise"] = None) -> Tensor:
+    """MFCC-39 features `(frames, 39)` from a `.npy` file or a raw recording -> `[39, L]`; with `noise`, of the
+    recording with its noise added (`datasets.noise`)."""
     from datasets.common import load_audio_feature
 
-    path = Path(path)
-    if path.suffix.lower() == ".npy":
-        return load_audio_feature(path)
-    return torch.as_tensor(np.ascontiguousarray(extract_features(path).T), dtype=torch.float32)
+    if noise is not None:
+        return noise.features(path)
+    return load_audio_feature(path)  # a recording's features are computed (once per process)
 
 
 def cyclic_clips(num_frames: int, clip_len: int) -> List[Tuple[List[int], int]]:
@@ -143,7 +145,8 @@ class MiddleFrameSample:
 
 
 def evaluate_middle_frame(model: nn.Module, samples: Sequence[MiddleFrameSample], num_frames: int,
-                          desc: str, scale: float = 1.0) -> Tuple[Dict[str, float], List[Dict]]:
+                          desc: str, scale: float = 1.0, noise: Optional["AudioNoise"] = None
+                          ) -> Tuple[Dict[str, float], List[Dict]]:
     """The official A2D/JHMDB protocol: the clip centred on each sample's frame, the middle
     frame's mask against the ground truth. Returns (metrics, per-sample records).
 
@@ -161,7 +164,7 @@ def evaluate_middle_frame(model: nn.Module, samples: Sequence[MiddleFrameSample]
         loaded = [load_frame(sample.frame_paths[i], scale) for i in indices]
         clip = torch.stack([tensor for tensor, _ in loaded])  # [T, 3, h, w]
         width, height = loaded[middle][1].size
-        audio = load_audio_array(sample.audio_path)
+        audio = load_audio_array(sample.audio_path, noise)
         logits = predict_mask_logits(model, clip, audio, (height, width))[middle]  # [H, W]
         pred = binarize(logits)
         gt = np.asarray(sample.load_gt()).astype(bool)
@@ -185,8 +188,13 @@ def evaluate_middle_frame(model: nn.Module, samples: Sequence[MiddleFrameSample]
 
 def run_middle_frame_protocol(args, samples: Sequence[MiddleFrameSample], desc: str) -> Dict[str, float]:
     """Load `--model_path`, evaluate `samples`, print the metrics and write them to `--metrics_path`."""
+    from datasets.noise import build_noise
+
+    noise = build_noise(args, sorted({sample.audio_path for sample in samples}))  # before the model: fail early
     model = load_model_for_inference(args)
-    metrics, records = evaluate_middle_frame(model, samples, args.num_frames, desc, args.data_scale)
+    metrics, records = evaluate_middle_frame(model, samples, args.num_frames, desc, args.data_scale, noise)
+    if noise is not None:
+        metrics.update(audio_noise=noise.kind, audio_snr_db=noise.snr_db)
     report_metrics(metrics, records, args.metrics_path)
     return metrics
 

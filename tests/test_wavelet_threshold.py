@@ -1,0 +1,59 @@
+"""--wavelet_threshold: the official 0.008 by default, passed down to every encoder layer, 0 = no thresholding."""
+import pytest
+import torch
+
+from models import build_model
+from models.encoder import THRESHOLD_RATIO, WaveletDenoisingLayer, soft_threshold_per_sample
+from util.config import get_args_parser, parse_args
+
+TINY_ARGV = ["--backbone", "resnet18", "--hidden_dim", "48", "--nheads", "4", "--dim_feedforward", "64",
+             "--enc_layers", "2", "--dec_layers", "1", "--num_frames", "2", "--num_queries", "2", "--masks",
+             "--device", "cpu"]
+RECONSTRUCTION_TOL = 1e-5  # a db2 wavelet transform and its inverse, in float32
+
+
+def encoder_layers(*extra: str):
+    torch.manual_seed(0)
+    model, _, _ = build_model(parse_args(get_args_parser(), TINY_ARGV + list(extra)))
+    return model, list(model.wnet.transformer.encoder.layers)
+
+
+def test_default_is_the_official_ratio_and_reaches_every_layer():
+    assert get_args_parser().parse_args([]).wavelet_threshold == THRESHOLD_RATIO == 0.008
+    _, layers = encoder_layers()
+    assert [layer.threshold_ratio for layer in layers] == [THRESHOLD_RATIO] * 2
+    _, layers = encoder_layers("--wavelet_threshold", "0.05")
+    assert [layer.threshold_ratio for layer in layers] == [0.05] * 2
+
+
+def test_zero_turns_the_soft_thresholding_into_the_identity():
+    bands = torch.randn(2, 1, 3, 5, 7)
+    assert soft_threshold_per_sample(bands, 0.0) is bands
+    shrunk = soft_threshold_per_sample(bands)
+    assert (shrunk.abs() < bands.abs()).any() and torch.equal(shrunk.sign() * bands.sign() >= 0,
+                                                              torch.ones_like(bands, dtype=torch.bool))
+    # the whole denoising step: with 0 it is the wavelet transform and its inverse, i.e. the tokens back
+    tokens = torch.randn(24, 2, 48)  # (L_v, B, C)
+    off, official = (WaveletDenoisingLayer(48, 4, threshold_ratio=ratio) for ratio in (0.0, THRESHOLD_RATIO))
+    torch.testing.assert_close(off.denoise(tokens), tokens, rtol=RECONSTRUCTION_TOL, atol=RECONSTRUCTION_TOL)
+    assert (official.denoise(tokens) - tokens).abs().max() > 10 * RECONSTRUCTION_TOL
+
+
+def test_the_threshold_changes_the_outputs_and_not_the_parameters():
+    official, _ = encoder_layers()
+    off, _ = encoder_layers("--wavelet_threshold", "0")
+    assert official.state_dict().keys() == off.state_dict().keys()
+    off.load_state_dict(official.state_dict())
+    official.eval(), off.eval()
+    clip = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    audio = 5 * torch.randn(1, 39, 9, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        a, b = official(clip, audio), off(clip, audio)
+    assert not torch.allclose(a["memory"], b["memory"])
+
+
+def test_a_bad_threshold_is_an_error():
+    with pytest.raises(ValueError, match="--wavelet_threshold"):
+        WaveletDenoisingLayer(48, 4, threshold_ratio=-0.1)
+    with pytest.raises(ValueError, match="--wavelet_threshold"):
+        encoder_layers("--wavelet_threshold", "1.5")
