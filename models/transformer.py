@@ -4,6 +4,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from util.errors import OptionError
+
 from .decoder import FourierDecoder, FourierDecoderLayer
 from .encoder import WaveletCrossModalEncoder
 
@@ -14,7 +16,7 @@ class Transformer(nn.Module):
                  normalize_before: bool = False, checkpoint_activations: bool = False) -> None:
         super().__init__()
         if d_model % nhead != 0:
-            raise ValueError(f"--hidden_dim {d_model} must be divisible by --nheads {nhead}")
+            raise OptionError(f"--hidden_dim {d_model} must be divisible by --nheads {nhead}")
         self.encoder = WaveletCrossModalEncoder(embed_dim=d_model, num_heads=nhead, num_layers=num_encoder_layers,
                                                 dropout=dropout, checkpoint_activations=checkpoint_activations)
         decoder_layer = FourierDecoderLayer(d_model, nhead, dim_feedforward, dropout, normalize_before)
