@@ -3,7 +3,7 @@
 RVOS items carry `T` targets (one per frame), A2D items one (the annotated middle frame); the criterion
 handles both. Audio features come from `--rvos_audio_path` and `--a2d_audio_path` respectively.
 """
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 from torch.utils.data import ConcatDataset
 
@@ -17,6 +17,9 @@ class AVOSDataset(ConcatDataset):
         super().__init__([rvos, a2d_dataset])
         self.rvos, self.a2d = rvos, a2d_dataset
         self.num_dropped = rvos.num_dropped + a2d_dataset.num_dropped
+
+    def check_data(self) -> List[str]:
+        return self.rvos.check_data() + self.a2d.check_data()
 
 
 def build(image_set: str, args, transforms: Optional[Callable] = None) -> AVOSDataset:
