@@ -12,20 +12,27 @@ import argparse
 import datetime
 import json
 import random
+import signal
 import sys
 import time
+import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
 import util.misc as utils
-from util.config import get_args_parser, parse_args
+from datasets.common import BadSampleLog, build_for_check, report_data_check
+from util.config import ArgumentParser, get_args_parser, parse_args
+from util.errors import DataWarning, Interrupted, OptionError, UserError, check_device, run_main
 
 LOG_NAME = "log.txt"
 LATEST_CHECKPOINT = "checkpoint.pth"
+CHECKPOINT_TEMPLATE = "checkpoint{epoch:04}.pth"
+CHECKPOINT_GLOB = "checkpoint*.pth"
+MAX_NAMES_SHOWN = 3  # files of an earlier run named in the --output_dir error
 
 
 # ----------------------------------------------------------------------------- RNG state
@@ -82,7 +89,7 @@ def build_loader(dataset, args: argparse.Namespace, shuffle: bool) -> DataLoader
                                  shuffle=shuffle, seed=args.seed)
     batch_sampler = BatchSampler(sampler, args.batch_size, drop_last=shuffle)
     return DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=utils.collate_fn,
-                      num_workers=args.num_workers)
+                      num_workers=args.num_workers, worker_init_fn=ignore_sigint_in_worker)
 
 
 def append_log(output_dir: Path, record: Dict[str, Any]) -> None:
@@ -100,21 +107,144 @@ def amp_settings(args: argparse.Namespace, device: torch.device):
     return dtype, scaler
 
 
-def main(args: argparse.Namespace) -> torch.nn.Module:
-    """Train (or with `--eval` run the validation-loss loop); returns the model (unwrapped from DDP)."""
+class StopSignals:
+    """SIGINT and SIGTERM during training: finish the current step, keep the last checkpoint, then stop.
+
+    Installed whatever the inherited disposition (a job started in the background of a script inherits
+    SIGINT ignored, and Python then installs no KeyboardInterrupt handler). A second signal stops at once.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: Optional[int] = None
+        self.previous = {}
+
+    def __enter__(self) -> "StopSignals":
+        self.previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(f"{signal.Signals(signum).name}: stopping after the current step (send it again to stop at once)",
+              file=sys.stderr, flush=True)
+
+    def requested(self) -> bool:
+        """Whether a signal asked to stop, on any process (every process must stop at the same step)."""
+        stop = self.signum is not None
+        if utils.get_world_size() > 1:
+            flag = torch.tensor([float(stop)])
+            torch.distributed.all_reduce(flag)
+            stop = bool(flag.item())
+        return stop
+
+
+def ignore_sigint_in_worker(worker_id: int) -> None:
+    """DataLoader workers leave SIGINT to the main process, which stops after the current step."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """The weight files the options name exist (checked before any work)."""
+    for option in ("resume", "pretrained_weights"):
+        path = getattr(args, option)
+        if path and not Path(path).is_file():
+            raise OptionError(f"--{option} {path}: the file does not exist")
+
+
+def prepare_output_dir(output_dir: Path, args: argparse.Namespace) -> None:
+    """Refuse to train into an earlier run unless `--resume` (continue it) or `--overwrite` (delete its
+    checkpoints and log) is given; create `output_dir` and remove the temporary files of a killed save.
+    Every process checks (so that all stop together); only the main process changes files."""
+    if not utils.is_main_process():
+        check_output_dir(output_dir, args)
+        return
+    output_dir.mkdir(parents=True, exist_ok=True)
+    stale = utils.remove_stale_temporaries(output_dir, CHECKPOINT_GLOB)
+    if stale:
+        print(f"removed {len(stale)} temporary file(s) of an interrupted save: {', '.join(p.name for p in stale)}",
+              file=sys.stderr)
+    earlier = check_output_dir(output_dir, args)
+    for path in earlier:
+        path.unlink()
+    if earlier:
+        print(f"--overwrite: deleted {len(earlier)} file(s) of an earlier run in {output_dir}", file=sys.stderr)
+
+
+def check_output_dir(output_dir: Path, args: argparse.Namespace) -> List[Path]:
+    """The files of an earlier run in `output_dir` that `--overwrite` deletes; an OptionError when there are
+    some and neither `--resume` nor `--overwrite` is given."""
+    earlier = sorted(output_dir.glob(CHECKPOINT_GLOB)) + [p for p in [output_dir / LOG_NAME] if p.is_file()]
+    if not earlier or args.resume:
+        return []
+    if not args.overwrite:
+        shown = ", ".join(p.name for p in earlier[:MAX_NAMES_SHOWN]) + (", ..." if len(earlier) > MAX_NAMES_SHOWN else "")
+        raise OptionError(f"--output_dir {output_dir} holds an earlier run ({shown}); pass --resume "
+                          f"{output_dir / LATEST_CHECKPOINT} to continue it or --overwrite to start again")
+    return earlier
+
+
+def build_checked_dataset(image_set: str, args: argparse.Namespace):
+    """The dataset of `image_set`; a UserError when it has no sample (all dropped, or none there)."""
     from datasets import build_dataset
-    from engine import NonFiniteLossError, evaluate_loss, train_one_epoch
+
+    dataset = build_dataset(image_set, args)
+    if len(dataset) == 0:
+        reason = (f"all {dataset.num_dropped} were dropped as broken (--skip_bad_samples; the warnings above name "
+                  f"them)" if dataset.num_dropped else "the dataset holds none")
+        raise UserError(f"no {image_set} samples in --dataset_file {args.dataset_file}: {reason}; check the data "
+                        f"paths (--ytvos_path, --a2d_path, --rvos_audio_path, --a2d_audio_path) or run --check_data")
+    return dataset
+
+
+def check_data(args: argparse.Namespace) -> int:
+    """`--check_data`: every problem of the dataset the run would use, one line each; 0 when there is none."""
+    from datasets import build_dataset
+
+    args.skip_bad_samples = True  # collect every broken sample instead of stopping at the first
+    image_set = "val" if args.eval else "train"
+    dataset = build_for_check(lambda: build_dataset(image_set, args))
+    return report_data_check(dataset.check_data(), {"dataset_file": args.dataset_file, "image_set": image_set,
+                                                    "samples": len(dataset)})
+
+
+def main(args: argparse.Namespace):
+    """Train (or with `--eval` run the validation-loss loop); returns the model (unwrapped from DDP), or with
+    `--check_data` the exit code of the data check."""
+    from engine import evaluate_loss, train_one_epoch
     from models import build_model
     from util.weights import load_pretrained_weights, load_wnet_checkpoint
 
-    utils.init_distributed_mode(args)
+    if args.check_data:
+        return check_data(args)
+    check_device(args.device)
+    utils.init_distributed_mode(args)  # may set args.device to this process's GPU
     device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda was asked for but CUDA is not available; pass --device cpu")
     if not args.masks:
-        raise SystemExit("training needs --masks (the KL loss uses the mask model's memory and fusion)")
-    if args.pretrained_weights and not Path(args.pretrained_weights).is_file():
-        raise SystemExit(f"--pretrained_weights: {args.pretrained_weights} does not exist")
+        raise OptionError("training needs --masks (the KL loss uses the mask model's memory and fusion)")
+    check_paths(args)
+
+    output_dir = Path(args.output_dir) if args.output_dir else None
+    if output_dir and not args.eval:
+        prepare_output_dir(output_dir, args)
+    elif output_dir and utils.is_main_process():
+        output_dir.mkdir(parents=True, exist_ok=True)
+
+    # The data first: a broken dataset fails before the model is built.
+    image_set = "val" if args.eval else "train"
+    dataset = build_checked_dataset(image_set, args)
+    data_loader = build_loader(dataset, args, shuffle=not args.eval)
+    if len(data_loader) == 0:
+        raise OptionError(f"--batch_size {args.batch_size} is larger than the {len(data_loader.batch_sampler.sampler)} "
+                          f"{image_set} samples of this process; the incomplete last batch is dropped, so no "
+                          f"optimizer step would be taken")
+    record_audio_sample_rate(args)
 
     utils.seed_everything(args.seed + utils.get_rank())
 
@@ -130,10 +260,6 @@ def main(args: argparse.Namespace) -> torch.nn.Module:
     optimizer = build_optimizer(model_without_ddp, args)
     lr_scheduler = torch.optim.lr_scheduler.StepLR(optimizer, args.lr_drop)
     amp_dtype, scaler = amp_settings(args, device)
-
-    output_dir = Path(args.output_dir) if args.output_dir else None
-    if output_dir and utils.is_main_process():
-        output_dir.mkdir(parents=True, exist_ok=True)
 
     if args.pretrained_weights and not args.resume:
         missing, unexpected = load_pretrained_weights(model_without_ddp, args.pretrained_weights)
@@ -159,47 +285,57 @@ def main(args: argparse.Namespace) -> torch.nn.Module:
                       f"{utils.get_world_size()}; the data order continues, augmentation draws do not",
                       file=sys.stderr)
 
+    bad_samples = BadSampleLog(dataset.num_dropped)
     if args.eval:
-        dataset_val = build_dataset("val", args)
-        stats = evaluate_loss(model, criterion, build_loader(dataset_val, args, shuffle=False), device,
-                              amp=args.amp, amp_dtype=amp_dtype)
-        append_log(output_dir, {**{f"val_{k}": v for k, v in stats.items()}, "epoch": trained_epoch})
+        stats = evaluate_loss(model, criterion, data_loader, device, amp=args.amp, amp_dtype=amp_dtype,
+                              bad_samples=bad_samples)
+        append_log(output_dir, {**{f"val_{k}": v for k, v in stats.items()}, "epoch": trained_epoch,
+                                "dropped_samples": bad_samples.count})
         return model_without_ddp
 
-    dataset_train = build_dataset("train", args)
-    data_loader_train = build_loader(dataset_train, args, shuffle=True)
-    print(json.dumps({"event": "start", "n_parameters": n_parameters, "train_samples": len(dataset_train),
-                      "world_size": utils.get_world_size(), "start_epoch": args.start_epoch,
-                      "epochs": args.epochs}), flush=True)
+    if args.start_epoch >= args.epochs:
+        raise OptionError(f"--epochs {args.epochs}: the run has already trained {args.start_epoch} epoch(s) "
+                          f"(--resume {args.resume}); nothing to train, raise --epochs to continue")
+    print(json.dumps({"event": "start", "n_parameters": n_parameters, "train_samples": len(dataset),
+                      "dropped_samples": dataset.num_dropped, "world_size": utils.get_world_size(),
+                      "start_epoch": args.start_epoch, "epochs": args.epochs}), flush=True)
 
     start_time = time.time()
-    for epoch in range(args.start_epoch, args.epochs):
-        data_loader_train.batch_sampler.sampler.set_epoch(epoch)
-        try:
-            train_stats = train_one_epoch(model, criterion, data_loader_train, optimizer, device, epoch,
-                                          args.clip_max_norm, amp=args.amp, amp_dtype=amp_dtype, scaler=scaler)
-        except NonFiniteLossError as e:
-            raise SystemExit(str(e)) from None
-        lr_scheduler.step()
-        rng_states = gather_rng_states()
-        if output_dir:
-            checkpoint = {
-                "model": model_without_ddp.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "lr_scheduler": lr_scheduler.state_dict(),
-                "epoch": epoch,
-                "args": vars(args).copy(),
-                "rng": rng_states,
-            }
-            if scaler is not None:
-                checkpoint["scaler"] = scaler.state_dict()
-            # The numbered file first: `checkpoint.pth` always points at a complete epoch.
-            utils.save_on_master(checkpoint, output_dir / f"checkpoint{epoch:04}.pth")
-            utils.save_on_master(checkpoint, output_dir / LATEST_CHECKPOINT)
-        record = {**{f"train_{k}": v for k, v in train_stats.items()}, "epoch": epoch, "n_parameters": n_parameters}
-        if args.distributed:  # DDP keeps replicas equal; say so, since a divergence would be silent
-            record["ranks_in_sync"] = utils.ranks_in_sync(model_without_ddp)
-        append_log(output_dir, record)
+    saved_epoch: Optional[int] = None
+    with StopSignals() as stop:
+        for epoch in range(args.start_epoch, args.epochs):
+            data_loader.batch_sampler.sampler.set_epoch(epoch)
+            train_stats = train_one_epoch(model, criterion, data_loader, optimizer, device, epoch,
+                                          args.clip_max_norm, amp=args.amp, amp_dtype=amp_dtype, scaler=scaler,
+                                          bad_samples=bad_samples, should_stop=stop.requested)
+            if train_stats.pop("stopped") and train_stats["steps"] < len(data_loader):  # incomplete: not saved
+                raise Interrupted(stopped_message(stop, f"in epoch {epoch} after {train_stats['steps']} step(s)",
+                                                  output_dir, saved_epoch), stop.signum or signal.SIGTERM)
+            lr_scheduler.step()
+            rng_states = gather_rng_states()
+            if output_dir:
+                checkpoint = {
+                    "model": model_without_ddp.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "lr_scheduler": lr_scheduler.state_dict(),
+                    "epoch": epoch,
+                    "args": vars(args).copy(),
+                    "rng": rng_states,
+                }
+                if scaler is not None:
+                    checkpoint["scaler"] = scaler.state_dict()
+                # The numbered file first: `checkpoint.pth` always points at a complete epoch.
+                utils.save_on_master(checkpoint, output_dir / CHECKPOINT_TEMPLATE.format(epoch=epoch))
+                utils.save_on_master(checkpoint, output_dir / LATEST_CHECKPOINT)
+                saved_epoch = epoch
+            record = {**{f"train_{k}": v for k, v in train_stats.items()}, "epoch": epoch,
+                      "n_parameters": n_parameters, "dropped_samples": bad_samples.count}
+            if args.distributed:  # DDP keeps replicas equal; say so, since a divergence would be silent
+                record["ranks_in_sync"] = utils.ranks_in_sync(model_without_ddp)
+            append_log(output_dir, record)
+            if epoch + 1 < args.epochs and stop.requested():  # a signal during the last step or the save
+                raise Interrupted(stopped_message(stop, f"after epoch {epoch}", output_dir, saved_epoch),
+                                  stop.signum or signal.SIGTERM)
 
     total = str(datetime.timedelta(seconds=int(time.time() - start_time)))
     print(json.dumps({"event": "done", "training_time": total}), flush=True)
@@ -209,6 +345,44 @@ def main(args: argparse.Namespace) -> torch.nn.Module:
     return model_without_ddp
 
 
+def stopped_message(stop: StopSignals, when: str, output_dir: Optional[Path], saved_epoch: Optional[int]) -> str:
+    what = signal.Signals(stop.signum).name if stop.signum is not None else "a signal to another process"
+    latest = output_dir / LATEST_CHECKPOINT if output_dir else None
+    if saved_epoch is not None:
+        kept = f"{latest} holds epoch {saved_epoch}; continue with --resume {latest}"
+    elif latest is not None and latest.is_file():
+        kept = f"{latest} is unchanged"
+    else:
+        kept = "no checkpoint was written yet"
+    return f"stopped by {what} {when}; {kept}"
+
+
+def record_audio_sample_rate(args: argparse.Namespace) -> None:
+    """Set `args.audio_sample_rate` (saved with every checkpoint) to the rate the features were extracted at,
+    as `scripts/extract_mfcc.py` records it beside them, so that inference can tell a recording of another rate."""
+    from datasets.audio import feature_sample_rate
+
+    folders = {"ytvos": [args.rvos_audio_path], "a2d": [args.a2d_audio_path], "jhmdb": [args.a2d_audio_path],
+               "avos": [args.rvos_audio_path, args.a2d_audio_path]}[args.dataset_file]
+    rates = {folder: feature_sample_rate(folder) for folder in folders}
+    known = {rate for rate in rates.values() if rate}
+    if len(known) > 1:
+        warnings.warn(f"the audio features were extracted at different sample rates {rates}; the model will "
+                      f"hear the same words differently", DataWarning)
+    elif known and args.audio_sample_rate and args.audio_sample_rate not in known:
+        warnings.warn(f"--audio_sample_rate {args.audio_sample_rate}, but the features were extracted at "
+                      f"{known.pop()} Hz ({rates})", DataWarning)
+    elif known and not args.audio_sample_rate:
+        args.audio_sample_rate = known.pop()
+
+
+def get_parser() -> argparse.ArgumentParser:
+    return ArgumentParser("Wnet training and evaluation script", parents=[get_args_parser()])
+
+
+def cli(argv: Optional[Sequence[str]] = None):
+    return main(parse_args(get_parser(), argv))
+
+
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser("Wnet training and evaluation script", parents=[get_args_parser()])
-    main(parse_args(parser))
+    sys.exit(run_main(cli))
