@@ -11,21 +11,29 @@ COCO mask mAP. The official falls back to `00025.h5` when a sample's file is mis
 the sample (or drop it with `--skip_bad_samples`).
 """
 import argparse
-from typing import List, Optional, Sequence
+import sys
+from typing import List, Optional, Sequence, Union
 
-from util.config import get_args_parser, parse_args
+from datasets.common import build_for_check, report_data_check
+from util.config import ArgumentParser, get_args_parser, parse_args
+from util.errors import run_main
 from util.inference import MiddleFrameSample, run_middle_frame_protocol
 
 
 def get_parser() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser("Wnet A2D-Sentences evaluation", parents=[get_args_parser()])
+    return ArgumentParser("Wnet A2D-Sentences evaluation", parents=[get_args_parser()])
 
 
-def a2d_samples(args) -> List[MiddleFrameSample]:
-    from datasets.a2d import A2DDataset, audio_feature_path
+def a2d_dataset(args):
+    from datasets.a2d import A2DDataset
 
-    dataset = A2DDataset(args.a2d_path, args.a2d_audio_path, args.num_frames, transforms=None, split="test",
-                         skip_bad_samples=args.skip_bad_samples)
+    return A2DDataset(args.a2d_path, args.a2d_audio_path, args.num_frames, transforms=None, split="test",
+                      skip_bad_samples=args.skip_bad_samples)
+
+
+def a2d_samples(args, dataset) -> List[MiddleFrameSample]:
+    from datasets.a2d import audio_feature_path
+
     samples = []
     for index, sample in enumerate(dataset.samples):
         samples.append(MiddleFrameSample(
@@ -35,10 +43,16 @@ def a2d_samples(args) -> List[MiddleFrameSample]:
     return samples
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
+def main(argv: Optional[Sequence[str]] = None) -> Union[dict, int]:
+    """The metrics; with `--check_data` the exit code of the data check."""
     args = parse_args(get_parser(), argv)
-    return run_middle_frame_protocol(args, a2d_samples(args), desc="A2D-Sentences")
+    if args.check_data:
+        args.skip_bad_samples = True  # list every broken sample
+        dataset = build_for_check(lambda: a2d_dataset(args))
+        return report_data_check(dataset.check_data(), {"dataset": "a2d", "samples": len(dataset)})
+    dataset = a2d_dataset(args)
+    return run_middle_frame_protocol(args, a2d_samples(args, dataset), "A2D-Sentences", dataset)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

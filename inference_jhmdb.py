@@ -9,31 +9,45 @@ frame's mask against `part_mask[:, :, frame]` (frame clamped to the .mat's lengt
 Reports the official mean J and F, overall/mean IoU, precision@0.5..0.9 and COCO mask mAP.
 """
 import argparse
-from typing import List, Optional, Sequence
+import sys
+from typing import List, Optional, Sequence, Union
 
-from util.config import get_args_parser, parse_args
+from datasets.common import build_for_check, report_data_check
+from util.config import ArgumentParser, get_args_parser, parse_args
+from util.errors import run_main
 from util.inference import MiddleFrameSample, run_middle_frame_protocol
 
 
 def get_parser() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser("Wnet JHMDB-Sentences evaluation", parents=[get_args_parser()])
+    return ArgumentParser("Wnet JHMDB-Sentences evaluation", parents=[get_args_parser()])
 
 
-def jhmdb_samples(args) -> List[MiddleFrameSample]:
-    from datasets.jhmdb import JHMDBDataset, audio_feature_path
+def jhmdb_dataset(args):
+    from datasets.jhmdb import JHMDBDataset
 
-    dataset = JHMDBDataset(args.jhmdb_path, args.a2d_audio_path, args.num_frames, transforms=None,
-                           skip_bad_samples=args.skip_bad_samples)
+    return JHMDBDataset(args.jhmdb_path, args.a2d_audio_path, args.num_frames, transforms=None,
+                        skip_bad_samples=args.skip_bad_samples)
+
+
+def jhmdb_samples(args, dataset) -> List[MiddleFrameSample]:
+    from datasets.jhmdb import audio_feature_path
+
     return [MiddleFrameSample(dataset.describe(index), dataset.frame_paths(sample.video_id), sample.frame_idx,
                               audio_feature_path(args.a2d_audio_path, sample.video_id),
                               lambda index=index: dataset.ground_truth(index))
             for index, sample in enumerate(dataset.samples)]
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
+def main(argv: Optional[Sequence[str]] = None) -> Union[dict, int]:
+    """The metrics; with `--check_data` the exit code of the data check."""
     args = parse_args(get_parser(), argv)
-    return run_middle_frame_protocol(args, jhmdb_samples(args), desc="JHMDB-Sentences")
+    if args.check_data:
+        args.skip_bad_samples = True  # list every broken sample
+        dataset = build_for_check(lambda: jhmdb_dataset(args))
+        return report_data_check(dataset.check_data(), {"dataset": "jhmdb", "samples": len(dataset)})
+    dataset = jhmdb_dataset(args)
+    return run_middle_frame_protocol(args, jhmdb_samples(args, dataset), "JHMDB-Sentences", dataset)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))
