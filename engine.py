@@ -2,16 +2,18 @@
 import contextlib
 import math
 from collections import defaultdict
-from typing import Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
 import util.misc as utils
+from datasets.common import BadSampleLog
+from util.errors import UserError
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """The loss became NaN or infinite; training stops before anything is saved."""
 
 
@@ -64,16 +66,23 @@ def _weighted_losses(loss_dict: Dict[str, torch.Tensor], weight_dict: Dict[str, 
 def train_one_epoch(model: nn.Module, criterion: nn.Module, data_loader: Iterable,
                     optimizer: torch.optim.Optimizer, device: torch.device, epoch: int,
                     max_norm: float = 0.0, amp: bool = False, amp_dtype: torch.dtype = torch.bfloat16,
-                    scaler: Optional[torch.amp.GradScaler] = None) -> Dict[str, float]:
-    """One pass over `data_loader`; returns the epoch means of every loss term (reduced over ranks).
+                    scaler: Optional[torch.amp.GradScaler] = None, bad_samples: Optional[BadSampleLog] = None,
+                    should_stop: Callable[[], bool] = lambda: False) -> Dict[str, float]:
+    """One pass over `data_loader`; returns the epoch means of every loss term (reduced over ranks), the
+    number of optimizer `steps`, and `stopped`: whether `should_stop()` ended the epoch after a step.
 
-    Raises `NonFiniteLossError` naming the batch's samples when the loss is not finite on any rank.
+    Raises `NonFiniteLossError` naming the batch's samples when the loss is not finite on any rank, and a
+    `UserError` when the epoch takes no optimizer step. Broken samples replaced while loading
+    (`--skip_bad_samples`) are named once through `bad_samples`.
     """
     model.train()
     criterion.train()
     averages = EpochAverages()
+    stopped = False
     progress = tqdm(data_loader, desc=f"epoch {epoch}", disable=not utils.is_main_process(), dynamic_ncols=True)
     for samples, audio, targets in progress:
+        if bad_samples is not None:
+            bad_samples.add(targets)
         samples, audio = samples.to(device), audio.to(device)
         targets = _to_device(targets, device)
         with autocast_context(device, amp, amp_dtype):
@@ -109,20 +118,31 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, data_loader: Iterabl
         values["loss"] = reduced_total
         averages.update(values)
         progress.set_postfix(loss=f"{reduced_total:.4f}")
+        if should_stop():
+            stopped = True
+            break
+    progress.close()
+    if averages.count == 0:
+        raise UserError(f"epoch {epoch} took no optimizer step: the data loader gave no batch")
     means = averages.means()
     means["lr"] = optimizer.param_groups[0]["lr"]
+    means["steps"] = averages.count
+    means["stopped"] = stopped
     return means
 
 
 @torch.no_grad()
 def evaluate_loss(model: nn.Module, criterion: nn.Module, data_loader: Iterable, device: torch.device,
-                  amp: bool = False, amp_dtype: torch.dtype = torch.bfloat16) -> Dict[str, float]:
+                  amp: bool = False, amp_dtype: torch.dtype = torch.bfloat16,
+                  bad_samples: Optional[BadSampleLog] = None) -> Dict[str, float]:
     """The validation-loss loop: epoch means of every loss term in eval mode."""
     model.eval()
     criterion.eval()
     averages = EpochAverages()
     for samples, audio, targets in tqdm(data_loader, desc="eval", disable=not utils.is_main_process(),
                                         dynamic_ncols=True):
+        if bad_samples is not None:
+            bad_samples.add(targets)
         samples, audio = samples.to(device), audio.to(device)
         targets = _to_device(targets, device)
         with autocast_context(device, amp, amp_dtype):

@@ -12,22 +12,27 @@ the sample (or drop it with `--skip_bad_samples`). `--a2d_wav_path` reads record
 (MFCC-39 on the fly), and `--audio_noise` / `--audio_snr_db` add noise to them (datasets/noise.py).
 """
 import argparse
-from typing import List, Optional, Sequence
+import sys
+from typing import List, Optional, Sequence, Union
 
-from util.config import HelpFormatter, get_args_parser, parse_args
+from datasets.common import build_for_check, report_data_check
+from util.config import ArgumentParser, HelpFormatter, get_args_parser, parse_args
+from util.errors import run_main
 from util.inference import MiddleFrameSample, run_middle_frame_protocol
 
 
 def get_parser() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser("Wnet A2D-Sentences evaluation", parents=[get_args_parser()],
-                                   formatter_class=HelpFormatter)
+    return ArgumentParser("Wnet A2D-Sentences evaluation", parents=[get_args_parser()], formatter_class=HelpFormatter)
 
 
-def a2d_samples(args) -> List[MiddleFrameSample]:
+def a2d_dataset(args):
     from datasets.a2d import A2DDataset
 
-    dataset = A2DDataset(args.a2d_path, args.a2d_audio_path, args.num_frames, transforms=None, split="test",
-                         skip_bad_samples=args.skip_bad_samples, wav_root=args.a2d_wav_path)
+    return A2DDataset(args.a2d_path, args.a2d_audio_path, args.num_frames, transforms=None, split="test",
+                      skip_bad_samples=args.skip_bad_samples, wav_root=args.a2d_wav_path)
+
+
+def a2d_samples(args, dataset) -> List[MiddleFrameSample]:
     samples = []
     for index, sample in enumerate(dataset.samples):
         samples.append(MiddleFrameSample(
@@ -37,10 +42,16 @@ def a2d_samples(args) -> List[MiddleFrameSample]:
     return samples
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
+def main(argv: Optional[Sequence[str]] = None) -> Union[dict, int]:
+    """The metrics; with `--check_data` the exit code of the data check."""
     args = parse_args(get_parser(), argv)
-    return run_middle_frame_protocol(args, a2d_samples(args), desc="A2D-Sentences")
+    if args.check_data:
+        args.skip_bad_samples = True  # list every broken sample
+        dataset = build_for_check(lambda: a2d_dataset(args))
+        return report_data_check(dataset.check_data(), {"dataset": "a2d", "samples": len(dataset)})
+    dataset = a2d_dataset(args)
+    return run_middle_frame_protocol(args, a2d_samples(args, dataset), "A2D-Sentences", dataset)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

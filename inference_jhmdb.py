@@ -11,32 +11,43 @@ Reports the official mean J and F, overall/mean IoU, precision@0.5..0.9 and COCO
 `--audio_snr_db` add noise to them (datasets/noise.py).
 """
 import argparse
-from typing import List, Optional, Sequence
+import sys
+from typing import List, Optional, Sequence, Union
 
-from util.config import HelpFormatter, get_args_parser, parse_args
+from datasets.common import build_for_check, report_data_check
+from util.config import ArgumentParser, HelpFormatter, get_args_parser, parse_args
+from util.errors import run_main
 from util.inference import MiddleFrameSample, run_middle_frame_protocol
 
 
 def get_parser() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser("Wnet JHMDB-Sentences evaluation", parents=[get_args_parser()],
-                                   formatter_class=HelpFormatter)
+    return ArgumentParser("Wnet JHMDB-Sentences evaluation", parents=[get_args_parser()], formatter_class=HelpFormatter)
 
 
-def jhmdb_samples(args) -> List[MiddleFrameSample]:
+def jhmdb_dataset(args):
     from datasets.jhmdb import JHMDBDataset
 
-    dataset = JHMDBDataset(args.jhmdb_path, args.a2d_audio_path, args.num_frames, transforms=None,
-                           skip_bad_samples=args.skip_bad_samples, wav_root=args.a2d_wav_path)
+    return JHMDBDataset(args.jhmdb_path, args.a2d_audio_path, args.num_frames, transforms=None,
+                        skip_bad_samples=args.skip_bad_samples, wav_root=args.a2d_wav_path)
+
+
+def jhmdb_samples(args, dataset) -> List[MiddleFrameSample]:
     return [MiddleFrameSample(dataset.describe(index), dataset.frame_paths(sample.video_id), sample.frame_idx,
                               dataset.audio_path(sample.video_id),
                               lambda index=index: dataset.ground_truth(index))
             for index, sample in enumerate(dataset.samples)]
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
+def main(argv: Optional[Sequence[str]] = None) -> Union[dict, int]:
+    """The metrics; with `--check_data` the exit code of the data check."""
     args = parse_args(get_parser(), argv)
-    return run_middle_frame_protocol(args, jhmdb_samples(args), desc="JHMDB-Sentences")
+    if args.check_data:
+        args.skip_bad_samples = True  # list every broken sample
+        dataset = build_for_check(lambda: jhmdb_dataset(args))
+        return report_data_check(dataset.check_data(), {"dataset": "jhmdb", "samples": len(dataset)})
+    dataset = jhmdb_dataset(args)
+    return run_middle_frame_protocol(args, jhmdb_samples(args, dataset), "JHMDB-Sentences", dataset)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -18,23 +18,29 @@ Unlike the official script (first `--num_frames` frames only), long videos are c
 consecutive clips; the last clip is filled by repeating its frames, as the official does for short
 videos. Entries follow the official format and also carry `exp_id`. Optional outputs: the
 Ref-YouTube-VOS submission PNGs (`--png_dir`) and overlay images, a contact sheet and a GIF per
-video (`--visualize`).
+video (`--visualize`). Finished videos are kept in `<save_path>.partial` as they are done: a run stopped
+by a broken file or Ctrl-C continues with `--resume_results`.
 """
 import argparse
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm
 
-from util.config import HelpFormatter, get_args_parser, parse_args
-from util.inference import (binarize, cyclic_clips, list_frames, load_audio_array, load_frame,
-                            load_model_and_train_videos, log_json, predict_mask_logits)
+from datasets.common import SKIP_HINT, BadSampleWarning, SampleError, build_for_check, report_data_check
+from datasets.formats import DataFormatError
+from util.config import ArgumentParser, HelpFormatter, get_args_parser, parse_args
+from util.errors import USER_OS_ERRORS, OptionError, UserError, one_line, run_main
+from util.inference import (ResultJournal, audio_loader, binarize, cyclic_clips, journal_on_interrupt,
+                            journal_settings, list_frames, load_audio_array, load_frame, load_model_and_train_videos,
+                            log_json, predict_mask_logits, unfinished_hint, warn_feature_rate)
 from util.misc import atomic_write
 
 if TYPE_CHECKING:
@@ -62,17 +68,17 @@ class VideoJob:
 
 
 def get_parser() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser("Wnet Ref-YouTube-VOS inference", parents=[get_args_parser()],
-                                   formatter_class=HelpFormatter)
+    return ArgumentParser("Wnet Ref-YouTube-VOS inference", parents=[get_args_parser()], formatter_class=HelpFormatter)
 
 
 # ----------------------------------------------------------------------------- what to run
-def split_jobs(args) -> List[VideoJob]:
+def split_jobs(args, dropped: List[str]) -> List[VideoJob]:
     """The videos of `--ytvos_split` (or those of `--split_file`) with their expressions and recordings.
 
     `--split_file` is the official VIS-style json (`ann/instances_test_sub.json`, the default when it
     exists) or a text file of video names, one per line; with 'none' (or no official file) every video
-    of `meta_expressions.json`.
+    of `meta_expressions.json`. An expression without its audio stops here, before any work, or with
+    `--skip_bad_samples` is named and appended to `dropped`.
     """
     from datasets.common import audio_source
     from datasets.ytvos import TEST_PART, audio_stem, read_ytvos_videos, resolve_split_file, video_frame_paths
@@ -88,7 +94,7 @@ def split_jobs(args) -> List[VideoJob]:
         names = [line.strip() for line in Path(split_file).read_text().splitlines() if line.strip()]
         unknown = [name for name in names if name not in by_name]
         if unknown:
-            raise ValueError(f"split file {split_file}: videos not in the {args.ytvos_split} split: {unknown[:5]}")
+            raise OptionError(f"--split_file {split_file}: videos not in the {args.ytvos_split} split: {unknown[:5]}")
         videos = [by_name[name] for name in names]
     jobs = []
     for position, video in enumerate(videos, start=1):
@@ -98,8 +104,13 @@ def split_jobs(args) -> List[VideoJob]:
             # the recording when --rvos_wav_path is given (features on the fly), else the extracted features
             audio_path = audio_source(args.rvos_audio_path, args.rvos_wav_path, audio_stem(video.name, expression.exp_id))
             if not audio_path.is_file():
-                raise FileNotFoundError(f"audio of video {video.name!r} expression "
-                                        f"{expression.exp_id!r} not found: {audio_path}")
+                message = (f"audio of video {video.name!r} expression {expression.exp_id!r} "
+                           f"not found: {audio_path}")
+                if not args.skip_bad_samples:
+                    raise FileNotFoundError(message + SKIP_HINT)
+                warnings.warn(message, BadSampleWarning)
+                dropped.append(message)
+                continue
             obj_id = expression.obj_id if expression.obj_id is not None else 0  # absent in the test split's file
             job.expressions.append(Expression(expression.exp_id, obj_id, audio_path, expression.text))
         jobs.append(job)
@@ -109,12 +120,29 @@ def split_jobs(args) -> List[VideoJob]:
 def single_job(args) -> VideoJob:
     """`--audio FILE --video_dir DIR`: one recording on one folder of frames."""
     if not (args.audio and args.video_dir):
-        raise SystemExit("--audio and --video_dir go together: one recording and one folder of frames")
+        raise OptionError("--audio and --video_dir go together: one recording and one folder of frames")
     audio = Path(args.audio)
     if not audio.is_file():
-        raise FileNotFoundError(f"recording not found: {audio}")
+        raise OptionError(f"--audio {audio}: the file does not exist")
     frames = list_frames(args.video_dir)
     return VideoJob(Path(args.video_dir).resolve().name, 0, frames, [Expression(audio.stem, 0, audio)])
+
+
+def check_jobs(jobs: Sequence[VideoJob], load_audio: Callable[[Path], torch.Tensor]) -> List[str]:
+    """`--check_data`: decode every frame and recording (or feature) of `jobs` once; one message per problem."""
+    from datasets.common import check_frame_sizes, decode_images
+    from datasets.formats import read_rgb
+
+    problems: List[str] = []
+    for job in jobs:
+        describe = f"video {job.name}"
+        check_frame_sizes(decode_images(job.frame_paths, read_rgb, describe, problems), describe, problems)
+        for expression in job.expressions:
+            try:
+                load_audio(expression.audio_path)
+            except (UserError,) + USER_OS_ERRORS as error:
+                problems.append(f"{describe} expression {expression.exp_id}: {one_line(error)}")
+    return problems
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -153,69 +181,125 @@ def write_visualisation(out_dir: Path, job: VideoJob, masks: Dict[str, np.ndarra
 
 
 # ----------------------------------------------------------------------------- inference
+def drop_or_raise(what: str, error: Exception, skip_bad_samples: bool) -> str:
+    """A broken video or expression: a SampleError naming it, or with `skip_bad_samples` a warning; returns
+    the message (what the run reports as dropped)."""
+    message = f"{what}: {one_line(error)}"
+    if not skip_bad_samples:
+        raise SampleError(message + SKIP_HINT) from error
+    warnings.warn(message, BadSampleWarning)
+    return message
+
+
 def infer_video(model: torch.nn.Module, job: VideoJob, num_frames: int, scale: float = 1.0,
-                noise: Optional["AudioNoise"] = None) -> Dict[str, np.ndarray]:
+                load_audio: Callable[[Path], torch.Tensor] = load_audio_array,
+                skip_bad_samples: bool = False) -> Tuple[Dict[str, np.ndarray], List[str]]:
     """Masks `[n, H, W]` (bool) of every expression of one video, every frame covered; frames at short
-    side 300 x `scale`; `noise` added to each recording before its MFCC (`--audio_noise`)."""
-    loaded = [load_frame(path, scale) for path in job.frame_paths]
-    sizes = {image.size for _, image in loaded}
-    if len(sizes) != 1:
-        raise ValueError(f"video {job.name}: frames have different sizes {sorted(sizes)}")
+    side 300 x `scale`. Returns (masks by exp_id, the dropped video or expressions when `skip_bad_samples`)."""
+    try:
+        loaded = [load_frame(path, scale) for path in job.frame_paths]
+        sizes = {image.size for _, image in loaded}
+        if len(sizes) != 1:
+            raise DataFormatError(f"frames have different sizes {sorted(sizes)}")
+    except (UserError,) + USER_OS_ERRORS as error:
+        return {}, [drop_or_raise(f"video {job.name}", error, skip_bad_samples)]
     width, height = sizes.pop()
     frames = torch.stack([tensor for tensor, _ in loaded])  # [n, 3, h, w]
     clips = cyclic_clips(len(frames), num_frames)
-    masks = {}
+    masks, dropped = {}, []
     for expression in job.expressions:
-        audio = load_audio_array(expression.audio_path, noise)  # [39, L]
+        try:
+            audio = load_audio(expression.audio_path)  # [39, L]
+        except (UserError,) + USER_OS_ERRORS as error:
+            dropped.append(drop_or_raise(f"video {job.name} expression {expression.exp_id}", error, skip_bad_samples))
+            continue
         parts = []
         for indices, count in clips:
             logits = predict_mask_logits(model, frames[indices], audio, (height, width))  # [T, H, W]
             parts.append(binarize(logits[:count]))
         masks[expression.exp_id] = np.concatenate(parts)  # [n, H, W]
-    return masks
+    return masks, dropped
 
 
-def run(args, jobs: Sequence[VideoJob], model: Optional[torch.nn.Module] = None) -> List[dict]:
-    """Infer every job and write `--save_path`. With no `model`, `--model_path` is loaded and its record of
-    training videos checked against the jobs' videos (a warning on stderr when any was trained on)."""
+def infer_job(model: torch.nn.Module, job: VideoJob, args, load_audio: Callable[[Path], torch.Tensor],
+              journal: ResultJournal) -> dict:
+    """One video: its results.json entries and dropped expressions; PNGs and overlays written as asked."""
+    from util.results import make_entry
+
+    try:
+        masks, dropped = infer_video(model, job, args.num_frames, args.data_scale, load_audio, args.skip_bad_samples)
+    except SampleError as error:
+        raise SampleError(f"{error}{unfinished_hint(journal)}") from error
+    entries = []
+    for expression in job.expressions:
+        if expression.exp_id not in masks:
+            continue
+        entries.append(make_entry(job.video_id, expression.obj_id, job.name, expression.exp_id,
+                                  masks[expression.exp_id]))
+        if args.png_dir:
+            for frame_path, mask in zip(job.frame_paths, masks[expression.exp_id]):
+                save_png(Path(args.png_dir) / job.name / expression.exp_id / f"{frame_path.stem}.png", mask)
+    if args.visualize and masks:
+        write_visualisation(Path(args.visualize), job, masks)
+    log_json({"video": job.name, "frames": len(job.frame_paths), "expressions": len(entries), "dropped": len(dropped)})
+    return {"entries": entries, "dropped": dropped}
+
+
+def run(args, jobs: Sequence[VideoJob], model: Optional[torch.nn.Module] = None,
+        dropped_before: Sequence[str] = ()) -> List[dict]:
+    """Infer every job and write results.json. Each finished video goes to `<save_path>.partial` at once, so
+    that an interrupted or failed run keeps it (`--resume_results` continues from there). With no `model`,
+    `--model_path` is loaded and its record of training videos checked against the jobs' videos (a warning on
+    stderr when any was trained on)."""
     from datasets.noise import build_noise
-    from util.results import make_entry, write_results
+    from util.results import write_results
     from util.weights import count_trained_on
 
+    journal = ResultJournal(args.save_path, journal_settings(args), args.resume_results)
     noise = build_noise(args, [e.audio_path for job in jobs for e in job.expressions])  # before the model: fail early
     trained_on = None
     if model is None:
         model, train_videos = load_model_and_train_videos(args)
         trained_on = count_trained_on([job.name for job in jobs], None if train_videos is None
                                       else train_videos.get("ytvos", []), args.model_path)
-    entries, start, num_frames = [], time.time(), 0
-    for job in tqdm(jobs, desc="videos", dynamic_ncols=True):
-        masks = infer_video(model, job, args.num_frames, args.data_scale, noise)
-        for expression in job.expressions:
-            entries.append(make_entry(job.video_id, expression.obj_id, job.name, expression.exp_id,
-                                      masks[expression.exp_id]))
-            if args.png_dir:
-                for frame_path, mask in zip(job.frame_paths, masks[expression.exp_id]):
-                    save_png(Path(args.png_dir) / job.name / expression.exp_id / f"{frame_path.stem}.png", mask)
-        if args.visualize:
-            write_visualisation(Path(args.visualize), job, masks)
-        num_frames += len(job.frame_paths)
-        log_json({"video": job.name, "frames": len(job.frame_paths), "expressions": len(job.expressions)})
+    if not args.audio:
+        warn_feature_rate(args.rvos_audio_path, args)
+    load_audio = audio_loader(args, noise)
+    entries, dropped, start, num_frames = [], list(dropped_before), time.time(), 0
+    with journal_on_interrupt(journal):
+        for job in tqdm(jobs, desc="videos", dynamic_ncols=True):
+            if job.name not in journal.done:
+                journal.add(job.name, infer_job(model, job, args, load_audio, journal))
+            entries += journal.done[job.name]["entries"]
+            dropped += journal.done[job.name]["dropped"]
+            num_frames += len(job.frame_paths)
     write_results(args.save_path, entries)
-    log_json({"videos": len(jobs), "expressions": len(entries), "frames": num_frames,
+    journal.finish()
+    log_json({"videos": len(jobs), "expressions": len(entries), "frames": num_frames, "dropped": len(dropped),
               "seconds": round(time.time() - start, 2), "results": str(args.save_path),
               "trained_on_evaluated_videos": trained_on})
     return entries
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
+    """Write results.json; with `--check_data` return the exit code of the data check instead."""
     args = parse_args(get_parser(), argv)
-    jobs = [single_job(args)] if (args.audio or args.video_dir) else split_jobs(args)
+    if args.check_data:
+        args.skip_bad_samples = True  # list every broken sample
+    dropped: List[str] = []
+    if args.audio or args.video_dir:
+        jobs = [single_job(args)]
+    else:
+        jobs = build_for_check(lambda: split_jobs(args, dropped)) if args.check_data else split_jobs(args, dropped)
+    if args.check_data:
+        return report_data_check(dropped + check_jobs(jobs, audio_loader(args)), {"dataset": "ytvos",
+                                                                                  "videos": len(jobs)})
     if not jobs:
-        raise SystemExit("no videos to infer")
-    run(args, jobs)
+        raise UserError("no videos to infer")
+    run(args, jobs, dropped_before=dropped)
     print(f"results written to {args.save_path}", file=sys.stderr)
+    return None
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

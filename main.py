@@ -12,21 +12,28 @@ import argparse
 import datetime
 import json
 import random
+import signal
 import sys
 import time
+import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
 import util.misc as utils
-from util.config import HelpFormatter, get_args_parser, is_none, parse_args
+from datasets.common import BadSampleLog, build_for_check, report_data_check
+from util.config import ArgumentParser, HelpFormatter, get_args_parser, is_none, parse_args
+from util.errors import DataWarning, Interrupted, OptionError, UserError, check_device, run_main
 
 LOG_NAME = "log.txt"
 LATEST_CHECKPOINT = "checkpoint.pth"
+CHECKPOINT_TEMPLATE = "checkpoint{epoch:04}.pth"
+CHECKPOINT_GLOB = "checkpoint*.pth"
 WARMUP_CHECKPOINT = "warmup.pth"
+MAX_NAMES_SHOWN = 3  # files of an earlier run named in the --output_dir error
 # Where the official README sends users for VisTR's COCO-trained DETR weights (384_coco_r50.pth, 384_coco_r101.pth).
 PRETRAINED_WEIGHTS_URL = "https://drive.google.com/drive/folders/1DlN8uWHT2WaKruarGW2_XChhpZeI9MFG"
 
@@ -99,7 +106,7 @@ def build_loader(dataset, args: argparse.Namespace, shuffle: bool) -> DataLoader
                                  shuffle=shuffle, seed=args.seed)
     batch_sampler = BatchSampler(sampler, args.batch_size, drop_last=shuffle)
     return DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=utils.collate_fn,
-                      num_workers=args.num_workers)
+                      num_workers=args.num_workers, worker_init_fn=ignore_sigint_in_worker)
 
 
 def merge_video_names(earlier: Optional[Dict[str, List[str]]], current: Dict[str, List[str]]) -> Dict[str, List[str]]:
@@ -130,8 +137,115 @@ def amp_settings(args: argparse.Namespace, device: torch.device):
     return dtype, scaler
 
 
+class StopSignals:
+    """SIGINT and SIGTERM during training: finish the current step, keep the last checkpoint, then stop.
+
+    Installed whatever the inherited disposition (a job started in the background of a script inherits
+    SIGINT ignored, and Python then installs no KeyboardInterrupt handler). A second signal stops at once.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: Optional[int] = None
+        self.previous = {}
+
+    def __enter__(self) -> "StopSignals":
+        self.previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(f"{signal.Signals(signum).name}: stopping after the current step (send it again to stop at once)",
+              file=sys.stderr, flush=True)
+
+    def requested(self) -> bool:
+        """Whether a signal asked to stop, on any process (every process must stop at the same step)."""
+        stop = self.signum is not None
+        if utils.get_world_size() > 1:
+            flag = torch.tensor([float(stop)])
+            torch.distributed.all_reduce(flag)
+            stop = bool(flag.item())
+        return stop
+
+
+def ignore_sigint_in_worker(worker_id: int) -> None:
+    """DataLoader workers leave SIGINT to the main process, which stops after the current step."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """The weight files the options name exist (checked before any work)."""
+    if args.resume and not Path(args.resume).is_file():
+        raise OptionError(f"--resume {args.resume}: the file does not exist")
+    if not args.resume and not is_none(args.pretrained_weights) and not Path(args.pretrained_weights).is_file():
+        raise OptionError(missing_pretrained_weights_message(args.pretrained_weights))
+
+
+def prepare_output_dir(output_dir: Path, args: argparse.Namespace) -> None:
+    """Refuse to train into an earlier run unless `--resume` (continue it) or `--overwrite` (delete its
+    checkpoints and log) is given; create `output_dir` and remove the temporary files of a killed save.
+    Every process checks (so that all stop together); only the main process changes files."""
+    if not utils.is_main_process():
+        check_output_dir(output_dir, args)
+        return
+    output_dir.mkdir(parents=True, exist_ok=True)
+    stale = utils.remove_stale_temporaries(output_dir, CHECKPOINT_GLOB)
+    if stale:
+        print(f"removed {len(stale)} temporary file(s) of an interrupted save: {', '.join(p.name for p in stale)}",
+              file=sys.stderr)
+    earlier = check_output_dir(output_dir, args)
+    for path in earlier:
+        path.unlink()
+    if earlier:
+        print(f"--overwrite: deleted {len(earlier)} file(s) of an earlier run in {output_dir}", file=sys.stderr)
+
+
+def check_output_dir(output_dir: Path, args: argparse.Namespace) -> List[Path]:
+    """The files of an earlier run in `output_dir` that `--overwrite` deletes; an OptionError when there are
+    some and neither `--resume` nor `--overwrite` is given."""
+    earlier = sorted(output_dir.glob(CHECKPOINT_GLOB)) + [p for p in [output_dir / LOG_NAME] if p.is_file()]
+    if not earlier or args.resume:
+        return []
+    if not args.overwrite:
+        shown = ", ".join(p.name for p in earlier[:MAX_NAMES_SHOWN]) + (", ..." if len(earlier) > MAX_NAMES_SHOWN else "")
+        raise OptionError(f"--output_dir {output_dir} holds an earlier run ({shown}); pass --resume "
+                          f"{output_dir / LATEST_CHECKPOINT} to continue it or --overwrite to start again")
+    return earlier
+
+
+def build_checked_dataset(image_set: str, args: argparse.Namespace):
+    """The dataset of `image_set`; a UserError when it has no sample (all dropped, or none there)."""
+    from datasets import build_dataset
+
+    dataset = build_dataset(image_set, args)
+    if len(dataset) == 0:
+        reason = (f"all {dataset.num_dropped} were dropped as broken (--skip_bad_samples; the warnings above name "
+                  f"them)" if dataset.num_dropped else "the dataset holds none")
+        raise UserError(f"no {image_set} samples in --dataset_file {args.dataset_file}: {reason}; check the data "
+                        f"paths (--ytvos_path, --a2d_path, --rvos_audio_path, --a2d_audio_path) or run --check_data")
+    return dataset
+
+
+def check_data(args: argparse.Namespace) -> int:
+    """`--check_data`: every problem of the dataset the run would use, one line each; 0 when there is none."""
+    from datasets import build_dataset
+
+    args.skip_bad_samples = True  # collect every broken sample instead of stopping at the first
+    image_set = "val" if args.eval else "train"
+    dataset = build_for_check(lambda: build_dataset(image_set, args))
+    return report_data_check(dataset.check_data(), {"dataset_file": args.dataset_file, "image_set": image_set,
+                                                    "samples": len(dataset)})
+
+
 def warm_start(model: torch.nn.Module, criterion: torch.nn.Module, args: argparse.Namespace, device: torch.device,
-               output_dir: Optional[Path], amp_dtype: torch.dtype, scaler) -> None:
+               output_dir: Optional[Path], amp_dtype: torch.dtype, scaler, stop: "StopSignals") -> None:
     """The `--warmup_epochs` stage: train on the first `--warmup_subset` videos with an optimizer of its own.
 
     Why it helps: when every clip shows several objects, each named by its own recording, a model that cannot yet
@@ -140,12 +254,11 @@ def warm_start(model: torch.nn.Module, criterion: torch.nn.Module, args: argpars
     recordings to objects; the training on the whole set then starts from that. The weights are kept in
     `output_dir/warmup.pth`; a resumed run (`--resume`) skips the stage.
     """
-    from datasets import build_dataset
     from engine import train_one_epoch
 
     model_without_ddp = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
     warmup_args = argparse.Namespace(**{**vars(args), "subset": args.warmup_subset})
-    dataset = build_dataset("train", warmup_args)
+    dataset = build_checked_dataset("train", warmup_args)
     loader = build_loader(dataset, args, shuffle=True)
     optimizer = build_optimizer(model_without_ddp, args)
     print(json.dumps({"event": "warmup_start", "videos": args.warmup_subset, "train_samples": len(dataset),
@@ -154,7 +267,10 @@ def warm_start(model: torch.nn.Module, criterion: torch.nn.Module, args: argpars
         loader.batch_sampler.sampler.set_epoch(epoch)
         epoch_start = time.time()
         stats = train_one_epoch(model, criterion, loader, optimizer, device, epoch, args.clip_max_norm,
-                                amp=args.amp, amp_dtype=amp_dtype, scaler=scaler)
+                                amp=args.amp, amp_dtype=amp_dtype, scaler=scaler, should_stop=stop.requested)
+        if stats.pop("stopped"):
+            raise Interrupted(stopped_message(stop, f"in warm-up epoch {epoch}", output_dir, None),
+                              stop.signum or signal.SIGTERM)
         append_log(output_dir, {"stage": "warmup", **{f"train_{k}": v for k, v in stats.items()}, "epoch": epoch,
                                 "epoch_seconds": round(time.time() - epoch_start, 2)})
     if output_dir:
@@ -163,22 +279,38 @@ def warm_start(model: torch.nn.Module, criterion: torch.nn.Module, args: argpars
                              output_dir / WARMUP_CHECKPOINT)
 
 
-def main(args: argparse.Namespace) -> torch.nn.Module:
-    """Train (or with `--eval` run the validation-loss loop); returns the model (unwrapped from DDP)."""
-    from datasets import build_dataset, video_names, videos_sources
-    from engine import NonFiniteLossError, evaluate_loss, train_one_epoch
+def main(args: argparse.Namespace):
+    """Train (or with `--eval` run the validation-loss loop); returns the model (unwrapped from DDP), or with
+    `--check_data` the exit code of the data check."""
+    from datasets import video_names, videos_sources
+    from engine import evaluate_loss, train_one_epoch
     from models import build_model
     from util.weights import load_pretrained_weights, load_wnet_checkpoint
 
-    utils.init_distributed_mode(args)
+    if args.check_data:
+        return check_data(args)
+    check_device(args.device)
+    utils.init_distributed_mode(args)  # may set args.device to this process's GPU
     device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda was asked for but CUDA is not available; pass --device cpu")
     if not args.masks:
-        raise SystemExit("training needs --masks (the KL loss uses the mask model's memory and fusion)")
-    from_scratch = is_none(args.pretrained_weights)
-    if not from_scratch and not args.resume and not Path(args.pretrained_weights).is_file():
-        raise SystemExit(missing_pretrained_weights_message(args.pretrained_weights))
+        raise OptionError("training needs --masks (the KL loss uses the mask model's memory and fusion)")
+    check_paths(args)
+
+    output_dir = Path(args.output_dir) if args.output_dir else None
+    if output_dir and not args.eval:
+        prepare_output_dir(output_dir, args)
+    elif output_dir and utils.is_main_process():
+        output_dir.mkdir(parents=True, exist_ok=True)
+
+    # The data first: a broken dataset fails before the model is built.
+    image_set = "val" if args.eval else "train"
+    dataset = build_checked_dataset(image_set, args)
+    data_loader = build_loader(dataset, args, shuffle=not args.eval)
+    if len(data_loader) == 0:
+        raise OptionError(f"--batch_size {args.batch_size} is larger than the {len(data_loader.batch_sampler.sampler)} "
+                          f"{image_set} samples of this process; the incomplete last batch is dropped, so no "
+                          f"optimizer step would be taken")
+    record_audio_sample_rate(args)
 
     utils.seed_everything(args.seed + utils.get_rank())
 
@@ -195,12 +327,8 @@ def main(args: argparse.Namespace) -> torch.nn.Module:
     lr_scheduler = build_lr_scheduler(optimizer, args)
     amp_dtype, scaler = amp_settings(args, device)
 
-    output_dir = Path(args.output_dir) if args.output_dir else None
-    if output_dir and utils.is_main_process():
-        output_dir.mkdir(parents=True, exist_ok=True)
-
     if not args.resume:
-        if from_scratch:
+        if is_none(args.pretrained_weights):
             record = {"event": "pretrained_weights", "path": None, "from_scratch": True,
                       "note": "--pretrained_weights none: training starts from scratch (the official starts from "
                               "COCO-trained DETR weights)"}
@@ -231,60 +359,69 @@ def main(args: argparse.Namespace) -> torch.nn.Module:
                       f"{utils.get_world_size()}; the data order continues, augmentation draws do not",
                       file=sys.stderr)
 
+    bad_samples = BadSampleLog(dataset.num_dropped)
     if args.eval:
-        dataset_val = build_dataset("val", args)
-        print(json.dumps({"event": "eval", "val_samples": len(dataset_val), "videos_from": videos_sources(dataset_val)}),
+        print(json.dumps({"event": "eval", "val_samples": len(dataset), "videos_from": videos_sources(dataset)}),
               flush=True)
-        stats = evaluate_loss(model, criterion, build_loader(dataset_val, args, shuffle=False), device,
-                              amp=args.amp, amp_dtype=amp_dtype)
-        append_log(output_dir, {**{f"val_{k}": v for k, v in stats.items()}, "epoch": trained_epoch})
+        stats = evaluate_loss(model, criterion, data_loader, device, amp=args.amp, amp_dtype=amp_dtype,
+                              bad_samples=bad_samples)
+        append_log(output_dir, {**{f"val_{k}": v for k, v in stats.items()}, "epoch": trained_epoch,
+                                "dropped_samples": bad_samples.count})
         return model_without_ddp
 
-    if args.warmup_epochs and not args.resume:
-        warm_start(model, criterion, args, device, output_dir, amp_dtype, scaler)
-
-    dataset_train = build_dataset("train", args)
-    data_loader_train = build_loader(dataset_train, args, shuffle=True)
+    if args.start_epoch >= args.epochs:
+        raise OptionError(f"--epochs {args.epochs}: the run has already trained {args.start_epoch} epoch(s) "
+                          f"(--resume {args.resume}); nothing to train, raise --epochs to continue")
     # Every checkpoint records the videos its weights were trained on: inference and evaluation warn when
     # they are evaluated on one of them.
-    train_videos = merge_video_names(earlier_videos, video_names(dataset_train))
-    print(json.dumps({"event": "start", "n_parameters": n_parameters, "train_samples": len(dataset_train),
-                      "videos_from": videos_sources(dataset_train),
-                      "train_videos": {part: len(names) for part, names in video_names(dataset_train).items()},
+    train_videos = merge_video_names(earlier_videos, video_names(dataset))
+    print(json.dumps({"event": "start", "n_parameters": n_parameters, "train_samples": len(dataset),
+                      "dropped_samples": dataset.num_dropped, "videos_from": videos_sources(dataset),
+                      "train_videos": {part: len(names) for part, names in video_names(dataset).items()},
                       "world_size": utils.get_world_size(), "dist_backend": utils.get_backend(),
                       "start_epoch": args.start_epoch, "epochs": args.epochs, "subset": args.subset}), flush=True)
 
     start_time = time.time()
-    for epoch in range(args.start_epoch, args.epochs):
-        data_loader_train.batch_sampler.sampler.set_epoch(epoch)
-        epoch_start = time.time()
-        try:
-            train_stats = train_one_epoch(model, criterion, data_loader_train, optimizer, device, epoch,
-                                          args.clip_max_norm, amp=args.amp, amp_dtype=amp_dtype, scaler=scaler)
-        except NonFiniteLossError as e:
-            raise SystemExit(str(e)) from None
-        lr_scheduler.step()
-        rng_states = gather_rng_states()
-        if output_dir:
-            checkpoint = {
-                "model": model_without_ddp.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "lr_scheduler": lr_scheduler.state_dict(),
-                "epoch": epoch,
-                "args": vars(args).copy(),
-                "rng": rng_states,
-                "train_videos": train_videos,
-            }
-            if scaler is not None:
-                checkpoint["scaler"] = scaler.state_dict()
-            # The numbered file first: `checkpoint.pth` always points at a complete epoch.
-            utils.save_on_master(checkpoint, output_dir / f"checkpoint{epoch:04}.pth")
-            utils.save_on_master(checkpoint, output_dir / LATEST_CHECKPOINT)
-        record = {**{f"train_{k}": v for k, v in train_stats.items()}, "epoch": epoch, "n_parameters": n_parameters,
-                  "epoch_seconds": round(time.time() - epoch_start, 2)}
-        if args.distributed:  # DDP keeps replicas equal; say so, since a divergence would be silent
-            record["ranks_in_sync"] = utils.ranks_in_sync(model_without_ddp)
-        append_log(output_dir, record)
+    saved_epoch: Optional[int] = None
+    with StopSignals() as stop:
+        if args.warmup_epochs and not args.resume:
+            warm_start(model, criterion, args, device, output_dir, amp_dtype, scaler, stop)
+        for epoch in range(args.start_epoch, args.epochs):
+            data_loader.batch_sampler.sampler.set_epoch(epoch)
+            epoch_start = time.time()
+            train_stats = train_one_epoch(model, criterion, data_loader, optimizer, device, epoch,
+                                          args.clip_max_norm, amp=args.amp, amp_dtype=amp_dtype, scaler=scaler,
+                                          bad_samples=bad_samples, should_stop=stop.requested)
+            if train_stats.pop("stopped") and train_stats["steps"] < len(data_loader):  # incomplete: not saved
+                raise Interrupted(stopped_message(stop, f"in epoch {epoch} after {train_stats['steps']} step(s)",
+                                                  output_dir, saved_epoch), stop.signum or signal.SIGTERM)
+            lr_scheduler.step()
+            rng_states = gather_rng_states()
+            if output_dir:
+                checkpoint = {
+                    "model": model_without_ddp.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "lr_scheduler": lr_scheduler.state_dict(),
+                    "epoch": epoch,
+                    "args": vars(args).copy(),
+                    "rng": rng_states,
+                    "train_videos": train_videos,
+                }
+                if scaler is not None:
+                    checkpoint["scaler"] = scaler.state_dict()
+                # The numbered file first: `checkpoint.pth` always points at a complete epoch.
+                utils.save_on_master(checkpoint, output_dir / CHECKPOINT_TEMPLATE.format(epoch=epoch))
+                utils.save_on_master(checkpoint, output_dir / LATEST_CHECKPOINT)
+                saved_epoch = epoch
+            record = {**{f"train_{k}": v for k, v in train_stats.items()}, "epoch": epoch,
+                      "n_parameters": n_parameters, "dropped_samples": bad_samples.count,
+                      "epoch_seconds": round(time.time() - epoch_start, 2)}
+            if args.distributed:  # DDP keeps replicas equal; say so, since a divergence would be silent
+                record["ranks_in_sync"] = utils.ranks_in_sync(model_without_ddp)
+            append_log(output_dir, record)
+            if epoch + 1 < args.epochs and stop.requested():  # a signal during the last step or the save
+                raise Interrupted(stopped_message(stop, f"after epoch {epoch}", output_dir, saved_epoch),
+                                  stop.signum or signal.SIGTERM)
 
     total = str(datetime.timedelta(seconds=int(time.time() - start_time)))
     print(json.dumps({"event": "done", "training_time": total}), flush=True)
@@ -294,7 +431,45 @@ def main(args: argparse.Namespace) -> torch.nn.Module:
     return model_without_ddp
 
 
+def stopped_message(stop: StopSignals, when: str, output_dir: Optional[Path], saved_epoch: Optional[int]) -> str:
+    what = signal.Signals(stop.signum).name if stop.signum is not None else "a signal to another process"
+    latest = output_dir / LATEST_CHECKPOINT if output_dir else None
+    if saved_epoch is not None:
+        kept = f"{latest} holds epoch {saved_epoch}; continue with --resume {latest}"
+    elif latest is not None and latest.is_file():
+        kept = f"{latest} is unchanged"
+    else:
+        kept = "no checkpoint was written yet"
+    return f"stopped by {what} {when}; {kept}"
+
+
+def record_audio_sample_rate(args: argparse.Namespace) -> None:
+    """Set `args.audio_sample_rate` (saved with every checkpoint) to the rate the features were extracted at,
+    as `scripts/extract_mfcc.py` records it beside them, so that inference can tell a recording of another rate."""
+    from datasets.audio import feature_sample_rate
+
+    folders = {"ytvos": [args.rvos_audio_path], "a2d": [args.a2d_audio_path], "jhmdb": [args.a2d_audio_path],
+               "avos": [args.rvos_audio_path, args.a2d_audio_path]}[args.dataset_file]
+    rates = {folder: feature_sample_rate(folder) for folder in folders}
+    known = {rate for rate in rates.values() if rate}
+    if len(known) > 1:
+        warnings.warn(f"the audio features were extracted at different sample rates {rates}; the model will "
+                      f"hear the same words differently", DataWarning)
+    elif known and args.audio_sample_rate and args.audio_sample_rate not in known:
+        warnings.warn(f"--audio_sample_rate {args.audio_sample_rate}, but the features were extracted at "
+                      f"{known.pop()} Hz ({rates})", DataWarning)
+    elif known and not args.audio_sample_rate:
+        args.audio_sample_rate = known.pop()
+
+
+def get_parser() -> argparse.ArgumentParser:
+    return ArgumentParser("Wnet training and evaluation script", parents=[get_args_parser()],
+                          formatter_class=HelpFormatter)
+
+
+def cli(argv: Optional[Sequence[str]] = None):
+    return main(parse_args(get_parser(), argv))
+
+
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser("Wnet training and evaluation script", parents=[get_args_parser()],
-                                     formatter_class=HelpFormatter)
-    main(parse_args(parser))
+    sys.exit(run_main(cli))

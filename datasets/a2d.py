@@ -28,10 +28,11 @@ from typing import Callable, Dict, List, Optional, Set, Tuple, Union
 import numpy as np
 
 from datasets.common import (ClipDataset, apply_transforms, audio_source, centred_clip_indices, check_audio_feature,
-                             check_items, load_audio_feature, make_target, middle_frame_index, read_annotated_clip)
+                             check_feature, check_frame_sizes, check_items, decode_images, load_audio_feature,
+                             make_target, middle_frame_index, read_annotated_clip)
 from datasets.formats import (A2D_TEST_SPLIT, A2D_TRAIN_SPLIT, A2DFrameAnnotation, A2DSample, A2DVideo,
                               DataFormatError, read_a2d_annotation_info, read_a2d_annotations, read_a2d_h5,
-                              read_videoset_csv)
+                              read_rgb, read_videoset_csv)
 
 PathLike = Union[str, Path]
 A2D_SPLITS = {"train": A2D_TRAIN_SPLIT, "val": A2D_TEST_SPLIT, "test": A2D_TEST_SPLIT}
@@ -173,7 +174,7 @@ class A2DDataset(ClipDataset):
         samples = [s for s in read_a2d_samples(root)
                    if s.video_id not in self.videos or self.videos[s.video_id].split == wanted]
         self.samples: List[A2DSample] = check_items(samples, self._check_sample, self._describe_sample,
-                                                    skip_bad_samples, self.name)
+                                                    skip_bad_samples, self.name, problems=self.problems)
         self.num_dropped = len(samples) - len(self.samples)
 
     def frame_paths(self, video_id: str) -> List[Path]:
@@ -203,6 +204,30 @@ class A2DDataset(ClipDataset):
     def audio_path(self, sample: A2DSample) -> Path:
         """The query's recording under `wav_root` when given, else its features under `audio_root`."""
         return audio_source(self.audio_root, self.wav_root, audio_stem(sample.video_id, sample.instance_id))
+
+    def check_content(self) -> List[str]:
+        problems: List[str] = []
+        frames_by_video: Dict[str, Set[int]] = {}
+        for index, sample in enumerate(self.samples):
+            frames_by_video.setdefault(sample.video_id, set()).update(self.clip_indices(index))
+        sizes = {}
+        for video_id, indices in frames_by_video.items():
+            paths = self.frame_paths(video_id)
+            sizes[video_id] = decode_images([paths[i] for i in sorted(indices)], read_rgb,
+                                            f"{self.name}: video {video_id}", problems)
+        masks, features = set(), set()
+        for sample in self.samples:
+            describe = f"{self.name}: {self._describe_sample(sample)}"
+            if (sample.video_id, sample.frame_idx) not in masks:
+                masks.add((sample.video_id, sample.frame_idx))
+                mask = load_a2d_ground_truth(self.root, sample)[0]
+                check_frame_sizes(sizes[sample.video_id], f"{self.name}: video {sample.video_id}", problems,
+                                  mask.shape, f"the masks of {h5_path(self.root, sample.video_id, sample.frame_idx)}")
+            path = self.audio_path(sample)
+            if path not in features:
+                features.add(path)
+                check_feature(path, describe, problems)
+        return list(dict.fromkeys(problems))  # a frame of the wrong size is named once, not once per mask
 
     def __len__(self) -> int:
         return len(self.samples)

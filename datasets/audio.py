@@ -9,15 +9,21 @@ Samples are float64 in 16-bit integer units, mono. Two choices of ours, not the 
 every storage format of the same recording gives the same features: float files are scaled by 32768 (the
 official passes them unscaled), and multi-channel files are averaged (the official flattens them by accident).
 """
+import json
+import math
 import os
+import warnings
 from functools import lru_cache
 from pathlib import Path
-from typing import Tuple, Union
+from typing import Dict, Tuple, Union
 
 import numpy as np
 import scipy.fft
+import scipy.signal
 import soundfile
 
+from datasets.formats import DataFormatError
+from util.errors import DataWarning, UserError
 from util.misc import atomic_write
 
 PathLike = Union[str, Path]
@@ -42,8 +48,19 @@ MEL_SCALE_HZ = 700.0
 MEL_SCALE_FACTOR = 2595.0
 EPS = np.finfo(np.float64).eps  # replaces zero energies before the logarithm
 
+# Recordings worth a warning: shorter than a short spoken word, or no louder than the noise floor of 16 bits.
+MIN_RECORDING_SECONDS = 0.25
+SILENCE_DBFS = -60
+SILENCE_PEAK = INT16_SCALE * 10 ** (SILENCE_DBFS / 20)
+FEATURE_INFO_NAME = "mfcc_info.json"  # written by scripts/extract_mfcc.py beside the features
 
-class AudioDecodeError(ValueError):
+
+class AudioWarning(DataWarning):
+    """A recording that decodes but is unlikely to hold a spoken expression (too short, silent), or one
+    recorded at another rate than the model's features."""
+
+
+class AudioDecodeError(UserError, ValueError):
     """A file that cannot be turned into samples; the message names the file and the reason."""
 
     def __init__(self, path: PathLike, reason: str):
@@ -267,14 +284,84 @@ def save_features(path: PathLike, features: np.ndarray) -> None:
     atomic_write(path, write)
 
 
-def extract_features(path: PathLike, feature: str = "wnet") -> np.ndarray:
-    """Features of one audio file: float64 `[frames, 39]` (the dtype of the official `.npy` files).
+def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """Polyphase resampling (scipy's Kaiser-windowed FIR) of a mono signal from `from_rate` to `to_rate` Hz."""
+    if from_rate == to_rate:
+        return samples
+    common = math.gcd(int(from_rate), int(to_rate))
+    return scipy.signal.resample_poly(samples, int(to_rate) // common, int(from_rate) // common)
 
-    `feature='wnet'` is the official recipe (`mfcc39`), `'librosa'` the conventional one (`librosa_mfcc39`,
-    not compatible with the released checkpoint).
+
+def check_recording(samples: np.ndarray, sample_rate: int, source: PathLike) -> None:
+    """Warn (`AudioWarning`) about a recording too short to hold a spoken expression, or silent."""
+    seconds = samples.size / sample_rate
+    if seconds < MIN_RECORDING_SECONDS:
+        warnings.warn(f"{source}: the recording lasts {seconds:.3f} s ({samples.size} sample(s) at {sample_rate} Hz); "
+                      f"a spoken expression takes at least {MIN_RECORDING_SECONDS} s", AudioWarning, stacklevel=3)
+    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
+    if peak < SILENCE_PEAK:
+        level = f"peak {20 * math.log10(peak / INT16_SCALE):.0f} dBFS" if peak > 0 else "every sample is 0"
+        warnings.warn(f"{source}: the recording is silent ({level}, below {SILENCE_DBFS} dBFS)", AudioWarning,
+                      stacklevel=3)
+
+
+def features_from_samples(samples: np.ndarray, sample_rate: int, feature: str = "wnet", resample_to: int = 0,
+                          source: PathLike = "signal") -> Tuple[np.ndarray, int]:
+    """Features of a decoded recording (`load_audio`'s samples), resampled to `resample_to` Hz first when it is
+    not 0; warns about short or silent recordings. Returns (float64 `[frames, 39]`, the rate they were computed at).
+
+    The frame length is `round(0.025 sr)` samples and the FFT 512 points (SPEC section 5), so the same words
+    recorded at two rates give different features: a fixed `resample_to` makes them comparable.
     """
     if feature not in FEATURE_TYPES:
         raise ValueError(f"unknown feature type {feature!r}; expected one of {FEATURE_TYPES}")
-    samples, sample_rate = load_audio(path)
+    check_recording(samples, sample_rate, source)
+    if resample_to:
+        samples, sample_rate = resample(samples, sample_rate, resample_to), resample_to
     compute = mfcc39 if feature == "wnet" else librosa_mfcc39
-    return compute(samples, sample_rate)
+    return compute(samples, sample_rate), sample_rate
+
+
+def extract_features(path: PathLike, feature: str = "wnet", resample_to: int = 0) -> np.ndarray:
+    """Features of one audio file: float64 `[frames, 39]` (the dtype of the official `.npy` files).
+
+    `feature='wnet'` is the official recipe (`mfcc39`), `'librosa'` the conventional one (`librosa_mfcc39`,
+    not compatible with the released checkpoint); `resample_to` Hz (0: the file's own rate) as in
+    `features_from_samples`.
+    """
+    samples, sample_rate = load_audio(path)
+    return features_from_samples(samples, sample_rate, feature, resample_to, path)[0]
+
+
+# ----------------------------------------------------------------------------- the rate features were made at
+def write_feature_info(folder: PathLike, info: Dict[str, object]) -> None:
+    """Record beside the features how they were made: `{"feature", "audio_sample_rate" (the resampling asked
+    for, 0 = none), "files": {stem: {"sample_rate": rate used, "source_sample_rate": the file's rate}}}`."""
+    path = Path(folder) / FEATURE_INFO_NAME
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(info, f, indent=1, sort_keys=True)
+    atomic_write(path, write)
+
+
+def read_feature_info(folder: PathLike) -> Dict[str, object]:
+    """What `write_feature_info` recorded in `folder` ({} when nothing was: e.g. the released features)."""
+    path = Path(folder) / FEATURE_INFO_NAME
+    if not path.is_file():
+        return {}
+    try:
+        with open(path) as f:
+            info = json.load(f)
+    except json.JSONDecodeError as error:
+        raise DataFormatError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(info, dict) or not isinstance(info.get("files", {}), dict):
+        raise DataFormatError(f"{path}: expected an object with a 'files' mapping")
+    return info
+
+
+def feature_sample_rate(folder: PathLike) -> int:
+    """The one sample rate the features in `folder` were computed at, 0 when unknown or mixed."""
+    files = read_feature_info(folder).get("files", {})
+    rates = {entry.get("sample_rate") for entry in files.values() if isinstance(entry, dict)}
+    return int(rates.pop()) if len(rates) == 1 and None not in rates else 0

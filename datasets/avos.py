@@ -3,7 +3,7 @@
 RVOS items carry `T` targets (one per frame), A2D items one (the annotated middle frame); the criterion
 handles both. Audio features come from `--rvos_audio_path` and `--a2d_audio_path` respectively.
 """
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 from torch.utils.data import ConcatDataset
 
@@ -27,6 +27,8 @@ class AVOSDataset(ConcatDataset):
         else:
             self.a2d.samples = []
         self.cumulative_sizes = self.cumsum(self.datasets)
+    def check_data(self) -> List[str]:
+        return self.rvos.check_data() + self.a2d.check_data()
 
 
 def build(image_set: str, args, transforms: Optional[Callable] = None) -> AVOSDataset:

@@ -13,10 +13,12 @@ Dataset items are `(clip [T, 3, H, W] float normalised, audio [39, L] float, tar
 N is T (RVOS: one target per frame) or 1 (A2D / JHMDB: the annotated middle frame).
 """
 import functools
+import json
 import os
+import sys
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, TypeVar, Union
 
 import numpy as np
 import torch
@@ -25,6 +27,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from datasets.formats import DataFormatError, read_rgb
+from util.errors import DataWarning, UserError
 
 PathLike = Union[str, Path]
 Sample = TypeVar("Sample")
@@ -35,6 +38,8 @@ RECORDING_SUFFIX = ".wav"  # recordings (--rvos_wav_path / --a2d_wav_path): feat
 # Recordings whose features one process keeps (about 30 KB each for a 10 s recording): every clip of an
 # expression hears the same recording, so an epoch computes each one once.
 RECORDING_CACHE_SIZE = 8192
+NPY_MAGIC = b"\x93NUMPY"
+SHOWN_BYTES = 8  # of a file that is not what it should be, in its error
 # A sample that fails while loading is replaced by the next one at most this many times in a row.
 MAX_CONSECUTIVE_BAD_SAMPLES = 16
 
@@ -43,8 +48,11 @@ class SampleError(DataFormatError):
     """Broken data for one sample; the message names the dataset item and what is wrong."""
 
 
-class BadSampleWarning(UserWarning):
+class BadSampleWarning(DataWarning):
     """A broken sample was dropped because of `--skip_bad_samples`."""
+
+
+SKIP_HINT = " (--skip_bad_samples drops broken samples, --check_data lists them all)"
 
 
 # ----------------------------------------------------------------------------- clip windows
@@ -132,19 +140,35 @@ def recording_features(path: PathLike) -> Tensor:
     return torch.from_numpy(_recording_features(str(path), stat.st_mtime_ns, stat.st_size).copy())
 
 
+def _unreadable_npy(path: PathLike, error: Exception) -> DataFormatError:
+    """Why `np.load` refused a file, in the format's terms (numpy's own message suggests loading pickles)."""
+    with open(path, "rb") as f:
+        start = f.read(SHOWN_BYTES)
+    if not start.startswith(NPY_MAGIC):
+        return DataFormatError(f"audio feature {path}: not a .npy file (it starts with {start!r}, "
+                               f"a .npy file with {NPY_MAGIC!r}); expected float features (frames, 39)")
+    if "pickled" in str(error):
+        return DataFormatError(f"audio feature {path}: holds Python objects, not numbers; expected a float "
+                               f"array (frames, 39)")
+    return DataFormatError(f"audio feature {path}: not a readable .npy array ({error})")
+
+
+def _read_npy(path: PathLike, mmap_mode: Optional[str] = None) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"audio feature not found: {path}") from None
+    except (ValueError, EOFError, OSError) as error:
+        raise _unreadable_npy(path, error) from None
+
+
 def check_audio_feature(path: PathLike) -> None:
     """Check that an MFCC-39 `.npy` exists and has shape (frames, 39), reading only its header; a recording
     (any other suffix) that it exists and reads as audio."""
     if is_recording(path):
         check_recording(path)
         return
-    try:
-        features = np.load(path, mmap_mode="r", allow_pickle=False)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"audio feature not found: {path}") from None
-    except ValueError as error:
-        raise DataFormatError(f"audio feature {path}: not a readable .npy array ({error})") from None
-    _check_audio_shape(features.shape, path)
+    _check_audio_shape(_read_npy(path, mmap_mode="r").shape, path)
 
 
 def load_audio_feature(path: PathLike) -> Tensor:
@@ -152,12 +176,7 @@ def load_audio_feature(path: PathLike) -> Tensor:
     recording (any other suffix) -> its MFCC-39, computed on the fly (`recording_features`)."""
     if is_recording(path):
         return recording_features(path)
-    try:
-        features = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"audio feature not found: {path}") from None
-    except ValueError as error:
-        raise DataFormatError(f"audio feature {path}: not a readable .npy array ({error})") from None
+    features = _read_npy(path)
     _check_audio_shape(features.shape, path)
     if not np.all(np.isfinite(features)):
         raise DataFormatError(f"audio feature {path}: contains NaN or infinite values")
@@ -244,9 +263,10 @@ def report_dropped(dataset_name: str, dropped: int, kept: int, what: str = "samp
 
 
 def check_items(items: Sequence[Sample], check: Callable[[Sample], None], describe: Callable[[Sample], str],
-                skip_bad: bool, dataset_name: str, what: str = "samples") -> List[Sample]:
+                skip_bad: bool, dataset_name: str, what: str = "samples",
+                problems: Optional[List[str]] = None) -> List[Sample]:
     """Run `check` on every item. A failure raises an error naming the item, or with `skip_bad` warns,
-    drops the item and, at the end, reports how many were dropped."""
+    drops the item (its message appended to `problems`) and, at the end, reports how many were dropped."""
     kept, dropped = [], 0
     for item in items:
         try:
@@ -254,8 +274,10 @@ def check_items(items: Sequence[Sample], check: Callable[[Sample], None], descri
         except (OSError, DataFormatError, IndexError) as error:
             message = f"{dataset_name}: {describe(item)}: {error}"
             if not skip_bad:
-                raise SampleError(message + " (pass --skip_bad_samples to drop broken samples)") from error
+                raise SampleError(message + SKIP_HINT) from error
             warnings.warn(message, BadSampleWarning, stacklevel=2)
+            if problems is not None:
+                problems.append(message)
             dropped += 1
             continue
         kept.append(item)
@@ -263,12 +285,94 @@ def check_items(items: Sequence[Sample], check: Callable[[Sample], None], descri
     return kept
 
 
+def decode_images(paths: Iterable[Path], read: Callable[[Path], object], describe: str,
+                  problems: List[str]) -> Dict[Path, Tuple[int, int]]:
+    """`--check_data`: decode every file of `paths` once with `read` (-> PIL image or array); returns
+    `{path: (height, width)}` of those that decode and appends one problem per file that does not."""
+    sizes = {}
+    for path in paths:
+        try:
+            image = read(path)
+        except (OSError, DataFormatError) as error:
+            problems.append(f"{describe}: {error}")
+            continue
+        sizes[path] = (image.height, image.width) if isinstance(image, Image.Image) else tuple(image.shape[:2])
+    return sizes
+
+
+def check_frame_sizes(sizes: Dict[Path, Tuple[int, int]], describe: str, problems: List[str],
+                      expected: Optional[Tuple[int, int]] = None,
+                      reference: str = "the video's frames") -> Optional[Tuple[int, int]]:
+    """`--check_data`: one problem per file whose size is not `expected` (default: the most common size
+    among `sizes`, the video's frame size); returns the size the files should have."""
+    if not sizes:
+        return expected
+    if expected is None:
+        counts: Dict[Tuple[int, int], int] = {}
+        for size in sizes.values():
+            counts[size] = counts.get(size, 0) + 1
+        expected = max(counts, key=counts.get)
+    for path, size in sizes.items():
+        if size != tuple(expected):
+            problems.append(f"{describe}: {path} is {size[0]}x{size[1]}, {reference} are "
+                            f"{expected[0]}x{expected[1]}")
+    return expected
+
+
+def check_feature(path: Path, describe: str, problems: List[str]) -> None:
+    """`--check_data`: load one audio feature completely (shape, NaN and infinite values)."""
+    try:
+        load_audio_feature(path)
+    except (OSError, DataFormatError) as error:
+        problems.append(f"{describe}: {error}")
+
+
+def report_data_check(problems: Sequence[str], summary: Dict[str, object]) -> int:
+    """`--check_data`'s report: one `error:` line per problem, a JSON summary; a UserError when there are any."""
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    print(json.dumps({"event": "check_data", **summary, "problems": len(problems)}), flush=True)
+    if problems:
+        raise UserError(f"--check_data: {len(problems)} problem(s) in the data (listed above)")
+    return 0
+
+
+def build_for_check(build: Callable[[], Sample]) -> Sample:
+    """`--check_data`: a dataset built with `skip_bad_samples` (its `problems` list every broken sample),
+    without the warnings (the check's report names them)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BadSampleWarning)
+        return build()
+
+
+class BadSampleLog:
+    """The broken samples a run met while loading (`--skip_bad_samples`): each named once by a warning,
+    counted together with those dropped before the run (`dropped_before`) for the log."""
+
+    def __init__(self, dropped_before: int = 0):
+        self.dropped_before = dropped_before
+        self.names: Set[str] = set()
+
+    def add(self, targets: Sequence[Dict[str, object]]) -> None:
+        for target in targets:
+            for message in target.get("bad_samples", ()):
+                if message not in self.names:
+                    self.names.add(message)
+                    warnings.warn(f"{message}; using the next sample instead", BadSampleWarning, stacklevel=2)
+
+    @property
+    def count(self) -> int:
+        return self.dropped_before + len(self.names)
+
+
 class ClipDataset(Dataset):
     """Base of the clip datasets: `load(index)` builds an item, `describe(index)` names it.
 
     A sample whose files fail while loading raises `SampleError` naming it; with `skip_bad_samples` it is
-    reported and replaced by the next sample (the dataset's length is fixed once a sampler holds it), and
-    `num_skipped_at_load` counts such replacements in this process.
+    replaced by the next sample (the dataset's length is fixed once a sampler holds it) and named in the
+    item's `target["bad_samples"]` (a DataLoader worker cannot warn the main process once per sample;
+    `BadSampleLog` does). `num_skipped_at_load` counts such replacements in this process. `problems`
+    lists the samples dropped at construction; `check_data()` adds what decoding every file finds.
     """
 
     name = "dataset"
@@ -277,6 +381,7 @@ class ClipDataset(Dataset):
         self.skip_bad_samples = skip_bad_samples
         self.num_dropped = 0
         self.num_skipped_at_load = 0
+        self.problems: List[str] = []
 
     def load(self, index: int):
         raise NotImplementedError
@@ -298,17 +403,29 @@ class ClipDataset(Dataset):
             raise ValueError(f"--subset must be >= 1 video, got {count}")
         kept = set(self.video_names()[:count])
         self.samples = [s for i, s in enumerate(self.samples) if self.sample_video(i) in kept]
+    def check_content(self) -> List[str]:
+        """Decode every frame, mask and audio feature the samples use once; one message per problem."""
+        raise NotImplementedError
+
+    def check_data(self) -> List[str]:
+        """`--check_data`: every problem of the dataset (those dropped at construction, then the content's)."""
+        return self.problems + self.check_content()
 
     def __getitem__(self, index: int):
+        bad_samples = []
         for attempt in range(MAX_CONSECUTIVE_BAD_SAMPLES):
             current = (index + attempt) % len(self)
             try:
-                return self.load(current)
+                item = self.load(current)
             except (OSError, DataFormatError, IndexError) as error:
                 message = f"{self.name}: {self.describe(current)}: {error}"
                 if not self.skip_bad_samples:
-                    raise SampleError(message) from error
+                    raise SampleError(message + SKIP_HINT) from error
                 self.num_skipped_at_load += 1
-                warnings.warn(f"{message}; using the next sample instead", BadSampleWarning, stacklevel=2)
+                bad_samples.append(message)
+                continue
+            if bad_samples:
+                item[2]["bad_samples"] = bad_samples
+            return item
         raise SampleError(f"{self.name}: {MAX_CONSECUTIVE_BAD_SAMPLES} consecutive broken samples from "
                           f"{self.describe(index)} on")

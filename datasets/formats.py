@@ -25,6 +25,7 @@ import scipy.io
 from PIL import Image
 from pycocotools import mask as coco_mask
 
+from util.errors import UserError
 from util.misc import atomic_write
 
 PathLike = Union[str, Path]
@@ -34,7 +35,7 @@ JPEG_QUALITY = 95
 PALETTE_SIZE = 256
 
 
-class DataFormatError(ValueError):
+class DataFormatError(UserError, ValueError):
     """A dataset file exists but its content does not follow the format."""
 
 
@@ -70,10 +71,16 @@ def write_palette_png(path: PathLike, labels: np.ndarray, palette: Optional[Sequ
 
 def read_palette_png(path: PathLike) -> np.ndarray:
     """Read a palette ("P") or grey ("L") PNG as its raw indices `[H, W]` uint8 (object ids)."""
-    with Image.open(path) as image:
-        if image.mode not in ("P", "L"):
-            raise DataFormatError(f"{path}: expected a palette (P) or greyscale (L) PNG of object ids, got mode {image.mode}")
-        return np.array(image, dtype=np.uint8)
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("P", "L"):
+                raise DataFormatError(f"{path}: expected a palette (P) or greyscale (L) PNG of object ids, "
+                                      f"got mode {image.mode}")
+            return np.array(image, dtype=np.uint8)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"mask not found: {path}") from None
+    except OSError as error:
+        raise DataFormatError(f"{path}: cannot decode the mask ({error})") from None
 
 
 def write_jpeg(path: PathLike, rgb: np.ndarray, quality: int = JPEG_QUALITY) -> None:
@@ -453,7 +460,9 @@ def read_puppet_mask(path: PathLike) -> np.ndarray:
         data = scipy.io.loadmat(str(path))
     except FileNotFoundError:
         raise FileNotFoundError(f"JHMDB puppet mask not found: {path}") from None
-    except (ValueError, OSError) as error:
+    # scipy reports a truncated or corrupt file as MatReadError, zlib.error, IndexError, TypeError, ...
+    # depending on where it breaks: any failure of its parser means this file cannot be read.
+    except Exception as error:
         raise DataFormatError(f"{path}: not a readable .mat file ({error})") from None
     if "part_mask" not in data:
         raise DataFormatError(f"{path}: no 'part_mask' variable")

@@ -14,14 +14,15 @@ data are skipped, as the official.
 """
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Set, Union
 
 import numpy as np
 
 from datasets.common import (ClipDataset, apply_transforms, audio_source, boxes_from_masks, centred_clip_indices,
-                             check_audio_feature, check_items, load_audio_feature, make_target, middle_frame_index,
-                             read_annotated_clip)
-from datasets.formats import DataFormatError, read_json, read_jhmdb_annotations, read_puppet_mask
+                             check_audio_feature, check_feature, check_frame_sizes, check_items, decode_images,
+                             load_audio_feature, make_target, middle_frame_index, read_annotated_clip)
+from datasets.formats import DataFormatError, read_json, read_jhmdb_annotations, read_puppet_mask, read_rgb
+from util.errors import OptionError
 
 PathLike = Union[str, Path]
 FRAME_EXTENSION = ".png"
@@ -104,7 +105,7 @@ class JHMDBDataset(ClipDataset):
         queries = [q for q in read_jhmdb_annotations(jhmdb_paths(root)["queries"])
                    if q.video_id not in JHMDB_MISSING_VIDEOS]
         good = check_items(queries, self._check_query, lambda q: f"video {q.video_id}", skip_bad_samples, self.name,
-                           "queries")
+                           "queries", self.problems)
         self.num_dropped = len(queries) - len(good)
         self.samples: List[JHMDBSample] = [
             JHMDBSample(q.video_id, self.classes[q.video_id], frame, q.query)
@@ -128,6 +129,24 @@ class JHMDBDataset(ClipDataset):
     def audio_path(self, video_id: str) -> Path:
         """The video's recording under `wav_root` when given, else its features under `audio_root`."""
         return audio_source(self.audio_root, self.wav_root, video_id)
+
+    def check_content(self) -> List[str]:
+        problems: List[str] = []
+        frames_by_video: Dict[str, Set[int]] = {}
+        for index, sample in enumerate(self.samples):
+            frames_by_video.setdefault(sample.video_id, set()).update(self.clip_indices(index))
+        for video_id, indices in frames_by_video.items():
+            describe = f"{self.name}: video {video_id}"
+            paths = self.frame_paths(video_id)
+            sizes = decode_images([paths[i] for i in sorted(indices)], read_rgb, describe, problems)
+            try:
+                part_mask = read_puppet_mask(puppet_mask_path(self.root, self.classes[video_id], video_id))
+            except (OSError, DataFormatError) as error:
+                problems.append(f"{describe}: {error}")
+            else:
+                check_frame_sizes(sizes, describe, problems, part_mask.shape[:2], "the masks of its part_mask")
+            check_feature(self.audio_path(video_id), describe, problems)
+        return problems
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -167,7 +186,7 @@ class JHMDBDataset(ClipDataset):
 
 def build(image_set: str, args, transforms: Optional[Callable] = None) -> JHMDBDataset:
     if image_set == "train":
-        raise ValueError("JHMDB-Sentences is an evaluation set; train with --dataset_file avos, ytvos or a2d")
+        raise OptionError("--dataset_file jhmdb is an evaluation set; train with --dataset_file avos, ytvos or a2d")
     from datasets.transforms import video_transforms_from_args
     return JHMDBDataset(args.jhmdb_path, args.a2d_audio_path, args.num_frames,
                         transforms or video_transforms_from_args(image_set, args),

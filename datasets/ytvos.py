@@ -28,9 +28,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from datasets.common import (ClipDataset, apply_transforms, audio_source, boxes_from_masks, check_audio_feature,
-                             check_items, load_audio_feature, make_target, read_frames, rvos_clip_indices)
+                             check_feature, check_frame_sizes, check_items, decode_images, load_audio_feature,
+                             make_target, read_frames, rvos_clip_indices)
 from datasets.formats import (DataFormatError, decode_segmentation, read_json, read_meta_expressions,
-                              read_palette_png, read_vis_instances, vis_annotations_by_video)
+                              read_palette_png, read_rgb, read_vis_instances, vis_annotations_by_video)
 from util.config import is_none
 
 PathLike = Union[str, Path]
@@ -175,12 +176,12 @@ class RVOSDataset(ClipDataset):
         videos = read_ytvos_videos(root, split, ann_file)
         total_videos = len(videos)
         self.videos = check_items(videos, self._check_video, lambda v: f"video {v.name}", skip_bad_samples,
-                                  self.name, "videos")
+                                  self.name, "videos", self.problems)
         pairs = [(v, e) for v in self.videos for e in v.expressions]
         total_expressions = len(pairs)
         good = {(v.name, e.exp_id) for v, e in check_items(
             pairs, self._check_expression, lambda p: f"video {p[0].name} expression {p[1].exp_id}",
-            skip_bad_samples, self.name, "expressions")}
+            skip_bad_samples, self.name, "expressions", self.problems)}
         for v in self.videos:
             v.expressions = [e for e in v.expressions if (v.name, e.exp_id) in good]
         self.num_dropped = (total_videos - len(self.videos)) + (total_expressions - len(good))
@@ -237,6 +238,26 @@ class RVOSDataset(ClipDataset):
         """The expression's recording under `wav_root` when given, else its features under `audio_root`."""
         return audio_source(self.audio_root, self.wav_root, audio_stem(video, exp_id))
 
+    def check_content(self) -> List[str]:
+        problems: List[str] = []
+        for video in self.videos:
+            describe = f"{self.name}: video {video.name}"
+            frames = decode_images([frame_path(self.root, self.split, video.name, f) for f in video.frames],
+                                   read_rgb, describe, problems)
+            size = check_frame_sizes(frames, describe, problems)
+            if self.use_vis:
+                if size is not None and (video.height, video.width) != size:
+                    problems.append(f"{describe}: the annotation file says {video.height}x{video.width}, "
+                                    f"the frames are {size[0]}x{size[1]}")
+            else:
+                masks = decode_images([mask_path(self.root, self.split, video.name, f) for f in video.frames],
+                                      read_palette_png, describe, problems)
+                check_frame_sizes(masks, describe, problems, size)
+            for expression in video.expressions:
+                check_feature(self.audio_path(video.name, expression.exp_id),
+                              f"{describe} expression {expression.exp_id}", problems)
+        return problems
+
     # ------------------------------------------------------------------ items
     def __len__(self) -> int:
         return len(self.samples)
@@ -253,10 +274,15 @@ class RVOSDataset(ClipDataset):
         video_index, frame, _ = self.samples[index]
         return rvos_clip_indices(frame, len(self.videos[video_index].frames), self.num_frames)
 
-    def _masks_from_pngs(self, video: RVOSVideo, obj_id: int, clip: Sequence[int]) -> np.ndarray:
+    def _masks_from_pngs(self, video: RVOSVideo, obj_id: int, clip: Sequence[int], height: int,
+                         width: int) -> np.ndarray:
         masks = {}
         for i in set(clip):
-            masks[i] = read_palette_png(mask_path(self.root, self.split, video.name, video.frames[i])) == obj_id
+            path = mask_path(self.root, self.split, video.name, video.frames[i])
+            labels = read_palette_png(path)
+            if labels.shape != (height, width):
+                raise DataFormatError(f"{path} is {labels.shape[0]}x{labels.shape[1]}, the frames are {height}x{width}")
+            masks[i] = labels == obj_id
         return np.stack([masks[i] for i in clip]).astype(np.uint8)
 
     def _targets_from_vis(self, video: RVOSVideo, obj_id: int, clip: Sequence[int], height: int, width: int):
@@ -286,9 +312,7 @@ class RVOSDataset(ClipDataset):
         if self.use_vis:
             boxes, masks, valid, labels = self._targets_from_vis(video, expression.obj_id, clip, height, width)
         else:
-            masks = self._masks_from_pngs(video, expression.obj_id, clip)
-            if masks.shape[1:] != (height, width):
-                raise DataFormatError(f"masks are {masks.shape[1]}x{masks.shape[2]}, frames {height}x{width}")
+            masks = self._masks_from_pngs(video, expression.obj_id, clip, height, width)
             valid = masks.reshape(len(clip), -1).any(1).astype(np.int64)
             boxes, labels = boxes_from_masks(masks), valid.copy()
         audio = load_audio_feature(self.audio_path(video.name, expression.exp_id))

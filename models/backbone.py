@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from torchvision.models._utils import IntermediateLayerGetter
 
+from util.errors import OptionError
 from util.misc import NestedTensor
 from util.weights import load_backbone_weights
 
@@ -74,7 +75,7 @@ class Backbone(nn.Module):
         super().__init__()
         channels = level_channels(name)
         if dilation and name not in BOTTLENECK_RESNETS:
-            raise ValueError(f"--dilation needs a bottleneck ResNet ({', '.join(BOTTLENECK_RESNETS)}), got {name}")
+            raise OptionError(f"--dilation needs a bottleneck ResNet ({', '.join(BOTTLENECK_RESNETS)}), got {name}")
         resnet = getattr(torchvision.models, name)(weights=None, norm_layer=FrozenBatchNorm2d,
                                                    replace_stride_with_dilation=[False, False, dilation])
         for param_name, param in resnet.named_parameters():
@@ -166,7 +167,7 @@ class Joiner(nn.Sequential):
 
 def build_backbone(args) -> Joiner:
     if args.hidden_dim % (2 * NUM_AXES) != 0:
-        raise ValueError(f"--hidden_dim must be divisible by {2 * NUM_AXES} (three sine/cosine axes), "
+        raise OptionError(f"--hidden_dim must be divisible by {2 * NUM_AXES} (three sine/cosine axes), "
                          f"got {args.hidden_dim}")
     backbone = Backbone(args.backbone, train_backbone=args.lr_backbone > 0, dilation=args.dilation,
                         checkpoint_activations=getattr(args, "checkpoint_activations", False))

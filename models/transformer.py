@@ -4,6 +4,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from util.errors import OptionError
+
 from .decoder import FourierDecoder, FourierDecoderLayer
 from .encoder import THRESHOLD_RATIO, WaveletCrossModalEncoder
 
@@ -15,7 +17,7 @@ class Transformer(nn.Module):
                  wavelet_threshold: float = THRESHOLD_RATIO) -> None:
         super().__init__()
         if d_model % nhead != 0:
-            raise ValueError(f"--hidden_dim {d_model} must be divisible by --nheads {nhead}")
+            raise OptionError(f"--hidden_dim {d_model} must be divisible by --nheads {nhead}")
         self.encoder = WaveletCrossModalEncoder(embed_dim=d_model, num_heads=nhead, num_layers=num_encoder_layers,
                                                 dropout=dropout, checkpoint_activations=checkpoint_activations,
                                                 threshold_ratio=wavelet_threshold)

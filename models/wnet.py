@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from util.errors import OptionError
 from util.misc import NestedTensor, nested_tensor_from_audio_list, nested_tensor_from_videos_list
 
 from .backbone import Joiner, build_backbone
@@ -100,7 +101,7 @@ class Wnet(nn.Module):
                  aux_loss: bool = True) -> None:
         super().__init__()
         if num_queries % num_frames != 0:
-            raise ValueError(f"--num_queries {num_queries} must be a multiple of --num_frames {num_frames}")
+            raise OptionError(f"--num_queries {num_queries} must be a multiple of --num_frames {num_frames}")
         hidden_dim = transformer.d_model
         # Registration order fixes the state_dict order of the official checkpoints.
         self.transformer = transformer

@@ -57,7 +57,8 @@ from engine import _outputs_to_float, autocast_context  # noqa: E402
 from main import build_optimizer  # noqa: E402
 from models import build_model, optimize_for_inference  # noqa: E402
 from models.dcn import selected_backend  # noqa: E402
-from util.config import get_args_parser, parse_args as parse_model_args  # noqa: E402
+from util.config import ArgumentParser, get_args_parser, parse_args as parse_model_args  # noqa: E402
+from util.errors import run_main  # noqa: E402
 from util.misc import atomic_json_dump  # noqa: E402
 
 INFERENCE_CASES = ("model", "baseline")
@@ -82,7 +83,7 @@ ERROR_CHARS = 500
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     parser.add_argument("--frames", type=int, default=36, help="frames (= queries) of the inference clip")
@@ -582,4 +583,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_main(main))

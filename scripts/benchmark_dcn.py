@@ -21,6 +21,8 @@ from torch import Tensor
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.dcn import deform_conv, extension_available  # noqa: E402
+from util.config import ArgumentParser  # noqa: E402
+from util.errors import run_main  # noqa: E402
 from util.misc import atomic_json_dump  # noqa: E402
 
 BACKENDS = ("extension", "torchvision")
@@ -29,7 +31,7 @@ AGREEMENT_TOLERANCE = 1e-4  # relative error between the backends in float32
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=36, help="batch of frames (B*T)")
     parser.add_argument("--in-channels", type=int, default=48)
     parser.add_argument("--out-channels", type=int, default=24)
@@ -113,4 +115,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_main(main))

@@ -20,6 +20,8 @@ import scipy.fft
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets import audio  # noqa: E402
+from util.config import ArgumentParser  # noqa: E402
+from util.errors import run_main  # noqa: E402
 from util.misc import atomic_json_dump  # noqa: E402
 
 DEMO_PHRASES = (
@@ -116,7 +118,7 @@ def time_calls(compute: Callable[[np.ndarray, int], np.ndarray], signal: np.ndar
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--audio", type=Path, default=None, help="a recording to tile (default: synthetic speech)")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the speech to extract")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of our version (best and median shown)")
@@ -162,4 +164,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

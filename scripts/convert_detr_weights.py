@@ -11,22 +11,20 @@ from typing import List
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from util.errors import DEBUG_FLAG, run_main  # noqa: E402
 from util.misc import atomic_torch_save  # noqa: E402
 from util.weights import convert_detr_state_dict, plan_detr_conversion, read_state_dict  # noqa: E402
 
-USAGE = "usage: python scripts/convert_detr_weights.py IN OUT"
+USAGE = "usage: python scripts/convert_detr_weights.py IN OUT [--debug]"
 
 
 def main(argv: List[str]) -> int:
-    if len(argv) != 2 or argv[0] in ("-h", "--help"):
+    paths = [arg for arg in argv if arg != DEBUG_FLAG]
+    if len(paths) != 2 or paths[0] in ("-h", "--help"):
         print(USAGE, file=sys.stderr)
         return 2
-    source, destination = argv
-    try:
-        state_dict = read_state_dict(source)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    source, destination = paths
+    state_dict = read_state_dict(source)  # a missing or unreadable file is one error line (run_main)
     renames, dropped = plan_detr_conversion(list(state_dict))
     converted = convert_detr_state_dict(state_dict)
     atomic_torch_save({"model": converted}, destination)
@@ -40,4 +38,4 @@ def main(argv: List[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_main(main))

@@ -41,6 +41,7 @@ import torch  # noqa: E402
 
 from scripts.make_demo_data import DemoConfig, generate  # noqa: E402
 from util.config import get_args_parser, parse_args  # noqa: E402
+from util.errors import run_main  # noqa: E402
 from util.misc import atomic_json_dump  # noqa: E402
 
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
@@ -105,7 +106,7 @@ def model_args(config: Path, data: Path, out: Path, overrides: Sequence[str]) ->
     return ["--config", str(config), "--ytvos_path", str(data), "--ytvos_split", SPLIT,
             "--ytvos_ann_file", str(data / "ann" / "instances_train_sub.json"),
             "--rvos_audio_path", str(data / "audio_feature"), "--split_file", str(data / "test_videos.txt"),
-            "--output_dir", str(out), *overrides]
+            "--output_dir", str(out), "--overwrite", *overrides]  # a rerun of the demo replaces its last run
 
 
 def derangement(count: int, rng: np.random.Generator) -> List[int]:
@@ -258,4 +259,4 @@ def _cpu_count() -> int:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -18,6 +18,7 @@ In-process: `from scripts.evaluate_rvos import evaluate_rvos`.
 """
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -30,8 +31,10 @@ from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from datasets.formats import DataFormatError, read_json, read_meta_expressions, read_palette_png  # noqa: E402
+from datasets.common import SKIP_HINT, BadSampleWarning, SampleError  # noqa: E402
 from datasets.ytvos import TEST_PART, resolve_split_file  # noqa: E402
-from util.config import HelpFormatter, get_args_parser, parse_args  # noqa: E402
+from util.config import ArgumentParser, HelpFormatter, get_args_parser, parse_args  # noqa: E402
+from util.errors import USER_OS_ERRORS, UserError, one_line, run_main  # noqa: E402
 from util.metrics import db_eval_boundary, db_eval_iou  # noqa: E402
 from util.misc import atomic_json_dump  # noqa: E402
 from util.results import (ResultsFormatError, decode_masks, describe_entry, read_results,  # noqa: E402
@@ -148,14 +151,15 @@ def read_video_labels(annotations_dir: Path, vid: str, frames: Sequence[str], si
 
 def evaluate_rvos(results: Union[str, Path, Sequence[Dict[str, Any]]], ytvos_path: Union[str, Path],
                   split: str = "train", split_file: Optional[Union[str, Path]] = None,
-                  progress: bool = False, train_videos: Optional[Sequence[str]] = None,
+                  progress: bool = False, skip_bad_samples: bool = False, train_videos: Optional[Sequence[str]] = None,
                   train_videos_source: str = "the checkpoint") -> Dict[str, Any]:
     """Score results (a results.json path, or its entries in memory) against the ground truth.
 
-    Returns `{"J", "F", "J&F"}` (fractions in [0, 1]) with `num_frames`, `num_expressions` and
-    `num_missing_expressions`; with `train_videos` (the videos the model was trained on) also
-    `trained_on_evaluated_videos`, warning on stderr when it is not 0. Malformed results raise
-    `ResultsFormatError` naming the entry.
+    Returns `{"J", "F", "J&F"}` (fractions in [0, 1]) with `num_frames`, `num_expressions`,
+    `num_missing_expressions` and `num_dropped_videos`; with `train_videos` (the videos the model was trained
+    on) also `trained_on_evaluated_videos`, warning on stderr when it is not 0. Malformed results raise
+    `ResultsFormatError` naming the entry; a video whose annotations cannot be read stops the evaluation, or
+    with `skip_bad_samples` is named, left out and counted.
     """
     if isinstance(results, (str, Path)):
         results_path = str(results)
@@ -169,20 +173,37 @@ def evaluate_rvos(results: Union[str, Path, Sequence[Dict[str, Any]]], ytvos_pat
     meta = read_meta_expressions(meta_path)
     videos = evaluated_videos(meta, annotations_dir, str(split_file) if split_file else "")
     indexed = index_entries(entries, meta, videos, results_path)
-    video_sizes = {}
+    video_sizes, dropped = {}, []
+
+    def drop(vid: str, error: Exception) -> None:
+        message = f"video {vid}: {one_line(error)}"
+        if not skip_bad_samples:
+            raise SampleError(message + SKIP_HINT) from error
+        warnings.warn(message, BadSampleWarning)
+        dropped.append(vid)
+
     for vid, frames in videos.items():
         if not frames:
             raise DataFormatError(f"{meta_path}: video {vid!r} lists no frames")
-        video_sizes[vid] = annotation_size(annotations_dir / vid / f"{frames[0]}{ANNOTATION_SUFFIX}")
+        try:
+            video_sizes[vid] = annotation_size(annotations_dir / vid / f"{frames[0]}{ANNOTATION_SUFFIX}")
+        except (UserError,) + USER_OS_ERRORS as error:
+            drop(vid, error)
     check_rle_sizes(indexed, video_sizes, results_path)
 
     jaccards: List[np.ndarray] = []
     boundaries: List[np.ndarray] = []
     num_expressions = num_missing = 0
-    with tqdm(total=sum(len(meta[vid]["expressions"]) for vid in videos), desc="evaluate",
+    with tqdm(total=sum(len(meta[vid]["expressions"]) for vid in video_sizes), desc="evaluate",
               unit="expr", disable=not progress) as bar:
         for vid, frames in videos.items():
-            labels = read_video_labels(annotations_dir, vid, frames, video_sizes[vid])
+            if vid not in video_sizes:
+                continue
+            try:
+                labels = read_video_labels(annotations_dir, vid, frames, video_sizes[vid])
+            except (UserError,) + USER_OS_ERRORS as error:
+                drop(vid, error)
+                continue
             for exp_id, expression in meta[vid]["expressions"].items():
                 if expression.get("obj_id") is None:
                     raise DataFormatError(f"{meta_path}: video {vid!r} expression {exp_id!r} has no obj_id "
@@ -197,19 +218,21 @@ def evaluate_rvos(results: Union[str, Path, Sequence[Dict[str, Any]]], ytvos_pat
                 boundaries.append(db_eval_boundary(gt, pred))
                 num_expressions += 1
                 bar.update(1)
+    if not jaccards:
+        raise UserError(f"no video left to evaluate: all {len(dropped)} were dropped as broken")
     jaccard = float(np.concatenate(jaccards).mean())
     boundary = float(np.concatenate(boundaries).mean())
     metrics = {"J": jaccard, "F": boundary, "J&F": (jaccard + boundary) / 2,
                "num_frames": int(sum(len(j) for j in jaccards)), "num_expressions": num_expressions,
-               "num_missing_expressions": num_missing}
+               "num_missing_expressions": num_missing, "num_dropped_videos": len(dropped)}
     if train_videos is not None:
         metrics["trained_on_evaluated_videos"] = count_trained_on(list(videos), train_videos, train_videos_source)
     return metrics
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser("evaluate_rvos", parents=[get_args_parser()], formatter_class=HelpFormatter,
-                                     description="Score a Ref-YouTube-VOS results.json (J, F, J&F).")
+    parser = ArgumentParser("evaluate_rvos", parents=[get_args_parser()], formatter_class=HelpFormatter,
+                            description="Score a Ref-YouTube-VOS results.json (J, F, J&F).")
     parser.add_argument("results", type=str, help="results.json written by inference_rvos.py")
     parser.add_argument("--out", default="", type=str,
                         help="metrics JSON to write (default: <results stem>_metrics.json beside the results)")
@@ -223,20 +246,27 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     recorded = read_train_videos(args.model_path) if args.model_path else None
     train_videos = None if recorded is None else recorded.get("ytvos", [])
     metrics = evaluate_rvos(args.results, args.ytvos_path, args.ytvos_split, split_file, progress=True,
-                            train_videos=train_videos, train_videos_source=args.model_path)
+                            skip_bad_samples=args.skip_bad_samples, train_videos=train_videos,
+                            train_videos_source=args.model_path)
     if args.model_path and recorded is None:  # a checkpoint without the record (e.g. the released one)
         metrics["trained_on_evaluated_videos"] = count_trained_on([], None, args.model_path)
+    missing, total = metrics["num_missing_expressions"], metrics["num_expressions"]
+    if missing == total:  # scored as empty masks they would still give a J&F above 0, from absent objects
+        raise UserError(f"{args.results}: no prediction for any of the {total} evaluated expressions of split "
+                        f"{args.ytvos_split!r}{f' (--split_file {split_file})' if split_file else ''}; "
+                        f"are these the results of other videos?")
+    if missing:
+        print(f"warning: {args.results}: {missing} of {total} expressions have no prediction; they are scored "
+              f"as empty masks", file=sys.stderr)
     out = Path(args.out) if args.out else Path(args.results).with_name(f"{Path(args.results).stem}_metrics.json")
     print(f"J {metrics['J']:.4f}  F {metrics['F']:.4f}  J&F {metrics['J&F']:.4f}  "
           f"({metrics['num_frames']} frames, {metrics['num_expressions']} expressions, "
-          f"{metrics['num_missing_expressions']} missing from the results)")
+          f"{metrics['num_missing_expressions']} missing from the results, "
+          f"{metrics['num_dropped_videos']} videos dropped as broken)")
     atomic_json_dump(metrics, out, indent=2)
     print(f"metrics written to {out}")
     return metrics
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ResultsFormatError, DataFormatError, FileNotFoundError) as error:
-        sys.exit(f"evaluate_rvos: {error}")
+    sys.exit(run_main(main))

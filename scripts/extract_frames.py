@@ -9,7 +9,6 @@ interrupted run are removed). When `Release/videoset.csv` is present, a frame co
 its `frames` column is reported (the loader would reject that video). A video that cannot be decoded is
 reported with its path and the reason, and the exit code is 1 once the others are done.
 """
-import argparse
 import shutil
 import sys
 from pathlib import Path
@@ -21,6 +20,8 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets.formats import read_videoset_csv  # noqa: E402
+from util.config import ArgumentParser  # noqa: E402
+from util.errors import run_main  # noqa: E402
 from util.misc import atomic_directory  # noqa: E402
 
 VIDEO_EXTENSION = ".mp4"
@@ -28,9 +29,9 @@ FRAME_NAME = "{:05d}.png"
 TEMP_PREFIX = ".extracting-"  # temporary folders: hidden, so the loader never lists them as a video
 
 
-def get_parser() -> argparse.ArgumentParser:
+def get_parser() -> ArgumentParser:
     # A data-preparation utility, so it has its own small parser rather than the model's.
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--a2d_path", default="data/a2d", type=Path, help="A2D-Sentences root (holds Release/)")
     parser.add_argument("--clips_dir", default=None, type=Path, help="default: <a2d_path>/Release/clips320H")
     parser.add_argument("--out_dir", default=None, type=Path, help="default: <a2d_path>/Release/pngs320H")
@@ -72,7 +73,8 @@ def extract_all(clips_dir: Path, out_dir: Path, videos: Optional[Sequence[str]] 
                 expected_counts: Optional[Dict[str, int]] = None) -> List[str]:
     """Extract every video of `clips_dir` (or `videos`); returns the error messages (empty when all worked)."""
     if not clips_dir.is_dir():
-        raise FileNotFoundError(f"clips folder not found: {clips_dir}")
+        raise FileNotFoundError(f"clips folder not found: {clips_dir} (--a2d_path is the A2D root holding "
+                                f"Release/clips320H, or pass --clips_dir)")
     paths = sorted(clips_dir.glob(f"*{VIDEO_EXTENSION}"))
     if videos is not None:
         wanted = set(videos)
@@ -112,4 +114,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -36,7 +36,8 @@ from torch import Tensor, nn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from inference_rvos import split_jobs  # noqa: E402
-from util.config import get_args_parser, parse_args  # noqa: E402
+from util.config import ArgumentParser, HelpFormatter, get_args_parser, parse_args  # noqa: E402
+from util.errors import OptionError, run_main  # noqa: E402
 from util.inference import cyclic_clips, load_audio_array, load_frame, load_model_for_inference  # noqa: E402
 from util.misc import atomic_json_dump  # noqa: E402
 
@@ -45,7 +46,7 @@ NORM_FLOOR = 1e-12  # a stage whose output is all zeros has no relative change t
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser("Wnet listening probe", parents=[get_args_parser()])
+    parser = ArgumentParser("Wnet listening probe", parents=[get_args_parser()], formatter_class=HelpFormatter)
     parser.add_argument("--json", default="", type=str, help="also write the figures (and per-expression rows) here")
     parser.add_argument("--max_videos", default=0, type=int, help="probe only the first N videos (0 = all)")
     return parser
@@ -139,9 +140,9 @@ def format_table(result: Dict[str, object]) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     args = parse_args(get_parser(), argv)
     if args.max_videos < 0:
-        raise SystemExit(f"--max_videos must be >= 0, got {args.max_videos}")
+        raise OptionError(f"--max_videos must be >= 0, got {args.max_videos}")
     if not args.masks:
-        raise SystemExit("the probe needs the mask model: pass --masks (or a config that sets it)")
+        raise OptionError("the probe needs the mask model: pass --masks (or a config that sets it)")
     model = load_model_for_inference(args)
     jobs = split_jobs(args)
     if args.max_videos:
@@ -154,4 +155,4 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

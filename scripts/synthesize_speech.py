@@ -17,6 +17,8 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets.speech import DEFAULT_VOICE, synthesize, write_wav  # noqa: E402
+from util.config import ArgumentParser  # noqa: E402
+from util.errors import run_main  # noqa: E402
 
 MAX_NAME_CHARS = 40  # of the phrase's words kept in the file name
 COMMENT_PREFIX = "#"
@@ -24,7 +26,7 @@ COMMENT_PREFIX = "#"
 
 def get_parser() -> argparse.ArgumentParser:
     # A utility with positional arguments, so it has its own small parser rather than the model's.
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", type=Path, help="where the WAV files go (created if missing)")
     parser.add_argument("phrases", nargs="*", help="phrases to speak")
     parser.add_argument("--phrases", dest="phrases_file", type=Path,
@@ -72,4 +74,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

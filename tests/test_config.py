@@ -6,6 +6,7 @@ import pytest
 
 import main
 from util.config import get_args_parser, parse_args
+from util.errors import OptionError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -112,7 +113,7 @@ def test_unknown_config_key_is_an_error_naming_file(tmp_path):
 
 
 def test_missing_config_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+    with pytest.raises(OptionError, match="nope.yaml"):
         parse_args(_parser(), ["--config", str(tmp_path / "nope.yaml")])
 
 

@@ -65,8 +65,9 @@ def test_folder_with_bad_files_in_parallel(tmp_path):
         assert line is not None, done.stderr
         assert str(in_dir / f"{stem}.wav") in line and reason in line
     assert f"{len(frames)} converted" in done.stderr and f"{len(reasons)} failed" in done.stderr
-    # Exactly the good inputs have outputs, nothing half-written is left behind.
-    assert sorted(p.name for p in out_dir.iterdir()) == sorted(f"{stem}.npy" for stem in frames)
+    # Exactly the good inputs have outputs (and the record of their rates), nothing half-written is left behind.
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted([f"{stem}.npy" for stem in frames] +
+                                                               [audio.FEATURE_INFO_NAME])
     for stem, count in frames.items():
         features = np.load(out_dir / f"{stem}.npy")
         assert features.shape == (count, audio.FEATURE_DIM), stem
@@ -118,7 +119,9 @@ def test_librosa_feature_option(tmp_path, extract_mfcc):
 def test_bad_arguments_and_empty_folder(tmp_path, extract_mfcc, capsys):
     assert extract_mfcc.main([str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert extract_mfcc.main([str(tmp_path), str(tmp_path / "out"), "--workers", "0"]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        extract_mfcc.main([str(tmp_path), str(tmp_path / "out"), "--workers", "0"])
+    assert exit_info.value.code == 2 and "--workers" in capsys.readouterr().err
     assert extract_mfcc.main([str(tmp_path), str(tmp_path / "out")]) == 1
     assert "no audio files" in capsys.readouterr().err
 

@@ -15,6 +15,7 @@ from data_factory import make_a2d, make_jhmdb, make_ytvos
 from datasets.formats import read_palette_png
 from models import build_model
 from util.config import get_args_parser, parse_args
+from util.errors import OptionError
 from util.inference import cyclic_clips, evaluate_middle_frame, load_frame, predict_mask_logits
 from util.results import decode_masks, read_results
 
@@ -232,6 +233,6 @@ def test_jhmdb_middle_frame_and_ground_truth_frame_hand_computed(tmp_path: Path)
 
 def test_model_path_is_required(tmp_path: Path):
     data = make_ytvos(tmp_path / "ytvos", num_videos=1, num_frames=2)
-    with pytest.raises(SystemExit, match="--model_path"):
+    with pytest.raises(OptionError, match="--model_path"):
         inference_rvos.main(MODEL_ARGV + ["--ytvos_path", data["root"], "--rvos_audio_path", data["audio_root"],
                                           "--save_path", str(tmp_path / "r.json")])

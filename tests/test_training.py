@@ -13,7 +13,9 @@ import torch
 
 import main as train
 from data_factory import make_ytvos
+from engine import NonFiniteLossError
 from util.config import get_args_parser, parse_args
+from util.errors import OptionError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = ["--backbone", "resnet18", "--hidden_dim", "48", "--nheads", "4", "--dim_feedforward", "64",
@@ -227,7 +229,9 @@ KILLER = """
 import sys, time, torch
 sys.path.insert(0, {root!r})
 import main as train
+from engine import NonFiniteLossError
 from util.config import get_args_parser, parse_args
+from util.errors import OptionError
 real_save = torch.save
 calls = []
 def save_then_hang(obj, f, *args, **kwargs):
@@ -285,7 +289,7 @@ def test_detr_style_pretrained_weights(tmp_path: Path, tiny_ytvos: dict, capsys)
     assert report["unexpected"] == ["wnet.transformer.decoder.layers.0.self_attn.in_proj_weight"]
     assert torch.equal(trained.state_dict()["wnet.input_proj.weight"], marked)  # lr 0: the file's values
 
-    with pytest.raises(SystemExit, match="does not exist"):
+    with pytest.raises(OptionError, match="--pretrained_weights .*absent.pth: the file does not exist"):
         run_main(train_argv(tiny_ytvos, tmp_path / "out2", "--pretrained_weights", str(tmp_path / "absent.pth")))
 
 
@@ -321,7 +325,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path: Path, tin
         return losses
 
     monkeypatch.setattr(SetCriterion, "forward", nan_forward)
-    with pytest.raises(SystemExit, match=r"epoch 1: loss is nan on the batch of samples \(video=vid000"):
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1: loss is nan on the batch of samples \(video=vid000"):
         run_main(train_argv(tiny_ytvos, output_dir, "--epochs", "2", "--resume", str(output_dir / "checkpoint.pth")))
     assert (output_dir / "checkpoint.pth").read_bytes() == before
     assert not (output_dir / "checkpoint0001.pth").exists()

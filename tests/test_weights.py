@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from util.errors import run_main
 from util.misc import atomic_torch_save
 from util.weights import (StateDictMismatchError, convert_detr_state_dict, load_backbone_weights,
                           load_pretrained_weights, load_wnet_checkpoint, torchvision_cache_path)
@@ -187,7 +188,7 @@ def test_convert_detr_weights_script_bad_arguments(tmp_path: Path, capsys):
     spec = importlib.util.spec_from_file_location("convert_detr_weights", CONVERT_SCRIPT)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    assert script.main([str(tmp_path / "absent.pth"), str(tmp_path / "x.pth")]) == 1
+    assert run_main(script.main, [str(tmp_path / "absent.pth"), str(tmp_path / "x.pth")]) == 1
     assert "absent.pth does not exist" in capsys.readouterr().err
     assert not (tmp_path / "x.pth").exists()
     assert script.main([str(tmp_path / "only_one.pth")]) == 2

@@ -7,10 +7,14 @@ parser does not know is an error.
 """
 import argparse
 import copy
+import math
+import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import yaml
+
+from util.errors import DEBUG_FLAG, EXIT_OPTION, OptionError
 
 # The value that turns a path option with an official default off (`--pretrained_weights none`,
 # `--ytvos_ann_file none`, `--split_file none`).
@@ -65,20 +69,22 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 # Official option names that are aliases of ours, as YAML keys too.
 CONFIG_ALIASES = {"ann_path": "split_file"}
 
+PARTIAL_SUFFIX = ".partial"  # what an interrupted inference run keeps beside its output
+
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser("Wnet", add_help=False)
+    parser = ArgumentParser("Wnet", add_help=False)
     parser.add_argument("--config", default="", type=str,
                         help="YAML file whose keys set this parser's defaults (flags still override)")
 
     # Optimisation (SPEC section 4)
-    parser.add_argument("--lr", default=1e-4, type=float)
-    parser.add_argument("--lr_backbone", default=1e-5, type=float)
-    parser.add_argument("--batch_size", default=1, type=int)
-    parser.add_argument("--weight_decay", default=1e-4, type=float)
-    parser.add_argument("--epochs", default=18, type=int)
-    parser.add_argument("--lr_drop", default=12, type=int)
-    parser.add_argument("--clip_max_norm", default=0.1, type=float, help="gradient clipping max norm")
+    parser.add_argument("--lr", default=1e-4, type=non_negative_float)
+    parser.add_argument("--lr_backbone", default=1e-5, type=non_negative_float)
+    parser.add_argument("--batch_size", default=1, type=positive_int)
+    parser.add_argument("--weight_decay", default=1e-4, type=non_negative_float)
+    parser.add_argument("--epochs", default=18, type=positive_int)
+    parser.add_argument("--lr_drop", default=12, type=positive_int)
+    parser.add_argument("--clip_max_norm", default=0.1, type=non_negative_float, help="gradient clipping max norm")
 
     # Model
     parser.add_argument("--pretrained_weights", default=OFFICIAL_PRETRAINED_WEIGHTS, type=str,
@@ -92,14 +98,14 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="replace the stride of the last ResNet stage by dilation (DC5)")
     parser.add_argument("--position_embedding", default="sine", type=str, choices=("sine",),
                         help="'sine', the official default and the only encoding Wnet's decoder uses")
-    parser.add_argument("--enc_layers", default=4, type=int)
-    parser.add_argument("--dec_layers", default=4, type=int)
-    parser.add_argument("--dim_feedforward", default=2048, type=int)
-    parser.add_argument("--hidden_dim", default=384, type=int)
-    parser.add_argument("--dropout", default=0.1, type=float)
-    parser.add_argument("--nheads", default=8, type=int)
-    parser.add_argument("--num_frames", default=36, type=int)
-    parser.add_argument("--num_queries", default=36, type=int)
+    parser.add_argument("--enc_layers", default=4, type=positive_int)
+    parser.add_argument("--dec_layers", default=4, type=positive_int)
+    parser.add_argument("--dim_feedforward", default=2048, type=positive_int)
+    parser.add_argument("--hidden_dim", default=384, type=positive_int)
+    parser.add_argument("--dropout", default=0.1, type=probability)
+    parser.add_argument("--nheads", default=8, type=positive_int)
+    parser.add_argument("--num_frames", default=36, type=positive_int)
+    parser.add_argument("--num_queries", default=36, type=positive_int)
     parser.add_argument("--pre_norm", action="store_true")
     parser.add_argument("--masks", action="store_true", help="build the mask model (required for training)")
     parser.add_argument("--no_aux_loss", dest="aux_loss", action="store_false",
@@ -111,11 +117,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "weights: infer with the value the model was trained with")
 
     # Loss coefficients (the official main.py values; its inference copies drifted)
-    parser.add_argument("--mask_loss_coef", default=1, type=float)
-    parser.add_argument("--dice_loss_coef", default=1, type=float)
-    parser.add_argument("--bbox_loss_coef", default=7.5, type=float)
-    parser.add_argument("--giou_loss_coef", default=3, type=float)
-    parser.add_argument("--kl_loss_coef", default=500, type=float)
+    parser.add_argument("--mask_loss_coef", default=1, type=non_negative_float)
+    parser.add_argument("--dice_loss_coef", default=1, type=non_negative_float)
+    parser.add_argument("--bbox_loss_coef", default=7.5, type=non_negative_float)
+    parser.add_argument("--giou_loss_coef", default=3, type=non_negative_float)
+    parser.add_argument("--kl_loss_coef", default=500, type=non_negative_float)
 
     # Data (defaults follow the official data/ layout; every path is an option)
     parser.add_argument("--dataset_file", default="avos", choices=("avos", "ytvos", "a2d", "jhmdb"))
@@ -142,17 +148,17 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "from them on the fly (instead of --a2d_audio_path)")
     parser.add_argument("--skip_bad_samples", action="store_true",
                         help="warn about and drop broken samples instead of stopping")
-    parser.add_argument("--data_scale", default=1.0, type=float,
+    parser.add_argument("--data_scale", default=1.0, type=positive_float,
                         help="multiplies every resize/crop size of the clip transforms and the inference short side "
                              "(1 = the official sizes; "
                              "tiny test or demo runs use less, never below 32 pixels)")
-    parser.add_argument("--subset", default=0, type=int, metavar="N",
+    parser.add_argument("--subset", default=0, type=non_negative_int, metavar="N",
                         help="train on the first N videos of the training set only (every clip and expression of "
                              "them; 0 = all): overfit a few videos first to debug a dataset or a model change")
-    parser.add_argument("--warmup_epochs", default=0, type=int, metavar="E",
+    parser.add_argument("--warmup_epochs", default=0, type=non_negative_int, metavar="E",
                         help="warm start: before the --epochs on the whole training set, train E epochs on its "
                              "first --warmup_subset videos (fresh optimizer afterwards); 0 = off (official)")
-    parser.add_argument("--warmup_subset", default=4, type=int, metavar="N",
+    parser.add_argument("--warmup_subset", default=4, type=positive_int, metavar="N",
                         help="videos of the --warmup_epochs stage (a curriculum that ties each recording to its "
                              "object before the whole set is seen, see the README's demo section)")
     parser.add_argument("--no_hflip", action="store_true",
@@ -165,12 +171,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     # Run
     parser.add_argument("--output_dir", default="output", help="where to save; empty for no saving")
     parser.add_argument("--device", default="cuda", help="cuda or cpu")
-    parser.add_argument("--seed", default=42, type=int)
+    parser.add_argument("--seed", default=42, type=non_negative_int)
     parser.add_argument("--resume", default="", help="resume from checkpoint")
-    parser.add_argument("--start_epoch", default=0, type=int, metavar="N")
+    parser.add_argument("--start_epoch", default=0, type=non_negative_int, metavar="N")
     parser.add_argument("--eval", action="store_true", help="only run the validation-loss loop")
-    parser.add_argument("--num_workers", default=4, type=int)
-    parser.add_argument("--world_size", default=1, type=int, help="number of distributed processes")
+    parser.add_argument("--num_workers", default=4, type=non_negative_int)
+    parser.add_argument("--world_size", default=1, type=positive_int, help="number of distributed processes")
     parser.add_argument("--dist_url", default="env://", help="url used to set up distributed training")
 
     # Performance and memory
@@ -206,6 +212,19 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "white Gaussian noise, or babble, a mix of other recordings of the split (seeded by --seed)")
     parser.add_argument("--audio_snr_db", default=None, type=float,
                         help="signal-to-noise ratio of --audio_noise in dB, over each whole recording")
+
+    # Bad inputs and faults (README "When something goes wrong")
+    parser.add_argument("--check_data", action="store_true",
+                        help="decode every frame, mask and audio feature once, report every problem and exit "
+                             "(exit code 0: none, 1: some)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="training: start again in an --output_dir that holds an earlier run (deletes its "
+                             "checkpoints and log.txt)")
+    parser.add_argument("--resume_results", action="store_true",
+                        help="inference: keep what an interrupted run finished (<save_path or metrics_path>"
+                             f"{PARTIAL_SUFFIX}) and do the rest")
+    parser.add_argument("--audio_sample_rate", default=0, type=non_negative_int,
+                        help="resample recordings to this rate (Hz) before their MFCC; 0 keeps each file's rate")
     return parser
 
 
@@ -218,28 +237,87 @@ def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = 
 
 
 def load_config(path: str, parser: argparse.ArgumentParser) -> dict:
-    """Read a YAML mapping of option names to values; unknown names are an error naming the file."""
+    """Read a YAML mapping of option names to values, checked as the command line would check them;
+    a missing or malformed file, an unknown name or a bad value is an OptionError naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    with open(path) as f:
-        values = yaml.safe_load(f) or {}
+        raise OptionError(f"--config {path}: the file does not exist")
+    try:
+        with open(path) as f:
+            values = yaml.safe_load(f) or {}
+    except yaml.YAMLError as error:
+        raise OptionError(f"config file {path}: not valid YAML ({' '.join(str(error).split())})") from None
     if not isinstance(values, dict):
-        raise ValueError(f"config file {path}: expected a mapping of option names to values")
+        raise OptionError(f"config file {path}: expected a mapping of option names to values")
     for alias, name in CONFIG_ALIASES.items():
         if alias in values:
             if name in values:
-                raise ValueError(f"config file {path}: sets both {alias!r} and {name!r} (the same option)")
+                raise OptionError(f"config file {path}: sets both {alias!r} and {name!r} (the same option)")
             values[name] = values.pop(alias)
     if "img_path" in values:
         try:
             values.update(split_img_path(values.pop("img_path")))
         except ValueError as error:
-            raise ValueError(f"config file {path}: {error}") from None
-    known = {a.dest for a in parser._actions}
-    unknown = sorted(set(values) - known)
+            raise OptionError(f"config file {path}: {error}") from None
+    actions = {a.dest: a for a in parser._actions}
+    unknown = sorted(set(values) - set(actions))
     if unknown:
-        raise ValueError(f"config file {path}: unknown option(s) {unknown}")
+        raise OptionError(f"config file {path}: unknown option(s) {unknown}")
     if "config" in values:
-        raise ValueError(f"config file {path}: 'config' cannot be set from a config file")
+        raise OptionError(f"config file {path}: 'config' cannot be set from a config file")
+    for key, value in values.items():
+        action = actions[key]
+        # set_defaults() bypasses argparse's checks: apply the option's type and choices here.
+        if action.type is not None and value is not None:
+            try:
+                value = values[key] = action.type(value if isinstance(value, str) else str(value))
+            except (argparse.ArgumentTypeError, ValueError) as error:
+                raise OptionError(f"config file {path}: {key}: {error}") from None
+        if action.choices is not None and value not in action.choices:
+            raise OptionError(f"config file {path}: {key}: {value!r} is not one of {list(action.choices)}")
     return values
+
+
+# ----------------------------------------------------------------------------- option types
+def _number(text, kind: type, expected: str, accept: Callable[[float], bool]):
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not (math.isfinite(value) and accept(value)):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
+
+
+def positive_int(text) -> int:
+    return _number(text, int, "a positive integer", lambda v: v > 0)
+
+
+def non_negative_int(text) -> int:
+    return _number(text, int, "an integer >= 0", lambda v: v >= 0)
+
+
+def positive_float(text) -> float:
+    return _number(text, float, "a finite number > 0", lambda v: v > 0)
+
+
+def non_negative_float(text) -> float:
+    return _number(text, float, "a finite number >= 0", lambda v: v >= 0)
+
+
+def probability(text) -> float:
+    return _number(text, float, "a probability in [0, 1)", lambda v: 0 <= v < 1)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with its errors on one line (`error: argument --x: ...`, exit code 2) instead of the usage,
+    and `--debug` (`util.errors.run_main` then shows the traceback of user errors too)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if DEBUG_FLAG not in self._option_string_actions:  # not inherited from a parent parser
+            self.add_argument(DEBUG_FLAG, action="store_true", help="show the traceback of user errors too")
+
+    def error(self, message: str):
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_OPTION)

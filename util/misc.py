@@ -13,6 +13,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from util.errors import WriteError, write_error
+
+TEMPORARY_SUFFIX = ".tmp"
+
 
 # ----------------------------------------------------------------------------- nested tensors
 class NestedTensor:
@@ -215,20 +219,40 @@ def _default_file_mode() -> int:
     return 0o666 & ~_umask()
 
 
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
 def atomic_write(path: Union[str, Path], write: Callable[[str], None]) -> None:
-    """Call `write(tmp_path)`, then rename onto `path`: readers never see a half-written file."""
+    """Call `write(tmp_path)`, then rename onto `path`: readers never see a half-written file.
+
+    An OSError while writing (a full disk, no permission) becomes a `WriteError` naming `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=TEMPORARY_SUFFIX, dir=path.parent)
+    except OSError as error:
+        raise write_error(path, error) from error
     os.close(fd)
     try:
         write(tmp)
         os.chmod(tmp, _default_file_mode())  # mkstemp creates rw------- files
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(error, OSError) and not isinstance(error, WriteError):
+            raise write_error(path, error) from error
         raise
+
+
+def remove_stale_temporaries(folder: Union[str, Path], name_pattern: str) -> List[Path]:
+    """Delete the temporary files that `atomic_write` of files named like `name_pattern` (a glob, e.g.
+    'checkpoint*.pth') in `folder` left behind when its process was killed; returns them."""
+    stale = sorted(Path(folder).glob(_temporary_prefix(Path(name_pattern)) + "*" + TEMPORARY_SUFFIX))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
 
 
 def atomic_directory(path: Union[str, Path], write: Callable[[Path], Any], prefix: str = "") -> Any:
@@ -250,7 +274,18 @@ def atomic_directory(path: Union[str, Path], write: Callable[[Path], Any], prefi
 
 
 def atomic_torch_save(obj: Any, path: Union[str, Path]) -> None:
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    def write(tmp: str) -> None:
+        # Through a Python file object: a full disk then raises OSError(ENOSPC); torch's own file writer
+        # reports it as "basic_ios::clear: iostream error" without the path.
+        with open(tmp, "wb") as f:
+            try:
+                torch.save(obj, f)
+            except RuntimeError as error:
+                # torch's zip writer fails again while closing the archive, hiding the OSError that stopped it
+                if isinstance(error.__context__, OSError):
+                    raise error.__context__ from None
+                raise
+    atomic_write(path, write)
 
 
 def atomic_json_dump(obj: Any, path: Union[str, Path], **kwargs) -> None:

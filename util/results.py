@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Sequence, Union
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from util.errors import UserError
 from util.misc import atomic_json_dump
 
 PathLike = Union[str, Path]
@@ -28,7 +29,7 @@ _RLE_MAX_CHUNKS = 12  # 60 bits: far beyond any mask, and no int64 overflow
 _PYCOCOTOOLS_NUMPY2_WARNING = "__array__ implementation doesn't accept a copy keyword"
 
 
-class ResultsFormatError(ValueError):
+class ResultsFormatError(UserError, ValueError):
     """A results.json entry does not follow the format (the message names the file and the entry)."""
 
 

@@ -15,6 +15,8 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from util.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
@@ -30,9 +32,17 @@ RESNET_HEAD_PREFIX = "fc."
 BN_COUNTER_SUFFIX = "num_batches_tracked"
 # The ImageNet weights whose file name torchvision's cache uses.
 IMAGENET_WEIGHTS = "IMAGENET1K_V1"
+# How torch.save files start: a zip archive (torch >= 1.6), or a pickle of protocol 2 or later (legacy).
+ZIP_MAGIC = b"PK\x03\x04"
+PICKLE_MAGIC = b"\x80"
+MAGIC_LENGTH = 8  # bytes of an unreadable file shown in its error
 
 
-class StateDictMismatchError(RuntimeError):
+class WeightsFileError(UserError, ValueError):
+    """A file that is not a readable torch checkpoint of the expected form; the message names it."""
+
+
+class StateDictMismatchError(UserError, RuntimeError):
     """A state dict that does not fit a model; the message lists every offending key."""
 
     def __init__(self, source: str, missing: List[str], unexpected: List[str],
@@ -61,11 +71,20 @@ def load_weights_file(path: PathLike) -> object:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
+    with open(path, "rb") as f:
+        start = f.read(MAGIC_LENGTH)
+    if not (start.startswith(ZIP_MAGIC) or start.startswith(PICKLE_MAGIC)):
+        found = "it is empty" if not start else f"it starts with {start!r}"
+        raise WeightsFileError(f"{path} is not a readable torch checkpoint ({found}; torch.save writes a zip "
+                               f"archive)")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
-        raise ValueError(f"{path} is not a readable torch checkpoint (weights_only load failed): {error}") from error
+    # a truncated or corrupt file breaks the unpickler in many ways (KeyError for an unknown opcode, ...)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, IndexError) as error:
+        message = " ".join(str(error).split())
+        raise WeightsFileError(f"{path} is not a readable torch checkpoint (weights_only load failed): "
+                               f"{message}") from error
 
 
 def _is_state_dict(obj: object) -> bool:
@@ -76,10 +95,10 @@ def _model_state_dict_from_checkpoint(obj: object, path: PathLike) -> Dict[str, 
     """The `model` entry of a `{'model': state_dict, ...}` checkpoint, checked."""
     if not isinstance(obj, Mapping) or "model" not in obj:
         found = sorted(map(str, obj.keys()))[:10] if isinstance(obj, Mapping) else type(obj).__name__
-        raise ValueError(f"{path} is not a checkpoint of the form {{'model': state_dict}} (found {found})")
+        raise WeightsFileError(f"{path} is not a checkpoint of the form {{'model': state_dict}} (found {found})")
     state_dict = obj["model"]
     if not _is_state_dict(state_dict):
-        raise ValueError(f"{path}: 'model' is not a state dict of named tensors")
+        raise WeightsFileError(f"{path}: 'model' is not a state dict of named tensors")
     return dict(state_dict)
 
 
@@ -201,7 +220,7 @@ def load_pretrained_weights(model: nn.Module, path: PathLike) -> Tuple[List[str]
     if mismatched:
         raise StateDictMismatchError(f"pretrained weights {path}", [], [], mismatched)
     if not any(k in model_state for k in state_dict):
-        raise ValueError(f"pretrained weights {path}: none of its {len(state_dict)} tensors matches a model key "
+        raise WeightsFileError(f"pretrained weights {path}: none of its {len(state_dict)} tensors matches a model key "
                          f"(expected keys 'detr.*' or 'wnet.*', found e.g. {list(state_dict)[:3]})")
     result = model.load_state_dict(state_dict, strict=False)
     missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
