@@ -72,7 +72,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 # ----------------------------------------------------------------------------- what to run
-def split_jobs(args, dropped: List[str]) -> List[VideoJob]:
+def split_jobs(args, dropped: Optional[List[str]] = None) -> List[VideoJob]:
     """The videos of `--ytvos_split` (or those of `--split_file`) with their expressions and recordings.
 
     `--split_file` is the official VIS-style json (`ann/instances_test_sub.json`, the default when it
@@ -83,6 +83,7 @@ def split_jobs(args, dropped: List[str]) -> List[VideoJob]:
     from datasets.common import audio_source
     from datasets.ytvos import TEST_PART, audio_stem, read_ytvos_videos, resolve_split_file, video_frame_paths
 
+    dropped = [] if dropped is None else dropped
     resolved = resolve_split_file(args.split_file, args.ytvos_path, TEST_PART)
     split_file = str(resolved) if resolved is not None else ""
     log_json({"event": "videos", "videos_from": split_file or "every video of the split"})

@@ -242,7 +242,6 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = parse_args(get_parser(), argv)
     split_file = resolve_split_file(args.split_file, args.ytvos_path, TEST_PART)
-    print(f"evaluated videos: {split_file or 'every annotated video of the split'}", file=sys.stderr)
     recorded = read_train_videos(args.model_path) if args.model_path else None
     train_videos = None if recorded is None else recorded.get("ytvos", [])
     metrics = evaluate_rvos(args.results, args.ytvos_path, args.ytvos_split, split_file, progress=True,
@@ -255,6 +254,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         raise UserError(f"{args.results}: no prediction for any of the {total} evaluated expressions of split "
                         f"{args.ytvos_split!r}{f' (--split_file {split_file})' if split_file else ''}; "
                         f"are these the results of other videos?")
+    print(f"evaluated videos: {split_file or 'every annotated video of the split'}", file=sys.stderr)
     if missing:
         print(f"warning: {args.results}: {missing} of {total} expressions have no prediction; they are scored "
               f"as empty masks", file=sys.stderr)

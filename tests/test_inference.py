@@ -204,12 +204,12 @@ def test_a2d_middle_frame_and_ground_truth_frame_hand_computed(tmp_path: Path):
     assert h5_files == ["00002.h5", "00007.h5"]  # 0-based frames 1 and 6, files named 1-based
     args = parse_args(inference_a2d.get_parser(), ["--a2d_path", data["root"], "--a2d_audio_path", data["audio_root"],
                                                    "--num_frames", "8", "--num_queries", "8", "--device", "cpu"])
-    samples = inference_a2d.a2d_samples(args)
+    samples = inference_a2d.a2d_samples(args, inference_a2d.a2d_dataset(args))
     assert [(s.name.split()[3], s.frame_idx) for s in samples] == [(i, f) for i, f, _, _ in A2D_CASES]
     for sample, (_, _, _, box) in zip(samples, A2D_CASES):
         assert mask_box(sample.load_gt()) == box and sample.load_gt().sum() == 64
     probe = MiddleFrameProbe(position=3)  # (8 - 1) // 2
-    metrics, records = evaluate_middle_frame(probe, samples, 8, "a2d")
+    metrics, records, _ = evaluate_middle_frame(probe, samples, 8, "a2d")
     assert probe.clips == [clip for _, _, clip, _ in A2D_CASES]
     # foreground everywhere on the middle frame and nowhere else: J = 64 / (24 * 32) when position 3 is scored
     assert [r["J"] for r in records] == pytest.approx([64 / (24 * 32)] * 4)
@@ -220,13 +220,13 @@ def test_jhmdb_middle_frame_and_ground_truth_frame_hand_computed(tmp_path: Path)
     args = parse_args(inference_jhmdb.get_parser(), ["--jhmdb_path", data["root"], "--a2d_audio_path",
                                                      data["audio_root"], "--num_frames", "8", "--num_queries", "8",
                                                      "--device", "cpu"])
-    samples = inference_jhmdb.jhmdb_samples(args)
+    samples = inference_jhmdb.jhmdb_samples(args, inference_jhmdb.jhmdb_dataset(args))
     # linspace(4, 12 - 5, 3) = [4, 5.5, 7], truncated
     assert [s.frame_idx for s in samples] == [4, 5, 7]
     # frame 7 is past the 6 frames of the .mat: scored against its last frame (5), as the official
     assert [mask_box(s.load_gt()) for s in samples] == [(1, 2, 9, 10), (2, 2, 10, 10), (2, 2, 10, 10)]
     probe = MiddleFrameProbe(position=3)
-    metrics, records = evaluate_middle_frame(probe, samples, 8, "jhmdb")
+    metrics, records, _ = evaluate_middle_frame(probe, samples, 8, "jhmdb")
     assert probe.clips == [[1, 2, 3, 4, 5, 6, 7, 8], [2, 3, 4, 5, 6, 7, 8, 9], [4, 5, 6, 7, 8, 9, 10, 11]]
     assert [r["J"] for r in records] == pytest.approx([64 / (24 * 32)] * 3)
 
