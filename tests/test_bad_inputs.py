@@ -100,8 +100,12 @@ def extract_mfcc(*args) -> int:
     return load_script("extract_mfcc").main([str(a) for a in args])
 
 
+# One intra-op thread per subprocess: on 2 shared cores, OpenMP pools of several processes spin against each other.
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def run_script(args: Sequence[str], **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, text=True, **kwargs)
+    return subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, text=True, env=SUBPROCESS_ENV, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -379,17 +383,23 @@ def unshare_available() -> bool:
     return probe is not None and probe.returncode == 0
 
 
+LISTING_MARKER = "--- files left on the full disk ---"
+
+
 @pytest.mark.skipif(not unshare_available(), reason="needs `unshare -rm` to mount a small tmpfs as a full disk")
 def test_15_a_full_disk_names_the_file(tiny, tmp_path):
     full = tmp_path / "full"
     full.mkdir()
     # one step (a batch of all 4 samples), then the first checkpoint does not fit
     command = " ".join(shlex.quote(a) for a in [sys.executable, "main.py", *train_argv(tiny, full, "--batch_size", 4)])
-    done = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs {shlex.quote(str(full))} "
-                           f"&& exec {command}"], cwd=ROOT, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+    mount_point = shlex.quote(str(full))
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs {mount_point} && {{ {command}; "
+                           f"status=$?; echo {LISTING_MARKER}; ls -A {mount_point}; exit $status; }}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT, env=SUBPROCESS_ENV)
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert done.returncode == 1 and len(errors) == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert f"cannot write {full / 'checkpoint0000.pth'}: no space left on the device" in errors[0]
+    assert done.stdout.split(LISTING_MARKER)[1].split() == []  # no temporary file is left on the full disk
 
 
 # ----------------------------------------------------------------------------- documentation and leftovers

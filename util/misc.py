@@ -239,10 +239,12 @@ def atomic_write(path: Union[str, Path], write: Callable[[str], None]) -> None:
         os.chmod(tmp, _default_file_mode())  # mkstemp creates rw------- files
         os.replace(tmp, path)
     except BaseException as error:
+        # the error is described before the temporary file goes, while the disk is as full as the write found it
+        described = write_error(path, error) if isinstance(error, OSError) and not isinstance(error, WriteError) else None
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if isinstance(error, OSError) and not isinstance(error, WriteError):
-            raise write_error(path, error) from error
+        if described is not None:
+            raise described from error
         raise
 
 
