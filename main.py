@@ -122,10 +122,16 @@ def merge_video_names(earlier: Optional[Dict[str, List[str]]], current: Dict[str
     return merged
 
 
+def log_event(record: Dict[str, Any]) -> None:
+    """One JSON line on stdout, from rank 0 only (the lines of several processes would interleave)."""
+    if utils.is_main_process():
+        print(json.dumps(record), flush=True)
+
+
 def append_log(output_dir: Path, record: Dict[str, Any]) -> None:
     """One JSON line per epoch in output_dir/log.txt (rank 0 only) and on stdout."""
+    log_event(record)
     line = json.dumps(record)
-    print(line, flush=True)
     if utils.is_main_process() and output_dir:
         with open(output_dir / LOG_NAME, "a") as f:
             f.write(line + "\n")
@@ -244,9 +250,11 @@ def check_data(args: argparse.Namespace) -> int:
                                                     "samples": len(dataset)})
 
 
-def warm_start(model: torch.nn.Module, criterion: torch.nn.Module, args: argparse.Namespace, device: torch.device,
-               output_dir: Optional[Path], amp_dtype: torch.dtype, scaler, stop: "StopSignals") -> None:
-    """The `--warmup_epochs` stage: train on the first `--warmup_subset` videos with an optimizer of its own.
+def warm_start(model: torch.nn.Module, criterion: torch.nn.Module, dataset, args: argparse.Namespace,
+               device: torch.device, output_dir: Optional[Path], amp_dtype: torch.dtype, scaler,
+               stop: "StopSignals") -> None:
+    """The `--warmup_epochs` stage: train on the first `--warmup_subset` videos of the training `dataset` with an
+    optimizer of its own.
 
     Why it helps: when every clip shows several objects, each named by its own recording, a model that cannot yet
     tell the objects apart gains nothing from either recording (covering all of them is the best it can do for
@@ -257,12 +265,11 @@ def warm_start(model: torch.nn.Module, criterion: torch.nn.Module, args: argpars
     from engine import train_one_epoch
 
     model_without_ddp = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
-    warmup_args = argparse.Namespace(**{**vars(args), "subset": args.warmup_subset})
-    dataset = build_checked_dataset("train", warmup_args)
+    dataset = dataset.first_videos(args.warmup_subset)  # the training set's first videos, already checked
     loader = build_loader(dataset, args, shuffle=True)
     optimizer = build_optimizer(model_without_ddp, args)
-    print(json.dumps({"event": "warmup_start", "videos": args.warmup_subset, "train_samples": len(dataset),
-                      "epochs": args.warmup_epochs}), flush=True)
+    log_event({"event": "warmup_start", "videos": args.warmup_subset, "train_samples": len(dataset),
+               "epochs": args.warmup_epochs})
     for epoch in range(args.warmup_epochs):
         loader.batch_sampler.sampler.set_epoch(epoch)
         epoch_start = time.time()
@@ -336,8 +343,7 @@ def main(args: argparse.Namespace):
             missing, unexpected = load_pretrained_weights(model_without_ddp, args.pretrained_weights)
             record = {"event": "pretrained_weights", "path": args.pretrained_weights, "from_scratch": False,
                       "missing": missing, "unexpected": unexpected}
-        if utils.is_main_process():
-            print(json.dumps(record), flush=True)
+        log_event(record)
 
     trained_epoch = args.start_epoch - 1  # the last epoch the weights have seen (for --eval's log line)
     earlier_videos = None  # the videos the resumed weights were trained on
@@ -361,8 +367,7 @@ def main(args: argparse.Namespace):
 
     bad_samples = BadSampleLog(dataset.num_dropped)
     if args.eval:
-        print(json.dumps({"event": "eval", "val_samples": len(dataset), "videos_from": videos_sources(dataset)}),
-              flush=True)
+        log_event({"event": "eval", "val_samples": len(dataset), "videos_from": videos_sources(dataset)})
         stats = evaluate_loss(model, criterion, data_loader, device, amp=args.amp, amp_dtype=amp_dtype,
                               bad_samples=bad_samples)
         append_log(output_dir, {**{f"val_{k}": v for k, v in stats.items()}, "epoch": trained_epoch,
@@ -375,17 +380,17 @@ def main(args: argparse.Namespace):
     # Every checkpoint records the videos its weights were trained on: inference and evaluation warn when
     # they are evaluated on one of them.
     train_videos = merge_video_names(earlier_videos, video_names(dataset))
-    print(json.dumps({"event": "start", "n_parameters": n_parameters, "train_samples": len(dataset),
-                      "dropped_samples": dataset.num_dropped, "videos_from": videos_sources(dataset),
-                      "train_videos": {part: len(names) for part, names in video_names(dataset).items()},
-                      "world_size": utils.get_world_size(), "dist_backend": utils.get_backend(),
-                      "start_epoch": args.start_epoch, "epochs": args.epochs, "subset": args.subset}), flush=True)
+    log_event({"event": "start", "n_parameters": n_parameters, "train_samples": len(dataset),
+               "dropped_samples": dataset.num_dropped, "videos_from": videos_sources(dataset),
+               "train_videos": {part: len(names) for part, names in video_names(dataset).items()},
+               "world_size": utils.get_world_size(), "dist_backend": utils.get_backend(),
+               "start_epoch": args.start_epoch, "epochs": args.epochs, "subset": args.subset})
 
     start_time = time.time()
     saved_epoch: Optional[int] = None
     with StopSignals() as stop:
         if args.warmup_epochs and not args.resume:
-            warm_start(model, criterion, args, device, output_dir, amp_dtype, scaler, stop)
+            warm_start(model, criterion, dataset, args, device, output_dir, amp_dtype, scaler, stop)
         for epoch in range(args.start_epoch, args.epochs):
             data_loader.batch_sampler.sampler.set_epoch(epoch)
             epoch_start = time.time()
@@ -424,7 +429,7 @@ def main(args: argparse.Namespace):
                                   stop.signum or signal.SIGTERM)
 
     total = str(datetime.timedelta(seconds=int(time.time() - start_time)))
-    print(json.dumps({"event": "done", "training_time": total}), flush=True)
+    log_event({"event": "done", "training_time": total})
     if args.distributed:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()

@@ -24,7 +24,7 @@ def build_dataset(image_set: str, args, transforms: Optional[Callable] = None) -
         raise ValueError(f"unknown --dataset_file {args.dataset_file!r}; expected one of {DATASET_FILES}")
     dataset = build(image_set, args, transforms)
     if image_set == "train" and args.subset:
-        dataset.keep_first_videos(args.subset)
+        dataset = dataset.first_videos(args.subset)
     return dataset
 
 

@@ -3,6 +3,7 @@
 RVOS items carry `T` targets (one per frame), A2D items one (the annotated middle frame); the criterion
 handles both. Audio features come from `--rvos_audio_path` and `--a2d_audio_path` respectively.
 """
+import copy
 from typing import Callable, List, Optional
 
 from torch.utils.data import ConcatDataset
@@ -18,15 +19,14 @@ class AVOSDataset(ConcatDataset):
         self.rvos, self.a2d = rvos, a2d_dataset
         self.num_dropped = rvos.num_dropped + a2d_dataset.num_dropped
 
-    def keep_first_videos(self, count: int) -> None:
+    def first_videos(self, count: int) -> "AVOSDataset":
         """The first `count` videos of the concatenation: Ref-YouTube-VOS first, then A2D (`--subset`)."""
         rvos_videos = len(self.rvos.video_names())
-        self.rvos.keep_first_videos(count)
-        if count > rvos_videos:
-            self.a2d.keep_first_videos(count - rvos_videos)
-        else:
-            self.a2d.samples = []
-        self.cumulative_sizes = self.cumsum(self.datasets)
+        a2d_part = self.a2d.first_videos(count - rvos_videos) if count > rvos_videos else copy.copy(self.a2d)
+        if count <= rvos_videos:
+            a2d_part.samples = []
+        return AVOSDataset(self.rvos.first_videos(count), a2d_part)
+
     def check_data(self) -> List[str]:
         return self.rvos.check_data() + self.a2d.check_data()
 

@@ -12,6 +12,7 @@ Dataset items are `(clip [T, 3, H, W] float normalised, audio [39, L] float, tar
 
 N is T (RVOS: one target per frame) or 1 (A2D / JHMDB: the annotated middle frame).
 """
+import copy
 import functools
 import json
 import os
@@ -397,12 +398,16 @@ class ClipDataset(Dataset):
         """The videos the samples come from, in order of first appearance."""
         return list(dict.fromkeys(self.sample_video(i) for i in range(len(self))))
 
-    def keep_first_videos(self, count: int) -> None:
-        """Keep only the samples of the first `count` videos, in sample order (`--subset`)."""
+    def first_videos(self, count: int) -> "ClipDataset":
+        """A copy holding only the samples of the first `count` videos, in sample order (`--subset`,
+        `--warmup_subset`); the files stay shared, nothing is read again."""
         if count < 1:
-            raise ValueError(f"--subset must be >= 1 video, got {count}")
+            raise ValueError(f"a subset needs >= 1 video, got {count}")
         kept = set(self.video_names()[:count])
-        self.samples = [s for i, s in enumerate(self.samples) if self.sample_video(i) in kept]
+        subset = copy.copy(self)
+        subset.samples = [s for i, s in enumerate(self.samples) if self.sample_video(i) in kept]
+        return subset
+
     def check_content(self) -> List[str]:
         """Decode every frame, mask and audio feature the samples use once; one message per problem."""
         raise NotImplementedError
