@@ -173,5 +173,7 @@ def build_backbone(args) -> Joiner:
                         checkpoint_activations=getattr(args, "checkpoint_activations", False))
     # ImageNet weights from --backbone_weights or the local torchvision cache; never downloaded.
     load_backbone_weights(backbone.body, args.backbone, getattr(args, "backbone_weights", ""))
+    if getattr(args, "channels_last", False):
+        backbone.to(memory_format=torch.channels_last)  # 4-D weights only; the convolutions then run NHWC
     position_embedding = PositionEmbeddingSine3D(args.hidden_dim // NUM_AXES, num_frames=args.num_frames)
     return Joiner(backbone, position_embedding)

@@ -185,6 +185,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--amp_dtype", default="bfloat16", choices=("bfloat16", "float16"))
     parser.add_argument("--checkpoint_activations", action="store_true",
                         help="recompute backbone and transformer activations in backward")
+    parser.add_argument("--channels_last", action="store_true",
+                        help="keep the backbone's convolution weights (and so its activations) in channels-last "
+                             "memory format: faster convolutions on CPU (about 15%% of a CPU demo step) and with "
+                             "--amp on GPU; same parameters and state dict, only the rounding order differs")
 
     # Inference and evaluation
     parser.add_argument("--model_path", default="", type=str, help="checkpoint to evaluate ({'model': state_dict})")
