@@ -27,12 +27,12 @@ from typing import Callable, Dict, List, Optional, Set, Tuple, Union
 
 import numpy as np
 
+from datasets.a2d_format import (A2D_TEST_SPLIT, A2D_TRAIN_SPLIT, A2DFrameAnnotation, A2DSample, A2DVideo,
+                                  read_a2d_annotation_info, read_a2d_annotations, read_a2d_h5, read_videoset_csv)
 from datasets.common import (ClipDataset, apply_transforms, audio_source, centred_clip_indices, check_audio_feature,
                              check_feature, check_frame_sizes, check_items, decode_images, load_audio_feature,
                              make_target, middle_frame_index, read_annotated_clip)
-from datasets.formats import (A2D_TEST_SPLIT, A2D_TRAIN_SPLIT, A2DFrameAnnotation, A2DSample, A2DVideo,
-                              DataFormatError, read_a2d_annotation_info, read_a2d_annotations, read_a2d_h5,
-                              read_rgb, read_videoset_csv)
+from datasets.formats import DataFormatError, read_rgb
 
 PathLike = Union[str, Path]
 A2D_SPLITS = {"train": A2D_TRAIN_SPLIT, "val": A2D_TEST_SPLIT, "test": A2D_TEST_SPLIT}

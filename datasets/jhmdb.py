@@ -21,7 +21,8 @@ import numpy as np
 from datasets.common import (ClipDataset, apply_transforms, audio_source, boxes_from_masks, centred_clip_indices,
                              check_audio_feature, check_feature, check_frame_sizes, check_items, decode_images,
                              load_audio_feature, make_target, middle_frame_index, read_annotated_clip)
-from datasets.formats import DataFormatError, read_json, read_jhmdb_annotations, read_puppet_mask, read_rgb
+from datasets.formats import DataFormatError, read_json, read_rgb
+from datasets.jhmdb_format import read_jhmdb_annotations, read_puppet_mask
 from util.errors import OptionError
 
 PathLike = Union[str, Path]

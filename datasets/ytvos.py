@@ -30,8 +30,9 @@ import numpy as np
 from datasets.common import (ClipDataset, apply_transforms, audio_source, boxes_from_masks, check_audio_feature,
                              check_feature, check_frame_sizes, check_items, decode_images, load_audio_feature,
                              make_target, read_frames, rvos_clip_indices)
-from datasets.formats import (DataFormatError, decode_segmentation, read_json, read_meta_expressions,
-                              read_palette_png, read_rgb, read_vis_instances, vis_annotations_by_video)
+from datasets.formats import DataFormatError, read_json, read_palette_png, read_rgb
+from datasets.ytvos_format import (decode_segmentation, read_meta_expressions, read_vis_instances,
+                                   vis_annotations_by_video)
 from util.config import is_none
 
 PathLike = Union[str, Path]
