@@ -22,6 +22,7 @@ from datasets.a2d_format import (A2D_TEST_SPLIT, A2D_TRAIN_SPLIT, A2DFrameAnnota
 from datasets.formats import write_jpeg, write_json, write_npy, write_palette_png, write_png
 from datasets.jhmdb_format import JHMDBQuery, write_jhmdb_annotations, write_puppet_mask
 from datasets.ytvos_format import vis_annotation_from_masks, write_meta_expressions, write_vis_instances
+from main import get_args_parser
 
 PathLike = Union[str, Path]
 Box = Tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, x1 / y1 exclusive
@@ -218,7 +219,6 @@ def make_jhmdb(root: PathLike, audio_root: Optional[PathLike] = None, num_videos
 
 def dataset_args(**overrides):
     """The shared parser's defaults with `overrides` (e.g. ytvos_path=..., num_frames=3) as a Namespace."""
-    from util.config import get_args_parser
     args = get_args_parser().parse_args([])
     for key, value in overrides.items():
         if not hasattr(args, key):

@@ -14,7 +14,8 @@ import inference_rvos
 from data_factory import make_a2d, make_jhmdb, make_ytvos
 from datasets.formats import read_palette_png
 from models import build_model
-from util.config import get_args_parser, parse_args
+from main import get_args_parser
+from util.config import parse_args
 from util.errors import OptionError
 from util.inference import cyclic_clips, evaluate_middle_frame, load_frame, predict_mask_logits
 from util.results import decode_masks, read_results

@@ -16,7 +16,8 @@ from datasets.audio import load_audio
 from datasets.noise import AudioNoise, build_noise, mix_at_snr, snr_db
 from datasets.ytvos import RVOSDataset
 from models import build_model
-from util.config import get_args_parser, parse_args
+from main import get_args_parser
+from util.config import parse_args
 from util.results import decode_masks, read_results
 
 SAMPLE_RATE = 16000
