@@ -16,7 +16,8 @@ import sys
 from typing import List, Optional, Sequence, Union
 
 from datasets.common import build_for_check, report_data_check
-from util.config import ArgumentParser, HelpFormatter, get_args_parser, parse_args
+from main import get_args_parser
+from util.config import ArgumentParser, HelpFormatter, parse_args
 from util.errors import run_main
 from util.inference import MiddleFrameSample, run_middle_frame_protocol
 

@@ -36,7 +36,8 @@ from tqdm import tqdm
 
 from datasets.common import SKIP_HINT, BadSampleWarning, SampleError, build_for_check, report_data_check
 from datasets.formats import DataFormatError
-from util.config import ArgumentParser, HelpFormatter, get_args_parser, parse_args
+from main import get_args_parser
+from util.config import ArgumentParser, HelpFormatter, parse_args
 from util.errors import USER_OS_ERRORS, OptionError, UserError, one_line, run_main
 from util.inference import (ResultJournal, audio_loader, binarize, cyclic_clips, journal_on_interrupt,
                             journal_settings, list_frames, load_audio_array, load_frame, load_model_and_train_videos,

@@ -23,9 +23,11 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
+import datasets
+import util.config as config
 import util.misc as utils
 from datasets.common import BadSampleLog, build_for_check, report_data_check
-from util.config import ArgumentParser, HelpFormatter, get_args_parser, is_none, parse_args
+from util.config import ArgumentParser, HelpFormatter, is_none, parse_args
 from util.errors import DataWarning, Interrupted, OptionError, UserError, check_device, run_main
 
 LOG_NAME = "log.txt"
@@ -465,6 +467,12 @@ def record_audio_sample_rate(args: argparse.Namespace) -> None:
                       f"{known.pop()} Hz ({rates})", DataWarning)
     elif known and not args.audio_sample_rate:
         args.audio_sample_rate = known.pop()
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """Every option of Wnet (`util.config`), `--dataset_file` choosing among the registered datasets
+    (`datasets.DATASETS`); the parent parser of every entry point and script."""
+    return config.get_args_parser(dataset_files=tuple(datasets.DATASETS))
 
 
 def get_parser() -> argparse.ArgumentParser:

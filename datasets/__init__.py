@@ -1,28 +1,39 @@
-"""Datasets: `build_dataset(image_set, args)` for `--dataset_file avos | ytvos | a2d | jhmdb`."""
+"""Datasets: the registry `DATASETS` of the `--dataset_file` choices and `build_dataset(image_set, args)`.
+
+Each dataset is one module with a `build(image_set, args, transforms)` and, beside it, a module of the
+readers and writers of its own files (`ytvos.py` / `ytvos_format.py`, ...). To add a dataset, write its
+`build` and register it in `DATASETS`: the parser (`main.get_args_parser`) offers every registered name.
+"""
+import argparse
 from typing import Callable, Dict, List, Optional
 
 from torch.utils.data import Dataset
 
-DATASET_FILES = ("avos", "ytvos", "a2d", "jhmdb")
+from datasets import a2d, avos, jhmdb, ytvos
+
+# `build(image_set, args, transforms)`: the dataset of 'train' or 'val', with `transforms` or the official ones.
+DatasetBuilder = Callable[[str, argparse.Namespace, Optional[Callable]], Dataset]
+
+# The first name is the default `--dataset_file`.
+DATASETS: Dict[str, DatasetBuilder] = {
+    "avos": avos.build,  # Ref-YouTube-VOS followed by A2D-Sentences: the official training set
+    "ytvos": ytvos.build,
+    "a2d": a2d.build,
+    "jhmdb": jhmdb.build,  # evaluation only
+}
+IMAGE_SETS = ("train", "val")
 
 
-def build_dataset(image_set: str, args, transforms: Optional[Callable] = None) -> Dataset:
+def build_dataset(image_set: str, args: argparse.Namespace, transforms: Optional[Callable] = None) -> Dataset:
     """The dataset of `args.dataset_file` for `image_set` 'train' or 'val', with the official clip
     transforms of that set (or `transforms` when given). Items: `(clip [T,3,H,W], audio [39,L], target)`.
     `--subset N` keeps the samples of the first N training videos."""
-    if image_set not in ("train", "val"):
-        raise ValueError(f"unknown image set {image_set!r}; expected 'train' or 'val'")
-    if args.dataset_file == "avos":
-        from datasets.avos import build
-    elif args.dataset_file == "ytvos":
-        from datasets.ytvos import build
-    elif args.dataset_file == "a2d":
-        from datasets.a2d import build
-    elif args.dataset_file == "jhmdb":
-        from datasets.jhmdb import build
-    else:
-        raise ValueError(f"unknown --dataset_file {args.dataset_file!r}; expected one of {DATASET_FILES}")
-    dataset = build(image_set, args, transforms)
+    if image_set not in IMAGE_SETS:
+        raise ValueError(f"unknown image set {image_set!r}; expected one of {IMAGE_SETS}")
+    if args.dataset_file not in DATASETS:
+        raise ValueError(f"unknown --dataset_file {args.dataset_file!r}; the registered datasets are "
+                         f"{', '.join(DATASETS)} (datasets/__init__.py)")
+    dataset = DATASETS[args.dataset_file](image_set, args, transforms)
     if image_set == "train" and args.subset:
         dataset = dataset.first_videos(args.subset)
     return dataset
@@ -30,7 +41,7 @@ def build_dataset(image_set: str, args, transforms: Optional[Callable] = None) -
 
 def dataset_parts(dataset: Dataset) -> Dict[str, Dataset]:
     """`{name: part}`: the RVOS and A2D parts of AVOS, else the dataset itself under its name."""
-    if hasattr(dataset, "rvos") and hasattr(dataset, "a2d"):
+    if isinstance(dataset, avos.AVOSDataset):
         return {dataset.rvos.name: dataset.rvos, dataset.a2d.name: dataset.a2d}
     return {dataset.name: dataset}
 

@@ -23,18 +23,17 @@ naming the file.
 import re
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Set, Tuple, Union
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 
-from datasets.common import (ClipDataset, apply_transforms, audio_source, centred_clip_indices, check_audio_feature,
-                             check_feature, check_frame_sizes, check_items, decode_images, load_audio_feature,
-                             make_target, middle_frame_index, read_annotated_clip)
-from datasets.formats import (A2D_TEST_SPLIT, A2D_TRAIN_SPLIT, A2DFrameAnnotation, A2DSample, A2DVideo,
-                              DataFormatError, read_a2d_annotation_info, read_a2d_annotations, read_a2d_h5,
-                              read_rgb, read_videoset_csv)
+from datasets.a2d_format import (A2D_TEST_SPLIT, A2D_TRAIN_SPLIT, A2DFrameAnnotation, A2DSample, A2DVideo,
+                                  read_a2d_annotation_info, read_a2d_annotations, read_a2d_h5, read_videoset_csv)
+from datasets.common import (AnnotatedFrame, MiddleFrameDataset, audio_source, check_audio_feature, check_feature,
+                             check_frame_sizes, check_items, decode_images)
+from datasets.formats import DataFormatError, PathLike, read_rgb
+from datasets.transforms import video_transforms_from_args
 
-PathLike = Union[str, Path]
 A2D_SPLITS = {"train": A2D_TRAIN_SPLIT, "val": A2D_TEST_SPLIT, "test": A2D_TEST_SPLIT}
 FRAME_EXTENSION = ".png"
 H5_EXTENSION = ".h5"
@@ -151,24 +150,19 @@ def load_a2d_ground_truth(root: PathLike, sample: A2DSample) -> Tuple[np.ndarray
     return annotation.masks[index], annotation.boxes[index], int(annotation.class_ids[index])
 
 
-class A2DDataset(ClipDataset):
+class A2DDataset(MiddleFrameDataset):
     """A2D-Sentences clips: item `(clip [T,3,H,W], audio [39,L], target with 1 entry)`."""
 
     name = "a2d"
+    title = "A2D-Sentences"
+    root_option = "--a2d_path"
 
     def __init__(self, root: PathLike, audio_root: PathLike, num_frames: int, transforms: Optional[Callable] = None,
                  split: str = "train", skip_bad_samples: bool = False, wav_root: PathLike = ""):
-        super().__init__(skip_bad_samples)
-        self.wav_root = wav_root  # recordings instead of features when given
         if split not in A2D_SPLITS:
             raise ValueError(f"unknown A2D split {split!r}; expected one of {sorted(A2D_SPLITS)}")
-        self.root, self.audio_root = Path(root), Path(audio_root)
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"A2D-Sentences root {self.root} does not exist (--a2d_path)")
-        self.num_frames = num_frames
-        self.transforms = transforms
+        super().__init__(root, audio_root, num_frames, transforms, skip_bad_samples, wav_root)
         self.videos: Dict[str, A2DVideo] = read_videoset_csv(a2d_paths(root)["videoset"])
-        self._frames: Dict[str, List[Path]] = {}
         wanted = A2D_SPLITS[split]
         self.videos_source = f"{a2d_paths(root)['videoset']} (split {wanted})"
         samples = [s for s in read_a2d_samples(root)
@@ -177,18 +171,16 @@ class A2DDataset(ClipDataset):
                                                     skip_bad_samples, self.name, problems=self.problems)
         self.num_dropped = len(samples) - len(self.samples)
 
-    def frame_paths(self, video_id: str) -> List[Path]:
-        """The video's frames, checked against the frame count of `videoset.csv` (cached)."""
-        if video_id not in self._frames:
-            if video_id not in self.videos:
-                raise DataFormatError(f"video {video_id} is not in {a2d_paths(self.root)['videoset']}")
-            frames = a2d_frame_paths(self.root, video_id)
-            expected = self.videos[video_id].num_frames
-            if len(frames) != expected:
-                raise DataFormatError(f"{len(frames)} frames in {a2d_paths(self.root)['frames'] / video_id}, "
-                                      f"videoset.csv says {expected}")
-            self._frames[video_id] = frames
-        return self._frames[video_id]
+    def list_frames(self, video_id: str) -> List[Path]:
+        """The video's frames, checked against the frame count of `videoset.csv`."""
+        if video_id not in self.videos:
+            raise DataFormatError(f"video {video_id} is not in {a2d_paths(self.root)['videoset']}")
+        frames = a2d_frame_paths(self.root, video_id)
+        expected = self.videos[video_id].num_frames
+        if len(frames) != expected:
+            raise DataFormatError(f"{len(frames)} frames in {a2d_paths(self.root)['frames'] / video_id}, "
+                                  f"videoset.csv says {expected}")
+        return frames
 
     @staticmethod
     def _describe_sample(sample: A2DSample) -> str:
@@ -205,13 +197,13 @@ class A2DDataset(ClipDataset):
         """The query's recording under `wav_root` when given, else its features under `audio_root`."""
         return audio_source(self.audio_root, self.wav_root, audio_stem(sample.video_id, sample.instance_id))
 
+    def sample_audio_path(self, index: int) -> Path:
+        return self.audio_path(self.samples[index])
+
     def check_content(self) -> List[str]:
         problems: List[str] = []
-        frames_by_video: Dict[str, Set[int]] = {}
-        for index, sample in enumerate(self.samples):
-            frames_by_video.setdefault(sample.video_id, set()).update(self.clip_indices(index))
         sizes = {}
-        for video_id, indices in frames_by_video.items():
+        for video_id, indices in self.clip_frames_by_video().items():
             paths = self.frame_paths(video_id)
             sizes[video_id] = decode_images([paths[i] for i in sorted(indices)], read_rgb,
                                             f"{self.name}: video {video_id}", problems)
@@ -229,39 +221,26 @@ class A2DDataset(ClipDataset):
                 check_feature(path, describe, problems)
         return list(dict.fromkeys(problems))  # a frame of the wrong size is named once, not once per mask
 
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def sample_video(self, index: int) -> str:
-        return self.samples[index].video_id
-
     def describe(self, index: int) -> str:
         return self._describe_sample(self.samples[index])
 
-    def clip_indices(self, index: int) -> List[int]:
-        sample = self.samples[index]
-        return centred_clip_indices(sample.frame_idx, len(self.frame_paths(sample.video_id)), self.num_frames)
+    def annotated_frame(self, index: int) -> AnnotatedFrame:
+        mask, box, class_id = load_a2d_ground_truth(self.root, self.samples[index])
+        return AnnotatedFrame(mask, box, class_id, valid=1)
 
-    def ground_truth(self, index: int) -> np.ndarray:
-        """The annotated frame's mask `[H, W]` uint8 at the original size (what the evaluation scores)."""
-        return load_a2d_ground_truth(self.root, self.samples[index])[0]
-
-    def load(self, index: int):
+    def identifiers(self, index: int) -> Dict[str, object]:
         sample = self.samples[index]
-        clip = self.clip_indices(index)
-        mask, box, class_id = load_a2d_ground_truth(self.root, sample)
-        frames = read_annotated_clip(self.frame_paths(sample.video_id), clip, mask, "mask")
-        height, width = mask.shape
-        audio = load_audio_feature(self.audio_path(sample))
-        target = make_target(box[None], mask[None], np.ones(1), np.asarray([class_id]), height, width,
-                             video=sample.video_id, instance_id=sample.instance_id, frame_id=sample.frame_idx,
-                             frame_idx=middle_frame_index(self.num_frames), clip_frames=clip)
-        clip_tensor, target = apply_transforms(frames, target, self.transforms)
-        return clip_tensor, audio, target
+        return {"video": sample.video_id, "instance_id": sample.instance_id}
 
 
 def build(image_set: str, args, transforms: Optional[Callable] = None) -> A2DDataset:
-    from datasets.transforms import video_transforms_from_args
     return A2DDataset(args.a2d_path, args.a2d_audio_path, args.num_frames,
                       transforms or video_transforms_from_args(image_set, args),
                       split=image_set, skip_bad_samples=args.skip_bad_samples, wav_root=args.a2d_wav_path)
+
+
+def build_test_set(args) -> A2DDataset:
+    """The test split as the official protocol (`inference_a2d.py`) reads it: untransformed (the evaluation
+    loads and scales the frames itself)."""
+    return A2DDataset(args.a2d_path, args.a2d_audio_path, args.num_frames, transforms=None, split="test",
+                      skip_bad_samples=args.skip_bad_samples, wav_root=args.a2d_wav_path)

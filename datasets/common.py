@@ -10,7 +10,8 @@ Dataset items are `(clip [T, 3, H, W] float normalised, audio [39, L] float, tar
   video the sample is about) and, when N = 1, `frame_idx` (the annotated frame's index within the clip);
   `clip_frames` lists the video frame index of every clip frame.
 
-N is T (RVOS: one target per frame) or 1 (A2D / JHMDB: the annotated middle frame).
+N is T (RVOS: one target per frame) or 1 (A2D / JHMDB: the annotated middle frame). `ClipDataset` is the
+base of every clip dataset, `MiddleFrameDataset` that of A2D-Sentences and JHMDB-Sentences.
 """
 import copy
 import functools
@@ -18,16 +19,20 @@ import json
 import os
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, TypeVar, Union
 
 import numpy as np
+import soundfile
 import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from datasets import audio
 from datasets.formats import DataFormatError, read_rgb
+from datasets.transforms import Normalize
 from util.errors import DataWarning, UserError
 
 PathLike = Union[str, Path]
@@ -101,8 +106,6 @@ def is_recording(path: PathLike) -> bool:
 
 def check_recording(path: PathLike) -> None:
     """Check that a recording exists and that its header reads as audio with samples (cheap: no decoding)."""
-    import soundfile
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"recording not found: {path}")
@@ -118,11 +121,9 @@ def check_recording(path: PathLike) -> None:
 def _recording_features(path: str, mtime_ns: int, size: int) -> np.ndarray:
     """float32 `[39, frames]` of a recording; the file's mtime and size in the key, so a rewritten file is
     computed again."""
-    from datasets.audio import AudioDecodeError, extract_features
-
     try:
-        features = extract_features(path)  # float64 (frames, 39): what scripts/extract_mfcc.py saves
-    except AudioDecodeError as error:
+        features = audio.extract_features(path)  # float64 (frames, 39): what scripts/extract_mfcc.py saves
+    except audio.AudioDecodeError as error:
         raise DataFormatError(str(error)) from None
     except ValueError as error:  # a decoded signal the features reject
         raise DataFormatError(f"recording {path}: {error}") from None
@@ -250,7 +251,6 @@ def apply_transforms(frames: List[Image.Image], target: Dict[str, object],
                      transforms: Optional[Callable]) -> Tuple[Tensor, Dict[str, object]]:
     """Run the clip transforms and stack the frames: -> `[T, 3, H, W]`, target."""
     if transforms is None:
-        from datasets.transforms import Normalize
         transforms = Normalize()
     frames, target = transforms(frames, target)
     return torch.stack(frames), target
@@ -434,3 +434,99 @@ class ClipDataset(Dataset):
             return item
         raise SampleError(f"{self.name}: {MAX_CONSECUTIVE_BAD_SAMPLES} consecutive broken samples from "
                           f"{self.describe(index)} on")
+
+
+@dataclass
+class AnnotatedFrame:
+    """The annotated frame of a middle-frame sample, at the original size."""
+
+    mask: np.ndarray  # [H, W] uint8
+    box: np.ndarray  # [4] float pixels (x0, y0, x1, y1)
+    label: int
+    valid: int  # 0 where the object is absent from the frame
+
+
+class MiddleFrameDataset(ClipDataset):
+    """Base of the datasets whose sample is one annotated frame of a video (A2D-Sentences, JHMDB-Sentences).
+
+    Item `(clip [T,3,H,W], audio [39,L], target with 1 entry)`: the clip is `T` frames centred on the annotated
+    frame (clamped to the video), which sits at the clip's middle position `(T-1)//2`. The frames of a video are
+    listed once. A subclass fills `samples` (each with a `video_id` and the 0-based annotated `frame_idx`), sets
+    `title` and `root_option` (named when the root is missing) and `mask_name` (named when the mask and frame
+    sizes differ), and gives `list_frames`, `sample_audio_path`, `annotated_frame` and `identifiers`.
+    """
+
+    title = "dataset"
+    root_option = ""
+    mask_name = "mask"
+
+    def __init__(self, root: PathLike, audio_root: PathLike, num_frames: int, transforms: Optional[Callable] = None,
+                 skip_bad_samples: bool = False, wav_root: PathLike = ""):
+        super().__init__(skip_bad_samples)
+        self.root, self.audio_root = Path(root), Path(audio_root)
+        self.wav_root = wav_root  # recordings instead of features when given
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"{self.title} root {self.root} does not exist ({self.root_option})")
+        self.num_frames = num_frames
+        self.transforms = transforms
+        self.samples: list = []
+        self._frames: Dict[str, List[Path]] = {}
+
+    # ------------------------------------------------------------------ what a subclass gives
+    def list_frames(self, video_id: str) -> List[Path]:
+        """The video's frame files, in order (read from disk; `frame_paths` caches them)."""
+        raise NotImplementedError
+
+    def sample_audio_path(self, index: int) -> Path:
+        """The recording or features that sample `index` hears."""
+        raise NotImplementedError
+
+    def annotated_frame(self, index: int) -> AnnotatedFrame:
+        """The mask, box, label and valid flag of sample `index`'s annotated frame."""
+        raise NotImplementedError
+
+    def identifiers(self, index: int) -> Dict[str, object]:
+        """What names sample `index` in its target (before `frame_id`, `frame_idx` and `clip_frames`)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ shared
+    def frame_paths(self, video_id: str) -> List[Path]:
+        """The video's frame files, in order (listed once)."""
+        if video_id not in self._frames:
+            self._frames[video_id] = self.list_frames(video_id)
+        return self._frames[video_id]
+
+    def clip_frames_by_video(self) -> Dict[str, Set[int]]:
+        """`{video: every frame index that a sample's clip uses}` (what `--check_data` decodes)."""
+        frames_by_video: Dict[str, Set[int]] = {}
+        for index, sample in enumerate(self.samples):
+            frames_by_video.setdefault(sample.video_id, set()).update(self.clip_indices(index))
+        return frames_by_video
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def sample_video(self, index: int) -> str:
+        return self.samples[index].video_id
+
+    def clip_indices(self, index: int) -> List[int]:
+        sample = self.samples[index]
+        return centred_clip_indices(sample.frame_idx, len(self.frame_paths(sample.video_id)), self.num_frames)
+
+    def ground_truth(self, index: int) -> np.ndarray:
+        """The annotated frame's mask `[H, W]` uint8 at the original size (what the evaluation scores)."""
+        return self.annotated_frame(index).mask
+
+    def load(self, index: int):
+        sample = self.samples[index]
+        clip = self.clip_indices(index)
+        annotated = self.annotated_frame(index)
+        frames = read_annotated_clip(self.frame_paths(sample.video_id), clip, annotated.mask, self.mask_name)
+        height, width = annotated.mask.shape
+        features = load_audio_feature(self.sample_audio_path(index))
+        target = make_target(np.asarray(annotated.box)[None], annotated.mask[None], np.asarray([annotated.valid]),
+                             np.asarray([annotated.label]), height, width, **self.identifiers(index),
+                             frame_id=sample.frame_idx, frame_idx=middle_frame_index(self.num_frames),
+                             clip_frames=clip)
+        clip_tensor, target = apply_transforms(frames, target, self.transforms)
+        return clip_tensor, features, target

@@ -14,17 +14,17 @@ data are skipped, as the official.
 """
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Set, Union
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from datasets.common import (ClipDataset, apply_transforms, audio_source, boxes_from_masks, centred_clip_indices,
-                             check_audio_feature, check_feature, check_frame_sizes, check_items, decode_images,
-                             load_audio_feature, make_target, middle_frame_index, read_annotated_clip)
-from datasets.formats import DataFormatError, read_json, read_jhmdb_annotations, read_puppet_mask, read_rgb
+from datasets.common import (AnnotatedFrame, MiddleFrameDataset, audio_source, boxes_from_masks, check_audio_feature,
+                             check_feature, check_frame_sizes, check_items, decode_images)
+from datasets.formats import DataFormatError, PathLike, read_json, read_rgb
+from datasets.jhmdb_format import JHMDBQuery, read_jhmdb_annotations, read_puppet_mask
+from datasets.transforms import video_transforms_from_args
 from util.errors import OptionError
 
-PathLike = Union[str, Path]
 FRAME_EXTENSION = ".png"
 # linspace(FIRST_FRAME_OFFSET, n - LAST_FRAME_OFFSET, FRAMES_PER_QUERY): the official evaluated frames
 FIRST_FRAME_OFFSET, LAST_FRAME_OFFSET, FRAMES_PER_QUERY = 4, 5, 3
@@ -86,22 +86,18 @@ def evaluation_frames(num_video_frames: int) -> List[int]:
     return points.astype(np.int64).tolist()
 
 
-class JHMDBDataset(ClipDataset):
+class JHMDBDataset(MiddleFrameDataset):
     """JHMDB-Sentences evaluation clips: item `(clip [T,3,H,W], audio [39,L], target with 1 entry)`."""
 
     name = "jhmdb"
+    title = "JHMDB-Sentences"
+    root_option = "--jhmdb_path"
+    mask_name = "part_mask"
 
     def __init__(self, root: PathLike, audio_root: PathLike, num_frames: int, transforms: Optional[Callable] = None,
                  skip_bad_samples: bool = False, wav_root: PathLike = ""):
-        super().__init__(skip_bad_samples)
-        self.root, self.audio_root = Path(root), Path(audio_root)
-        self.wav_root = wav_root  # recordings instead of features when given
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"JHMDB-Sentences root {self.root} does not exist (--jhmdb_path)")
-        self.num_frames = num_frames
-        self.transforms = transforms
+        super().__init__(root, audio_root, num_frames, transforms, skip_bad_samples, wav_root)
         self.classes = read_video_classes(root)
-        self._frames: Dict[str, List[Path]] = {}
         queries = [q for q in read_jhmdb_annotations(jhmdb_paths(root)["queries"])
                    if q.video_id not in JHMDB_MISSING_VIDEOS]
         good = check_items(queries, self._check_query, lambda q: f"video {q.video_id}", skip_bad_samples, self.name,
@@ -111,14 +107,12 @@ class JHMDBDataset(ClipDataset):
             JHMDBSample(q.video_id, self.classes[q.video_id], frame, q.query)
             for q in good for frame in evaluation_frames(len(self.frame_paths(q.video_id)))]
 
-    def frame_paths(self, video_id: str) -> List[Path]:
-        if video_id not in self._frames:
-            if video_id not in self.classes:
-                raise DataFormatError("video not found in video_info.json / Rename_Images")
-            self._frames[video_id] = jhmdb_frame_paths(self.root, self.classes[video_id], video_id)
-        return self._frames[video_id]
+    def list_frames(self, video_id: str) -> List[Path]:
+        if video_id not in self.classes:
+            raise DataFormatError("video not found in video_info.json / Rename_Images")
+        return jhmdb_frame_paths(self.root, self.classes[video_id], video_id)
 
-    def _check_query(self, query) -> None:
+    def _check_query(self, query: JHMDBQuery) -> None:
         if not self.frame_paths(query.video_id):
             raise DataFormatError("the video has no frames")
         mask_path = puppet_mask_path(self.root, self.classes[query.video_id], query.video_id)
@@ -130,12 +124,12 @@ class JHMDBDataset(ClipDataset):
         """The video's recording under `wav_root` when given, else its features under `audio_root`."""
         return audio_source(self.audio_root, self.wav_root, video_id)
 
+    def sample_audio_path(self, index: int) -> Path:
+        return self.audio_path(self.samples[index].video_id)
+
     def check_content(self) -> List[str]:
         problems: List[str] = []
-        frames_by_video: Dict[str, Set[int]] = {}
-        for index, sample in enumerate(self.samples):
-            frames_by_video.setdefault(sample.video_id, set()).update(self.clip_indices(index))
-        for video_id, indices in frames_by_video.items():
+        for video_id, indices in self.clip_frames_by_video().items():
             describe = f"{self.name}: video {video_id}"
             paths = self.frame_paths(video_id)
             sizes = decode_images([paths[i] for i in sorted(indices)], read_rgb, describe, problems)
@@ -148,46 +142,34 @@ class JHMDBDataset(ClipDataset):
             check_feature(self.audio_path(video_id), describe, problems)
         return problems
 
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def sample_video(self, index: int) -> str:
-        return self.samples[index].video_id
-
     def describe(self, index: int) -> str:
         sample = self.samples[index]
         return f"video {sample.video_id} frame {sample.frame_idx}"
 
-    def clip_indices(self, index: int) -> List[int]:
-        sample = self.samples[index]
-        return centred_clip_indices(sample.frame_idx, len(self.frame_paths(sample.video_id)), self.num_frames)
-
-    def ground_truth(self, index: int) -> np.ndarray:
-        """The scored mask `[H, W]` uint8 (frame clamped to the .mat's frames, as the official)."""
+    def annotated_frame(self, index: int) -> AnnotatedFrame:
+        """The scored mask (frame clamped to the .mat's frames, as the official), its box; label and valid flag
+        are 1 where the actor is visible, 0 where the mask is empty."""
         sample = self.samples[index]
         part_mask = read_puppet_mask(puppet_mask_path(self.root, sample.class_name, sample.video_id))
         frame = min(max(sample.frame_idx, 0), part_mask.shape[2] - 1)
-        return (part_mask[:, :, frame] > 0).astype(np.uint8)
+        mask = (part_mask[:, :, frame] > 0).astype(np.uint8)
+        visible = int(mask.any())
+        return AnnotatedFrame(mask, boxes_from_masks(mask[None])[0], label=visible, valid=visible)
 
-    def load(self, index: int):
-        sample = self.samples[index]
-        clip = self.clip_indices(index)
-        mask = self.ground_truth(index)
-        frames = read_annotated_clip(self.frame_paths(sample.video_id), clip, mask, "part_mask")
-        height, width = mask.shape
-        valid = np.asarray([int(mask.any())])
-        target = make_target(boxes_from_masks(mask[None]), mask[None], valid, valid.copy(), height, width,
-                             video=sample.video_id, frame_id=sample.frame_idx,
-                             frame_idx=middle_frame_index(self.num_frames), clip_frames=clip)
-        audio = load_audio_feature(self.audio_path(sample.video_id))
-        clip_tensor, target = apply_transforms(frames, target, self.transforms)
-        return clip_tensor, audio, target
+    def identifiers(self, index: int) -> Dict[str, object]:
+        return {"video": self.samples[index].video_id}
 
 
 def build(image_set: str, args, transforms: Optional[Callable] = None) -> JHMDBDataset:
     if image_set == "train":
         raise OptionError("--dataset_file jhmdb is an evaluation set; train with --dataset_file avos, ytvos or a2d")
-    from datasets.transforms import video_transforms_from_args
     return JHMDBDataset(args.jhmdb_path, args.a2d_audio_path, args.num_frames,
                         transforms or video_transforms_from_args(image_set, args),
+                        skip_bad_samples=args.skip_bad_samples, wav_root=args.a2d_wav_path)
+
+
+def build_test_set(args) -> JHMDBDataset:
+    """The evaluation set as the official protocol (`inference_jhmdb.py`) reads it: untransformed (the evaluation
+    loads and scales the frames itself)."""
+    return JHMDBDataset(args.jhmdb_path, args.a2d_audio_path, args.num_frames, transforms=None,
                         skip_bad_samples=args.skip_bad_samples, wav_root=args.a2d_wav_path)

@@ -18,6 +18,7 @@ from scipy.signal import resample_poly
 from torch import Tensor
 
 from datasets.audio import load_audio, mfcc39
+from datasets.common import is_recording
 
 PathLike = Union[str, Path]
 
@@ -135,8 +136,6 @@ class AudioNoise:
 def build_noise(args, recordings: Sequence[PathLike]) -> Optional[AudioNoise]:
     """The noise of `--audio_noise` / `--audio_snr_db` (seeded by `--seed`) for `recordings`, the split's audio
     files; None without `--audio_noise`. The audio must be recordings (`--rvos_wav_path` / `--a2d_wav_path`)."""
-    from datasets.common import is_recording
-
     kind, level = getattr(args, "audio_noise", ""), getattr(args, "audio_snr_db", None)
     if not kind:
         if level is not None:

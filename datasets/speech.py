@@ -1,5 +1,9 @@
 """Synthetic speech for tests and demos: eSpeak NG (from the `espeakng-loader` wheel) through ctypes.
 
+A data tool, not part of training or inference: only scripts/make_demo_data.py, scripts/speak_expressions.py,
+scripts/synthesize_speech.py, scripts/benchmark_mfcc.py and the tests import it (the loaders read recordings
+and features from disk, whoever made them).
+
 eSpeak NG keeps its voice, parameters and output callback in process-global state, so the library is
 initialised once and every synthesis runs under one lock.
 """

@@ -30,8 +30,10 @@ import numpy as np
 from datasets.common import (ClipDataset, apply_transforms, audio_source, boxes_from_masks, check_audio_feature,
                              check_feature, check_frame_sizes, check_items, decode_images, load_audio_feature,
                              make_target, read_frames, rvos_clip_indices)
-from datasets.formats import (DataFormatError, decode_segmentation, read_json, read_meta_expressions,
-                              read_palette_png, read_rgb, read_vis_instances, vis_annotations_by_video)
+from datasets.formats import DataFormatError, read_json, read_palette_png, read_rgb
+from datasets.ytvos_format import (decode_segmentation, read_meta_expressions, read_vis_instances,
+                                   vis_annotations_by_video)
+from datasets.transforms import video_transforms_from_args
 from util.config import is_none
 
 PathLike = Union[str, Path]
@@ -324,7 +326,6 @@ class RVOSDataset(ClipDataset):
 
 def build(image_set: str, args, transforms: Optional[Callable] = None) -> RVOSDataset:
     """`--ytvos_ann_file`, or by default the official split file of `image_set` when it exists."""
-    from datasets.transforms import video_transforms_from_args
     ann_file = resolve_split_file(args.ytvos_ann_file, args.ytvos_path, IMAGE_SET_PARTS[image_set])
     return RVOSDataset(args.ytvos_path, args.rvos_audio_path, args.num_frames,
                        transforms or video_transforms_from_args(image_set, args),

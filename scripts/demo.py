@@ -126,7 +126,7 @@ def write_shuffled_audio(data: Path, videos: Sequence[str], audio_dir: Path, out
 
     Returns `{video: {exp_id: exp_id whose recording it now has}}`.
     """
-    from datasets.formats import read_meta_expressions
+    from datasets.ytvos_format import read_meta_expressions
     from datasets.ytvos import audio_feature_path, split_paths
 
     meta = read_meta_expressions(split_paths(data, SPLIT)["meta_expressions"])

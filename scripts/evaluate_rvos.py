@@ -30,7 +30,8 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from datasets.formats import DataFormatError, read_json, read_meta_expressions, read_palette_png  # noqa: E402
+from datasets.formats import DataFormatError, read_json, read_palette_png  # noqa: E402
+from datasets.ytvos_format import read_meta_expressions  # noqa: E402
 from datasets.common import SKIP_HINT, BadSampleWarning, SampleError  # noqa: E402
 from datasets.ytvos import TEST_PART, resolve_split_file  # noqa: E402
 from util.config import ArgumentParser, HelpFormatter, get_args_parser, parse_args  # noqa: E402

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datasets.formats import read_videoset_csv  # noqa: E402
+from datasets.a2d_format import read_videoset_csv  # noqa: E402
 from util.config import ArgumentParser  # noqa: E402
 from util.errors import run_main  # noqa: E402
 from util.misc import atomic_directory  # noqa: E402

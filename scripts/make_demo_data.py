@@ -52,8 +52,8 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets.audio import mfcc39, save_features  # noqa: E402
-from datasets.formats import (write_jpeg, write_json, write_meta_expressions, write_palette_png,  # noqa: E402
-                              vis_annotation_from_masks, write_vis_instances)
+from datasets.formats import write_jpeg, write_json, write_palette_png  # noqa: E402
+from datasets.ytvos_format import vis_annotation_from_masks, write_meta_expressions, write_vis_instances  # noqa: E402
 from datasets.speech import (ENGLISH_VOICES, SPEECH_RATE_WPM, SPEECH_SEED_RANGE, check_voices,  # noqa: E402
                              parse_voices, seed_speech, synthesize, write_wav)
 from util.misc import atomic_directory  # noqa: E402

@@ -1,4 +1,4 @@
-"""Tiny datasets in the REAL on-disk formats, for the tests and the demo (written with datasets.formats).
+"""Tiny datasets in the REAL on-disk formats, for the tests and the demo (written with the datasets' own writers).
 
     make_ytvos(root, ...)  -> Ref-YouTube-VOS: JPEG frames, palette PNG masks, meta_expressions.json,
                               meta.json, <video>_<exp_id>.npy audio, optionally ann/instances_train_sub.json
@@ -17,11 +17,12 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from datasets.formats import (A2D_TEST_SPLIT, A2D_TRAIN_SPLIT, A2DFrameAnnotation, A2DQuery, A2DSample, A2DVideo,
-                              JHMDBQuery, vis_annotation_from_masks, write_a2d_annotation_info,
-                              write_a2d_annotations, write_a2d_h5, write_jhmdb_annotations, write_jpeg, write_json,
-                              write_meta_expressions, write_npy, write_palette_png, write_png, write_puppet_mask,
-                              write_videoset_csv, write_vis_instances)
+from datasets.a2d_format import (A2D_TEST_SPLIT, A2D_TRAIN_SPLIT, A2DFrameAnnotation, A2DQuery, A2DSample, A2DVideo,
+                                  write_a2d_annotation_info, write_a2d_annotations, write_a2d_h5, write_videoset_csv)
+from datasets.formats import write_jpeg, write_json, write_npy, write_palette_png, write_png
+from datasets.jhmdb_format import JHMDBQuery, write_jhmdb_annotations, write_puppet_mask
+from datasets.ytvos_format import vis_annotation_from_masks, write_meta_expressions, write_vis_instances
+from main import get_args_parser
 
 PathLike = Union[str, Path]
 Box = Tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, x1 / y1 exclusive
@@ -218,7 +219,6 @@ def make_jhmdb(root: PathLike, audio_root: Optional[PathLike] = None, num_videos
 
 def dataset_args(**overrides):
     """The shared parser's defaults with `overrides` (e.g. ytvos_path=..., num_frames=3) as a Namespace."""
-    from util.config import get_args_parser
     args = get_args_parser().parse_args([])
     for key, value in overrides.items():
         if not hasattr(args, key):

@@ -33,7 +33,8 @@ from data_factory import draw_frame, make_a2d, make_jhmdb, make_ytvos
 from datasets import audio
 from datasets.common import BadSampleWarning
 from datasets.formats import write_jpeg, write_npy, write_palette_png
-from util.config import get_args_parser, parse_args
+from main import get_args_parser
+from util.config import parse_args
 from util.errors import run_main
 from util.results import read_results
 

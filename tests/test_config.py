@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 import main
-from util.config import get_args_parser, parse_args
+from main import get_args_parser
+from util.config import parse_args
 from util.errors import OptionError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from models.criterion import SetCriterion, build_criterion, kl_divergence_loss
 from util import box_ops
-from util.config import get_args_parser, parse_args
+from main import get_args_parser
+from util.config import parse_args
 
 LOSS_RTOL = 1e-4
 BOX_TERMS = ("loss_bbox", "loss_giou")

@@ -160,8 +160,8 @@ def amp_training_steps(data_root: Path, device: str, amp_dtype: str) -> Dict[str
     the grad scaler (None for bfloat16) and how many trainable parameters the optimiser changed."""
     from datasets import build_dataset
     from engine import train_one_epoch
-    from main import amp_settings, build_loader, build_optimizer
-    from util.config import get_args_parser, parse_args
+    from main import amp_settings, build_loader, build_optimizer, get_args_parser
+    from util.config import parse_args
 
     data = make_ytvos(data_root, num_videos=TRAIN_VIDEOS, num_frames=TRAIN_VIDEO_FRAMES)
     args = parse_args(get_args_parser(), TRAIN_ARGV + ["--ytvos_path", data["root"], "--rvos_audio_path",

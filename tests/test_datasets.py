@@ -13,14 +13,15 @@ from torch.utils.data import DataLoader
 
 from datasets import build_dataset
 from datasets.a2d import A2DDataset, InstanceCountWarning, read_a2d_samples
+from datasets.a2d_format import A2DFrameAnnotation, read_a2d_h5, write_a2d_h5
 from datasets.common import (BadSampleWarning, SampleError, centred_clip_indices, load_audio_feature,
                              middle_frame_index, rvos_clip_indices)
-from datasets.formats import (A2DFrameAnnotation, read_a2d_h5, read_meta_expressions, write_a2d_h5,
-                              write_meta_expressions, write_npy)
+from datasets.formats import write_npy
 from datasets.jhmdb import JHMDBDataset
 from datasets.transforms import (IMAGENET_MEAN, IMAGENET_STD, Compose, Normalize, RandomHorizontalFlip, RandomResize,
                                  RandomSizeCrop, crop, make_video_transforms)
 from datasets.ytvos import RVOSDataset
+from datasets.ytvos_format import read_meta_expressions, write_meta_expressions
 from tests.data_factory import (dataset_args, frame_index_from_blue, make_a2d, make_jhmdb,
                                 make_ytvos, object_box)
 from util.misc import collate_fn

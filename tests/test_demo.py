@@ -80,7 +80,8 @@ def test_a_bad_option_fails_before_any_work(tmp_path):
 
 def test_augmentation_switches_leave_out_flip_and_photometric_distortion():
     from datasets.transforms import PhotometricDistort, RandomHorizontalFlip, video_transforms_from_args
-    from util.config import get_args_parser, parse_args
+    from main import get_args_parser
+    from util.config import parse_args
 
     def step_types(argv):
         return [type(t) for t in video_transforms_from_args("train", parse_args(get_args_parser(), argv)).transforms]

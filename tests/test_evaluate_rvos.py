@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from data_factory import make_ytvos
-from datasets.formats import write_meta_expressions, write_palette_png, write_vis_instances
+from datasets.formats import write_palette_png
+from datasets.ytvos_format import write_meta_expressions, write_vis_instances
 from davis_reference import reference_boundary_f, reference_jaccard
 from scripts.evaluate_rvos import evaluate_rvos, main
 from util.results import ResultsFormatError, make_entry, write_results

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets.formats import A2DVideo, write_videoset_csv
+from datasets.a2d_format import A2DVideo, write_videoset_csv
 from scripts.extract_frames import TEMP_PREFIX, extract_all, main
 
 HEIGHT, WIDTH, FPS = 32, 48, 10

@@ -13,8 +13,9 @@ import inference_jhmdb
 import inference_rvos
 from data_factory import make_a2d, make_jhmdb, make_ytvos
 from datasets.formats import read_palette_png
+from model_helpers import save_untrained_checkpoint
 from models import build_model
-from util.config import get_args_parser, parse_args
+from util.config import parse_args
 from util.errors import OptionError
 from util.inference import cyclic_clips, evaluate_middle_frame, load_frame, predict_mask_logits
 from util.results import decode_masks, read_results
@@ -28,11 +29,7 @@ MODEL_ARGV = ["--backbone", "resnet18", "--hidden_dim", "96", "--nheads", "8", "
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A freshly built small model (random weights), saved as a Wnet checkpoint."""
-    torch.manual_seed(0)
-    model, _, _ = build_model(parse_args(get_args_parser(), MODEL_ARGV))
-    path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pth"
-    torch.save({"model": model.state_dict()}, path)
-    return path
+    return save_untrained_checkpoint(tmp_path_factory.mktemp("ckpt"), MODEL_ARGV)
 
 
 def test_cyclic_clips_cover_every_frame_once():

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from datasets.audio import load_audio, mfcc39
-from datasets.formats import (decode_segmentation, read_meta_expressions, read_palette_png, read_rgb,
-                              read_vis_instances, vis_annotations_by_video)
+from datasets.formats import read_palette_png, read_rgb
+from datasets.ytvos_format import decode_segmentation, read_meta_expressions, read_vis_instances, vis_annotations_by_video
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "make_demo_data.py"

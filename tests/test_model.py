@@ -6,7 +6,8 @@ import torch
 
 from models import build_model
 from models.backbone import level_channels
-from util.config import get_args_parser, parse_args
+from main import get_args_parser
+from util.config import parse_args
 from util.misc import NestedTensor, nested_tensor_from_audio_list, nested_tensor_from_videos_list
 
 BATCH_TOL = 1e-4

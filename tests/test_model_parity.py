@@ -6,7 +6,8 @@ import torch
 
 from models import build_model, optimize_for_inference
 from models.backbone import FrozenBatchNorm2d
-from util.config import get_args_parser, parse_args
+from main import get_args_parser
+from util.config import parse_args
 
 BOX_ABS_TOL = 1e-5
 REL_L2_TOL = 1e-4

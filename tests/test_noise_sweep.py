@@ -10,7 +10,8 @@ from PIL import Image
 from data_factory import make_ytvos
 from models import build_model
 from scripts import demo, noise_sweep, speak_expressions
-from util.config import get_args_parser, parse_args
+from main import get_args_parser
+from util.config import parse_args
 
 MODEL_ARGV = ["--backbone", "resnet18", "--hidden_dim", "48", "--nheads", "4", "--dim_feedforward", "64",
               "--enc_layers", "1", "--dec_layers", "1", "--num_frames", "2", "--num_queries", "2", "--masks",

@@ -15,8 +15,9 @@ from data_factory import make_a2d, make_ytvos
 from datasets.audio import load_audio
 from datasets.noise import AudioNoise, build_noise, mix_at_snr, snr_db
 from datasets.ytvos import RVOSDataset
-from models import build_model
-from util.config import get_args_parser, parse_args
+from main import get_args_parser
+from model_helpers import save_untrained_checkpoint
+from util.config import parse_args
 from util.results import decode_masks, read_results
 
 SAMPLE_RATE = 16000
@@ -40,11 +41,8 @@ def extract_to(wav_dir: Path, feature_dir: Path) -> None:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model, _, _ = build_model(parse_args(get_args_parser(), MODEL_ARGV))
-    path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pth"
-    torch.save({"model": model.state_dict()}, path)
-    return path
+    """A freshly built small model (random weights), saved as a Wnet checkpoint."""
+    return save_untrained_checkpoint(tmp_path_factory.mktemp("ckpt"), MODEL_ARGV)
 
 
 # ----------------------------------------------------------------------------- features from recordings

@@ -4,7 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from models.postprocess import PostProcess, PostProcessSegm, build_postprocessors
-from util.config import get_args_parser, parse_args
+from main import get_args_parser
+from util.config import parse_args
 
 
 def test_boxes_to_absolute_xyxy_per_clip_size():

@@ -8,7 +8,8 @@ import torch
 from models import build_model
 from scripts import demo, probe_audio
 from scripts.make_demo_data import generate
-from util.config import get_args_parser, parse_args
+from main import get_args_parser
+from util.config import parse_args
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ listed deviation says what the official code does."""
 import re
 from pathlib import Path
 
-from util.config import get_args_parser
+from main import get_args_parser
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 PATH_OPTIONS = ("ytvos_path", "rvos_audio_path", "a2d_path", "a2d_audio_path", "jhmdb_path", "pretrained_weights")

@@ -15,7 +15,7 @@ import torch
 from data_factory import make_a2d, make_jhmdb, make_ytvos
 from datasets.a2d import A2DDataset
 from datasets.audio import extract_features
-from datasets.formats import JHMDBQuery, write_jhmdb_annotations
+from datasets.jhmdb_format import JHMDBQuery, write_jhmdb_annotations
 from datasets.jhmdb import JHMDBDataset
 from datasets.speech import draw_speech
 from datasets.ytvos import RVOSDataset

@@ -1,11 +1,13 @@
 """datasets/speech.py and scripts/synthesize_speech.py: eSpeak NG speech -> a real WAV -> features."""
+import subprocess
+import sys
 import threading
 
 import numpy as np
 import pytest
 import soundfile
 
-from audio_helpers import load_script, official_frame_count
+from audio_helpers import ROOT, load_script, official_frame_count
 from datasets import audio
 from datasets.speech import synthesize, write_wav
 
@@ -98,3 +100,12 @@ def test_synthesize_speech_script(tmp_path, capsys):
     assert "no phrases" in capsys.readouterr().err
     assert script.main([str(out_dir), "hello", "--voice", "no-such-voice"]) == 2
     assert "no voice" in capsys.readouterr().err
+
+
+def test_training_and_inference_do_not_load_speech_synthesis():
+    """Only the data tools use datasets/speech.py: the entry points run without eSpeak NG."""
+    entry_points = ("main", "engine", "inference_rvos", "inference_a2d", "inference_jhmdb")
+    probe = (f"import sys; import {', '.join(entry_points)}; "
+             f"print(sorted(m for m in sys.modules if m == 'datasets.speech' or m.startswith('espeakng')))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -14,7 +14,8 @@ import torch
 import main as train
 from data_factory import make_ytvos
 from engine import NonFiniteLossError
-from util.config import get_args_parser, parse_args
+from main import get_args_parser
+from util.config import parse_args
 from util.errors import OptionError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,7 +231,8 @@ import sys, time, torch
 sys.path.insert(0, {root!r})
 import main as train
 from engine import NonFiniteLossError
-from util.config import get_args_parser, parse_args
+from main import get_args_parser
+from util.config import parse_args
 from util.errors import OptionError
 real_save = torch.save
 calls = []

@@ -4,7 +4,8 @@ import torch
 
 from models import build_model
 from models.encoder import THRESHOLD_RATIO, WaveletDenoisingLayer, soft_threshold_per_sample
-from util.config import get_args_parser, parse_args
+from main import get_args_parser
+from util.config import parse_args
 
 TINY_ARGV = ["--backbone", "resnet18", "--hidden_dim", "48", "--nheads", "4", "--dim_feedforward", "64",
              "--enc_layers", "2", "--dec_layers", "1", "--num_frames", "2", "--num_queries", "2", "--masks",

@@ -264,7 +264,8 @@ def test_backbone_weights_from_torchvision_cache(tmp_path: Path, monkeypatch, im
 # ----------------------------------------------------------------------------- the real model, small
 def small_wnet(*extra: str) -> nn.Module:
     from models import build_model
-    from util.config import get_args_parser, parse_args
+    from main import get_args_parser
+    from util.config import parse_args
     args = parse_args(get_args_parser(), ["--masks", "--backbone", "resnet18", "--hidden_dim", "48",
                                           "--dim_feedforward", "64", "--enc_layers", "1", "--dec_layers", "2",
                                           "--num_frames", "2", "--num_queries", "2", "--device", "cpu", *extra])

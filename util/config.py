@@ -1,9 +1,11 @@
 """One argument parser for every entry point, with YAML files that only set its defaults.
 
-`get_args_parser()` holds every official option (SPEC section 1) plus the data-path, inference and
-performance options of this project. `parse_args(parser, argv)` applies `--config FILE` first:
-the YAML's keys become the parser's defaults, command-line flags override them, and a key the
-parser does not know is an error.
+`get_args_parser(dataset_files=...)` holds every official option (SPEC section 1) plus the data-path,
+inference and performance options of this project. The `--dataset_file` choices come from the caller
+(`main.get_args_parser()` passes the names of the dataset registry `datasets.DATASETS`), so that `util/`
+imports nothing from `datasets/`. `parse_args(parser, argv)` applies `--config FILE` first: the YAML's keys
+become the parser's defaults, command-line flags override them, and a key the parser does not know is an
+error.
 """
 import argparse
 import copy
@@ -28,6 +30,7 @@ OFFICIAL_A2D_AUDIO_PATH = "data/a2d_j_audio_feature"
 OFFICIAL_JHMDB_PATH = "data/JHMDB"
 OFFICIAL_PRETRAINED_WEIGHTS = "coco_pretrained_weights/384_coco_r50.pth"
 FRAMES_FOLDER = "JPEGImages"  # <ytvos_path>/<split>/JPEGImages: what the official --img_path names
+DEFAULT_DATASET_FILE = "avos"  # the official training set: Ref-YouTube-VOS followed by A2D-Sentences
 
 
 def is_none(value: Optional[str]) -> bool:
@@ -72,7 +75,10 @@ CONFIG_ALIASES = {"ann_path": "split_file"}
 PARTIAL_SUFFIX = ".partial"  # what an interrupted inference run keeps beside its output
 
 
-def get_args_parser() -> argparse.ArgumentParser:
+def get_args_parser(*, dataset_files: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
+    """Every option; `--dataset_file` accepts the names `dataset_files`. Without them any name parses and
+    `datasets.build_dataset` refuses an unknown one; entry points use `main.get_args_parser()`, which passes
+    the registered datasets."""
     parser = ArgumentParser("Wnet", add_help=False)
     parser.add_argument("--config", default="", type=str,
                         help="YAML file whose keys set this parser's defaults (flags still override)")
@@ -124,7 +130,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--kl_loss_coef", default=500, type=non_negative_float)
 
     # Data (defaults follow the official data/ layout; every path is an option)
-    parser.add_argument("--dataset_file", default="avos", choices=("avos", "ytvos", "a2d", "jhmdb"))
+    parser.add_argument("--dataset_file", default=DEFAULT_DATASET_FILE,
+                        choices=tuple(dataset_files) if dataset_files else None,
+                        help="the dataset to train or validate on (datasets.DATASETS)")
     parser.add_argument("--ytvos_path", default=OFFICIAL_YTVOS_PATH, type=str,
                         help="Ref-YouTube-VOS root (train/JPEGImages, train/Annotations, meta_expressions/, ann/)")
     parser.add_argument("--ytvos_split", default="train", type=str)
