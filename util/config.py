@@ -110,6 +110,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--masks", action="store_true", help="build the mask model (required for training)")
     parser.add_argument("--no_aux_loss", dest="aux_loss", action="store_false",
                         help="disable the auxiliary decoder-layer losses")
+    # = the names of models.audio_encoder.AUDIO_ENCODERS (not imported: this module stays free of torch)
+    parser.add_argument("--audio_encoder", default="mfcc39", choices=("mfcc39",),
+                        help="the audio front end (models/audio_encoder.py): 'mfcc39', the official projection of "
+                             "MFCC-39 features, the only one the released checkpoints hold")
     # = models.encoder.THRESHOLD_RATIO (not imported: this module stays free of torch)
     parser.add_argument("--wavelet_threshold", default=0.008, type=float,
                         help="soft threshold of the encoder's wavelet detail bands as a fraction of their largest "
