@@ -27,6 +27,7 @@ from pycocotools import mask as coco_mask
 
 from util.errors import UserError
 from util.misc import atomic_write
+from util.results import encode_rle
 
 PathLike = Union[str, Path]
 
@@ -172,13 +173,6 @@ def read_meta_expressions(path: PathLike) -> Dict[str, dict]:
 def write_meta_expressions(path: PathLike, videos: Dict[str, dict]) -> None:
     """Write `{"videos": videos}` in the official `meta_expressions.json` layout."""
     _write_json(path, {"videos": videos})
-
-
-def encode_rle(mask: np.ndarray) -> Dict[str, Any]:
-    """`[H, W]` binary mask -> COCO compressed RLE with a str `counts` (JSON-serialisable)."""
-    rle = coco_mask.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
 
 
 def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarray:
