@@ -1,16 +1,51 @@
-"""Train and validation-loss loops (one epoch each), DETR style."""
-import contextlib
-import math
-from collections import defaultdict
-from typing import Callable, Dict, Iterable, List, Optional
+"""The engine, DETR style: the training and validation-loss loops (one epoch each), and the evaluation side that the
+inference scripts share: the model for inference, frames and recordings, masks over the clips of a whole video,
+and the middle-frame protocol of A2D-Sentences and JHMDB-Sentences.
 
+The official scripts build the model, load `{'model': state_dict}`, resize every frame to short side
+300 (torchvision `Resize(300)`, no cap on the long side), normalise with the ImageNet statistics, run
+one clip of `--num_frames` frames with one recording, upsample the mask logits bilinearly to the
+original frame size and threshold the sigmoid at 0.5 (SPEC section 7): `build_model`'s `segm` postprocessor.
+"""
+import argparse
+import contextlib
+import functools
+import math
+import time
+import warnings
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import soundfile
 import torch
-from torch import nn
+from PIL import Image
+from torch import Tensor, nn
 from tqdm import tqdm
 
 import util.misc as utils
-from datasets.common import BadSampleLog
-from util.errors import UserError
+from datasets.audio import AudioWarning, feature_sample_rate, features_from_samples, load_audio
+from datasets.common import (SKIP_HINT, BadSampleLog, BadSampleWarning, SampleError, centred_clip_indices,
+                             is_recording, load_audio_feature, recording_features)
+from datasets.formats import DataFormatError, read_rgb
+from datasets.noise import AudioNoise, build_noise
+from datasets.transforms import make_inference_transforms
+from models import build_model, optimize_for_inference
+from models.postprocess import PostProcessSegm
+from util.clips import cyclic_clips, middle_frame_index
+from util.errors import USER_OS_ERRORS, OptionError, UserError, check_device, one_line
+from util.journal import ResultJournal, journal_on_interrupt, journal_settings, unfinished_hint
+from util.metrics import db_eval_boundary, db_eval_iou, referring_metrics
+from util.reporting import report_metrics
+from util.results import decode_masks, encode_rle
+from util.weights import checkpoint_train_videos, load_wnet_checkpoint
+
+PathLike = Union[str, Path]
+
+FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
+OFFICIAL_AUDIO_FEATURE = "wnet"  # `--audio_feature` of the official MFCC-39, what `recording_features` computes
+SAMPLE_RECORD_KEYS = ("sample", "frame_idx", "J", "F")  # what the metrics JSON keeps of each sample
 
 
 class NonFiniteLossError(UserError, RuntimeError):
@@ -32,7 +67,8 @@ def describe_samples(targets: List[dict]) -> str:
     return ", ".join(names)
 
 
-def autocast_context(device: torch.device, enabled: bool, dtype: torch.dtype):
+def autocast_context(device: torch.device, enabled: bool, dtype: torch.dtype) -> ContextManager:
+    """Autocast to `dtype` on `device` when `enabled` (`--amp`), else nothing."""
     if not enabled:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -87,7 +123,7 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, data_loader: Iterabl
         targets = _to_device(targets, device)
         with autocast_context(device, amp, amp_dtype):
             outputs = model(samples, audio)
-        outputs = _outputs_to_float(outputs) if amp else outputs
+        outputs = outputs_to_float(outputs) if amp else outputs
         loss_dict = criterion(outputs, targets)
         losses = _weighted_losses(loss_dict, criterion.weight_dict)
 
@@ -147,7 +183,7 @@ def evaluate_loss(model: nn.Module, criterion: nn.Module, data_loader: Iterable,
         targets = _to_device(targets, device)
         with autocast_context(device, amp, amp_dtype):
             outputs = model(samples, audio)
-        outputs = _outputs_to_float(outputs) if amp else outputs
+        outputs = outputs_to_float(outputs) if amp else outputs
         reduced = utils.reduce_dict(criterion(outputs, targets))
         values = {k: float(v) for k, v in reduced.items()}
         values["loss"] = float(_weighted_losses(reduced, criterion.weight_dict))
@@ -155,12 +191,244 @@ def evaluate_loss(model: nn.Module, criterion: nn.Module, data_loader: Iterable,
     return averages.means()
 
 
-def _outputs_to_float(outputs):
-    """Losses run in float32 even under autocast (focal/dice/KL are sensitive to low precision)."""
+def outputs_to_float(outputs: Any) -> Any:
+    """The model's outputs (tensors in dicts and lists) in float32: losses run in float32 even under autocast
+    (focal/dice/KL are sensitive to low precision)."""
     if torch.is_tensor(outputs):
         return outputs.float() if outputs.is_floating_point() else outputs
     if isinstance(outputs, dict):
-        return {k: _outputs_to_float(v) for k, v in outputs.items()}
+        return {k: outputs_to_float(v) for k, v in outputs.items()}
     if isinstance(outputs, list):
-        return [_outputs_to_float(v) for v in outputs]
+        return [outputs_to_float(v) for v in outputs]
     return outputs
+
+
+# ----------------------------------------------------------------------------- the model for inference
+def load_model_for_inference(args) -> Tuple[nn.Module, Dict[str, nn.Module], Optional[Dict[str, List[str]]]]:
+    """Build the mask model of `args` and its postprocessors, load `--model_path` strictly, and make the model
+    ready for inference. Returns (model, postprocessors, the `{part: [video names]}` the checkpoint records as
+    trained on, None when it records none).
+
+    Eval mode unless `--inference_dropout` (the official scripts forget `model.eval()`, so their
+    numbers come from the model in training mode); `models.optimize_for_inference` otherwise. Sets
+    `args.model_audio_sample_rate`: the rate of the features the model was trained on, as its
+    checkpoint records it (0: unknown, e.g. the released checkpoint).
+    """
+    if not args.model_path:
+        raise OptionError("--model_path is required: a checkpoint {'model': state_dict} (e.g. output/checkpoint.pth)")
+    if not Path(args.model_path).is_file():
+        raise OptionError(f"--model_path {args.model_path}: the file does not exist")
+    if not args.masks:
+        raise OptionError("inference predicts masks: pass --masks (the mask model), or a config that sets it")
+    device = check_device(args.device)
+    utils.seed_everything(args.seed)
+    model, _, postprocessors = build_model(args)
+    checkpoint = load_wnet_checkpoint(model, args.model_path)
+    saved_args = checkpoint.get("args") or {}
+    saved_args = vars(saved_args) if isinstance(saved_args, argparse.Namespace) else saved_args
+    args.model_audio_sample_rate = int(saved_args.get("audio_sample_rate") or 0)
+    model.to(device)
+    if args.inference_dropout:
+        model.train()  # reproduce the official numbers (dropout active)
+    else:
+        model.eval()
+        model = optimize_for_inference(model)
+    return model, postprocessors, checkpoint_train_videos(checkpoint, args.model_path)
+
+
+# ----------------------------------------------------------------------------- frames and recordings
+@functools.lru_cache(maxsize=None)
+def frame_transform(scale: float = 1.0):
+    """The official inference transform (short side 300, ImageNet normalisation), sizes times `scale`
+    (`--data_scale`, for small demo models)."""
+    return make_inference_transforms(scale)
+
+
+def list_frames(folder: PathLike) -> List[Path]:
+    """Image files of a folder, sorted by name (numeric names sort by number)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"frame folder not found: {folder}")
+    frames = [p for p in folder.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS and not p.name.startswith(".")]
+    if not frames:
+        raise FileNotFoundError(f"no frames ({', '.join(FRAME_EXTENSIONS)}) in {folder}")
+    return sorted(frames, key=lambda p: (int(p.stem), p.name) if p.stem.isdigit() else (math.inf, p.name))
+
+
+def load_frame(path: PathLike, scale: float = 1.0) -> Tuple[Tensor, Image.Image]:
+    """A frame file -> (normalised tensor `[3, h, w]` at short side 300 x `scale`, the RGB image)."""
+    image = read_rgb(path)
+    (tensor,), _ = frame_transform(scale)([image], {})
+    return tensor, image
+
+
+def recording_sample_rate(path: Path) -> int:
+    """The sample rate of a recording: from its header when libsndfile reads it, else by decoding it (the
+    containers only FFmpeg reads; a broken file raises `load_audio`'s error naming it)."""
+    try:
+        return int(soundfile.info(str(path)).samplerate)
+    except soundfile.SoundFileError:
+        return load_audio(path)[1]
+
+
+def load_audio_array(path: PathLike, feature: str = OFFICIAL_AUDIO_FEATURE, resample_to: int = 0, model_rate: int = 0,
+                     noise: Optional[AudioNoise] = None) -> Tensor:
+    """MFCC-39 features `(frames, 39)` from a `.npy` file or a raw recording -> `[39, L]`.
+
+    A recording is resampled to `resample_to` Hz first when it is not 0 (`--audio_sample_rate`); otherwise a
+    recording at another rate than `model_rate` (the rate of the model's training features, when known) is
+    warned about, since the same words give other features at another rate. The official features of a
+    recording at its own rate are computed once per process (`datasets.common.recording_features`). With
+    `noise` (`--audio_noise`), the features of the recording with its noise added (`datasets.noise`), never cached.
+    """
+    if noise is not None:
+        return noise.features(path)
+    path = Path(path)
+    if not is_recording(path):
+        return load_audio_feature(path)
+    if not resample_to:
+        sample_rate = recording_sample_rate(path) if model_rate else 0
+        if sample_rate and sample_rate != model_rate:
+            warnings.warn(f"{path}: recorded at {sample_rate} Hz, but the model's training features were extracted "
+                          f"at {model_rate} Hz; pass --audio_sample_rate {model_rate} to resample it", AudioWarning)
+        if feature == OFFICIAL_AUDIO_FEATURE:
+            return recording_features(path)
+    samples, sample_rate = load_audio(path)
+    features, _ = features_from_samples(samples, sample_rate, feature, resample_to, path)
+    return torch.as_tensor(np.ascontiguousarray(features.T), dtype=torch.float32)
+
+
+def audio_loader(args, noise: Optional[AudioNoise] = None) -> Callable[[PathLike], Tensor]:
+    """`load_audio_array` with the options of `args` (feature type, resampling, the model's rate) and `noise`."""
+    return functools.partial(load_audio_array, feature=args.audio_feature, resample_to=args.audio_sample_rate,
+                             model_rate=getattr(args, "model_audio_sample_rate", 0), noise=noise)
+
+
+def warn_feature_rate(folder: PathLike, args) -> None:
+    """Warn when `scripts/extract_mfcc.py` recorded another rate for the features in `folder` than the one the
+    model was trained on (both known)."""
+    model_rate, rate = getattr(args, "model_audio_sample_rate", 0), feature_sample_rate(folder)
+    if model_rate and rate and rate != model_rate:
+        warnings.warn(f"the features in {folder} were extracted at {rate} Hz, the model's training features at "
+                      f"{model_rate} Hz: extract them again with --audio_sample_rate {model_rate}", AudioWarning)
+
+
+# ----------------------------------------------------------------------------- masks of a clip, of a video
+@torch.no_grad()
+def predict_clip_masks(model: nn.Module, postprocess: PostProcessSegm, clip: Tensor, audio: Tensor,
+                       out_size: Tuple[int, int]) -> Dict[str, Tensor]:
+    """One clip `[T, 3, h, w]` and one recording `[39, L]` -> the postprocessor's `masks [T, H, W]` (bool) at
+    `out_size` (H, W) and their `scores [T]`, on the CPU."""
+    device = next(model.parameters()).device
+    outputs = model(clip.to(device), audio.to(device)[None])
+    (result,) = postprocess(outputs, torch.tensor([out_size]))
+    return {key: value.cpu() for key, value in result.items()}
+
+
+def predict_video_masks(model: nn.Module, postprocess: PostProcessSegm, frames: Tensor, audio: Tensor,
+                        num_frames: int, out_size: Tuple[int, int]) -> np.ndarray:
+    """Every frame `[n, 3, h, w]` of a video and one recording `[39, L]` -> masks `[n, H, W]` (bool) at `out_size`,
+    from consecutive clips of `num_frames` (`util.clips.cyclic_clips`: the last one filled cyclically)."""
+    parts = []
+    for indices, count in cyclic_clips(len(frames), num_frames):
+        masks = predict_clip_masks(model, postprocess, frames[indices], audio, out_size)["masks"]  # [T, H, W]
+        parts.append(masks[:count].numpy())
+    return np.concatenate(parts)
+
+
+# ----------------------------------------------------------------------------- A2D / JHMDB protocol
+class MiddleFrameSample:
+    """One evaluation sample: a clip centred on an annotated frame, a recording, the ground truth."""
+
+    def __init__(self, name: str, frame_paths: Sequence[Path], frame_idx: int, audio_path: Path,
+                 load_gt: Callable[[], np.ndarray]):
+        self.name, self.frame_paths, self.frame_idx = name, list(frame_paths), frame_idx
+        self.audio_path, self.load_gt = audio_path, load_gt
+
+
+def predict_middle_frame(model: nn.Module, postprocess: PostProcessSegm, sample: MiddleFrameSample, num_frames: int,
+                         scale: float, load_audio: Callable[[PathLike], Tensor]) -> Dict:
+    """One sample of the A2D/JHMDB protocol -> its record: J, F, the mask score and both masks as RLE."""
+    middle = middle_frame_index(num_frames)
+    indices = centred_clip_indices(sample.frame_idx, len(sample.frame_paths), num_frames)
+    loaded = [load_frame(sample.frame_paths[i], scale) for i in indices]
+    clip = torch.stack([tensor for tensor, _ in loaded])  # [T, 3, h, w]
+    width, height = loaded[middle][1].size
+    audio = load_audio(sample.audio_path)
+    predicted = predict_clip_masks(model, postprocess, clip, audio, (height, width))
+    pred = predicted["masks"][middle].numpy()  # [H, W]
+    gt = np.asarray(sample.load_gt()).astype(bool)
+    if gt.shape != pred.shape:
+        raise DataFormatError(f"ground-truth mask {gt.shape} does not match the frame "
+                              f"{sample.frame_paths[sample.frame_idx]} ({pred.shape})")
+    return {"sample": sample.name, "frame_idx": sample.frame_idx, "J": float(db_eval_iou(gt, pred)),
+            "F": float(db_eval_boundary(gt, pred)), "score": float(predicted["scores"][middle]),
+            "pred": encode_rle(pred), "gt": encode_rle(gt)}
+
+
+def evaluate_middle_frame(model: nn.Module, postprocess: PostProcessSegm, samples: Sequence[MiddleFrameSample],
+                          num_frames: int, desc: str, scale: float = 1.0, skip_bad_samples: bool = False,
+                          journal: Optional[ResultJournal] = None,
+                          load_audio: Callable[[PathLike], Tensor] = load_audio_array
+                          ) -> Tuple[Dict[str, float], List[Dict], List[str]]:
+    """The official A2D/JHMDB protocol: the clip centred on each sample's frame, the middle
+    frame's mask against the ground truth. Returns (metrics, per-sample records, dropped samples).
+
+    Metrics: the official mean J and F over samples, plus `referring_metrics` (precision@K,
+    overall/mean IoU, mAP); the mask score for mAP is the postprocessor's (the mean foreground probability
+    inside the mask). A broken sample stops the evaluation naming it, or with `skip_bad_samples` is named,
+    dropped and counted. Each finished sample goes to `journal` at once (its samples are not evaluated again).
+    """
+    records: List[Dict] = []
+    dropped: List[str] = []
+    start = time.time()
+    for sample in tqdm(samples, desc=desc, dynamic_ncols=True):
+        if journal is not None and sample.name in journal.done:
+            record = journal.done[sample.name]
+        else:
+            try:
+                record = predict_middle_frame(model, postprocess, sample, num_frames, scale, load_audio)
+            except (UserError,) + USER_OS_ERRORS as error:
+                message = f"{desc}: sample {sample.name}: {one_line(error)}"
+                if not skip_bad_samples:
+                    raise SampleError(message + SKIP_HINT + unfinished_hint(journal)) from error
+                warnings.warn(message, BadSampleWarning)
+                record = {"sample": sample.name, "dropped": message}
+            if journal is not None:
+                journal.add(sample.name, record)
+        if "dropped" in record:
+            dropped.append(record["dropped"])
+        else:
+            records.append(record)
+    if not records:
+        raise UserError(f"{desc}: no evaluation samples" + (f" ({len(dropped)} dropped as broken)" if dropped else ""))
+    preds = [decode_masks([r["pred"]])[0] for r in records]
+    gts = [decode_masks([r["gt"]])[0] for r in records]
+    metrics = {"J": float(np.mean([r["J"] for r in records])), "F": float(np.mean([r["F"] for r in records])),
+               "num_samples": len(records)}
+    metrics.update(referring_metrics(preds, gts, [r["score"] for r in records]))
+    metrics["seconds"] = round(time.time() - start, 2)
+    return metrics, [{k: r[k] for k in SAMPLE_RECORD_KEYS} for r in records], dropped
+
+
+def run_middle_frame_protocol(args, samples: Sequence[MiddleFrameSample], desc: str, dataset) -> Dict[str, float]:
+    """Load `--model_path`, evaluate `samples` (of `dataset`), print the metrics and write them to
+    `--metrics_path`, with the samples dropped as broken (at `dataset`'s construction and while evaluating)."""
+    if args.resume_results and not args.metrics_path:
+        raise OptionError("--resume_results needs --metrics_path (the unfinished run's samples are kept beside it)")
+    journal = ResultJournal(args.metrics_path, journal_settings(args), args.resume_results) if args.metrics_path else None
+    noise = build_noise(args, sorted({sample.audio_path for sample in samples}))  # before the model: fail early
+    model, postprocessors, _ = load_model_for_inference(args)
+    warn_feature_rate(args.a2d_audio_path, args)
+    with journal_on_interrupt(journal):
+        metrics, records, dropped = evaluate_middle_frame(model, postprocessors["segm"], samples, args.num_frames,
+                                                          desc, args.data_scale, args.skip_bad_samples, journal,
+                                                          audio_loader(args, noise))
+    dropped = dataset.problems + dropped
+    metrics["num_dropped"] = len(dropped)
+    if noise is not None:
+        metrics.update(audio_noise=noise.kind, audio_snr_db=noise.snr_db)
+    report_metrics(metrics, records, args.metrics_path, dropped)
+    if journal is not None:
+        journal.finish()
+    return metrics

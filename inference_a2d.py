@@ -15,11 +15,12 @@ import argparse
 import sys
 from typing import List, Optional, Sequence, Union
 
+from datasets.a2d import A2DDataset
 from datasets.common import build_for_check, report_data_check
+from engine import MiddleFrameSample, run_middle_frame_protocol
 from main import get_args_parser
 from util.config import ArgumentParser, HelpFormatter, parse_args
 from util.errors import run_main
-from util.inference import MiddleFrameSample, run_middle_frame_protocol
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -27,8 +28,6 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def a2d_dataset(args):
-    from datasets.a2d import A2DDataset
-
     return A2DDataset(args.a2d_path, args.a2d_audio_path, args.num_frames, transforms=None, split="test",
                       skip_bad_samples=args.skip_bad_samples, wav_root=args.a2d_wav_path)
 

@@ -14,11 +14,12 @@ import argparse
 import sys
 from typing import List, Optional, Sequence, Union
 
+from datasets.jhmdb import JHMDBDataset
 from datasets.common import build_for_check, report_data_check
+from engine import MiddleFrameSample, run_middle_frame_protocol
 from main import get_args_parser
 from util.config import ArgumentParser, HelpFormatter, parse_args
 from util.errors import run_main
-from util.inference import MiddleFrameSample, run_middle_frame_protocol
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -26,8 +27,6 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def jhmdb_dataset(args):
-    from datasets.jhmdb import JHMDBDataset
-
     return JHMDBDataset(args.jhmdb_path, args.a2d_audio_path, args.num_frames, transforms=None,
                         skip_bad_samples=args.skip_bad_samples, wav_root=args.a2d_wav_path)
 

@@ -27,25 +27,30 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm
 
-from datasets.common import SKIP_HINT, BadSampleWarning, SampleError, build_for_check, report_data_check
-from datasets.formats import DataFormatError
+from datasets.common import (SKIP_HINT, BadSampleWarning, SampleError, audio_source, build_for_check,
+                             check_frame_sizes, decode_images, report_data_check)
+from datasets.formats import DataFormatError, read_rgb
+from datasets.noise import build_noise
+from datasets.ytvos import TEST_PART, audio_stem, read_ytvos_videos, resolve_split_file, video_frame_paths
+from engine import (audio_loader, list_frames, load_audio_array, load_frame, load_model_for_inference,
+                    predict_video_masks, warn_feature_rate)
+from models.postprocess import PostProcessSegm
 from main import get_args_parser
 from util.config import ArgumentParser, HelpFormatter, parse_args
 from util.errors import USER_OS_ERRORS, OptionError, UserError, one_line, run_main
-from util.inference import (ResultJournal, audio_loader, binarize, cyclic_clips, journal_on_interrupt,
-                            journal_settings, list_frames, load_audio_array, load_frame, load_model_and_train_videos,
-                            log_json, predict_mask_logits, unfinished_hint, warn_feature_rate)
+from util.journal import ResultJournal, journal_on_interrupt, journal_settings, unfinished_hint
 from util.misc import atomic_write
-
-if TYPE_CHECKING:
-    from datasets.noise import AudioNoise
+from util.reporting import log_json
+from util.results import make_entry, write_results
+from util.visualize import PALETTE, contact_sheet, labelled_rows, overlay, save_gif
+from util.weights import count_trained_on
 
 PNG_FOREGROUND = 255  # the submission PNGs hold 0 / 255
 GIF_FPS = 6
@@ -81,9 +86,6 @@ def split_jobs(args, dropped: Optional[List[str]] = None) -> List[VideoJob]:
     of `meta_expressions.json`. An expression without its audio stops here, before any work, or with
     `--skip_bad_samples` is named and appended to `dropped`.
     """
-    from datasets.common import audio_source
-    from datasets.ytvos import TEST_PART, audio_stem, read_ytvos_videos, resolve_split_file, video_frame_paths
-
     dropped = [] if dropped is None else dropped
     resolved = resolve_split_file(args.split_file, args.ytvos_path, TEST_PART)
     split_file = str(resolved) if resolved is not None else ""
@@ -132,9 +134,6 @@ def single_job(args) -> VideoJob:
 
 def check_jobs(jobs: Sequence[VideoJob], load_audio: Callable[[Path], torch.Tensor]) -> List[str]:
     """`--check_data`: decode every frame and recording (or feature) of `jobs` once; one message per problem."""
-    from datasets.common import check_frame_sizes, decode_images
-    from datasets.formats import read_rgb
-
     problems: List[str] = []
     for job in jobs:
         describe = f"video {job.name}"
@@ -156,9 +155,6 @@ def save_png(path: Path, mask: np.ndarray) -> None:
 def write_visualisation(out_dir: Path, job: VideoJob, masks: Dict[str, np.ndarray]) -> None:
     """Per video: an overlay per frame (each expression in its colour), a contact sheet, a GIF, and one row of
     frames per expression with only its mask, captioned with its words (`<video>_expressions.jpg`)."""
-    from util.visualize import PALETTE, contact_sheet, labelled_rows, overlay, save_gif
-    from datasets.formats import read_rgb
-
     video_dir = out_dir / job.name
     overlays = []
     rows: List[List[np.ndarray]] = [[] for _ in masks]
@@ -193,8 +189,8 @@ def drop_or_raise(what: str, error: Exception, skip_bad_samples: bool) -> str:
     return message
 
 
-def infer_video(model: torch.nn.Module, job: VideoJob, num_frames: int, scale: float = 1.0,
-                load_audio: Callable[[Path], torch.Tensor] = load_audio_array,
+def infer_video(model: torch.nn.Module, postprocess: PostProcessSegm, job: VideoJob, num_frames: int,
+                scale: float = 1.0, load_audio: Callable[[Path], torch.Tensor] = load_audio_array,
                 skip_bad_samples: bool = False) -> Tuple[Dict[str, np.ndarray], List[str]]:
     """Masks `[n, H, W]` (bool) of every expression of one video, every frame covered; frames at short
     side 300 x `scale`. Returns (masks by exp_id, the dropped video or expressions when `skip_bad_samples`)."""
@@ -207,7 +203,6 @@ def infer_video(model: torch.nn.Module, job: VideoJob, num_frames: int, scale: f
         return {}, [drop_or_raise(f"video {job.name}", error, skip_bad_samples)]
     width, height = sizes.pop()
     frames = torch.stack([tensor for tensor, _ in loaded])  # [n, 3, h, w]
-    clips = cyclic_clips(len(frames), num_frames)
     masks, dropped = {}, []
     for expression in job.expressions:
         try:
@@ -215,21 +210,16 @@ def infer_video(model: torch.nn.Module, job: VideoJob, num_frames: int, scale: f
         except (UserError,) + USER_OS_ERRORS as error:
             dropped.append(drop_or_raise(f"video {job.name} expression {expression.exp_id}", error, skip_bad_samples))
             continue
-        parts = []
-        for indices, count in clips:
-            logits = predict_mask_logits(model, frames[indices], audio, (height, width))  # [T, H, W]
-            parts.append(binarize(logits[:count]))
-        masks[expression.exp_id] = np.concatenate(parts)  # [n, H, W]
+        masks[expression.exp_id] = predict_video_masks(model, postprocess, frames, audio, num_frames, (height, width))
     return masks, dropped
 
 
-def infer_job(model: torch.nn.Module, job: VideoJob, args, load_audio: Callable[[Path], torch.Tensor],
-              journal: ResultJournal) -> dict:
+def infer_job(model: torch.nn.Module, postprocess: PostProcessSegm, job: VideoJob, args,
+              load_audio: Callable[[Path], torch.Tensor], journal: ResultJournal) -> dict:
     """One video: its results.json entries and dropped expressions; PNGs and overlays written as asked."""
-    from util.results import make_entry
-
     try:
-        masks, dropped = infer_video(model, job, args.num_frames, args.data_scale, load_audio, args.skip_bad_samples)
+        masks, dropped = infer_video(model, postprocess, job, args.num_frames, args.data_scale, load_audio,
+                                     args.skip_bad_samples)
     except SampleError as error:
         raise SampleError(f"{error}{unfinished_hint(journal)}") from error
     entries = []
@@ -248,20 +238,19 @@ def infer_job(model: torch.nn.Module, job: VideoJob, args, load_audio: Callable[
 
 
 def run(args, jobs: Sequence[VideoJob], model: Optional[torch.nn.Module] = None,
-        dropped_before: Sequence[str] = ()) -> List[dict]:
+        postprocessors: Optional[Dict[str, torch.nn.Module]] = None, dropped_before: Sequence[str] = ()) -> List[dict]:
     """Infer every job and write results.json. Each finished video goes to `<save_path>.partial` at once, so
     that an interrupted or failed run keeps it (`--resume_results` continues from there). With no `model`,
-    `--model_path` is loaded and its record of training videos checked against the jobs' videos (a warning on
-    stderr when any was trained on)."""
-    from datasets.noise import build_noise
-    from util.results import write_results
-    from util.weights import count_trained_on
-
+    `--model_path` is loaded (with its postprocessors) and its record of training videos checked against the
+    jobs' videos (a warning on stderr when any was trained on); a given `model` comes with its `postprocessors`
+    (`load_model_for_inference`)."""
+    if model is not None and postprocessors is None:
+        raise ValueError("run: a given model needs its postprocessors (load_model_for_inference returns both)")
     journal = ResultJournal(args.save_path, journal_settings(args), args.resume_results)
     noise = build_noise(args, [e.audio_path for job in jobs for e in job.expressions])  # before the model: fail early
     trained_on = None
     if model is None:
-        model, train_videos = load_model_and_train_videos(args)
+        model, postprocessors, train_videos = load_model_for_inference(args)
         trained_on = count_trained_on([job.name for job in jobs], None if train_videos is None
                                       else train_videos.get("ytvos", []), args.model_path)
     if not args.audio:
@@ -271,7 +260,7 @@ def run(args, jobs: Sequence[VideoJob], model: Optional[torch.nn.Module] = None,
     with journal_on_interrupt(journal):
         for job in tqdm(jobs, desc="videos", dynamic_ncols=True):
             if job.name not in journal.done:
-                journal.add(job.name, infer_job(model, job, args, load_audio, journal))
+                journal.add(job.name, infer_job(model, postprocessors["segm"], job, args, load_audio, journal))
             entries += journal.done[job.name]["entries"]
             dropped += journal.done[job.name]["dropped"]
             num_frames += len(job.frame_paths)

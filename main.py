@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
 import datasets
+from models.audio_encoder import AUDIO_ENCODERS
 import util.config as config
 import util.misc as utils
 from datasets.common import BadSampleLog, build_for_check, report_data_check
@@ -470,9 +471,10 @@ def record_audio_sample_rate(args: argparse.Namespace) -> None:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    """Every option of Wnet (`util.config`), `--dataset_file` choosing among the registered datasets
-    (`datasets.DATASETS`); the parent parser of every entry point and script."""
-    return config.get_args_parser(dataset_files=tuple(datasets.DATASETS))
+    """Every option of Wnet (`util.config`), `--dataset_file` and `--audio_encoder` choosing among the registered
+    datasets (`datasets.DATASETS`) and audio front ends (`models.audio_encoder.AUDIO_ENCODERS`); the parent
+    parser of every entry point and script."""
+    return config.get_args_parser(dataset_files=tuple(datasets.DATASETS), audio_encoders=tuple(AUDIO_ENCODERS))
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -23,13 +23,13 @@ import scipy.signal
 import soundfile
 
 from datasets.formats import DataFormatError
+from util.audio_features import AUDIO_FEATURE_DIM as FEATURE_DIM
 from util.errors import DataWarning, UserError
 from util.misc import atomic_write
 
 PathLike = Union[str, Path]
 
 INT16_SCALE = 32768.0  # a float sample in [-1, 1] times this is in int16 units
-FEATURE_DIM = 39
 FEATURE_TYPES = ("wnet", "librosa")
 # Extensions `scripts/extract_mfcc.py` treats as audio; soundfile reads most, PyAV the compressed containers.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff", ".au",

@@ -33,12 +33,13 @@ from torch.utils.data import Dataset
 from datasets import audio
 from datasets.formats import DataFormatError, read_rgb
 from datasets.transforms import Normalize
+from util.audio_features import AUDIO_FEATURE_DIM
+from util.clips import middle_frame_index
 from util.errors import DataWarning, UserError
 
 PathLike = Union[str, Path]
 Sample = TypeVar("Sample")
 
-AUDIO_FEATURE_DIM = 39
 FEATURE_SUFFIX = ".npy"  # extracted MFCC-39 features
 RECORDING_SUFFIX = ".wav"  # recordings (--rvos_wav_path / --a2d_wav_path): features computed on the fly
 # Recordings whose features one process keeps (about 30 KB each for a 10 s recording): every clip of an
@@ -71,11 +72,6 @@ def rvos_clip_indices(end_frame: int, num_video_frames: int, num_frames: int) ->
     if not 0 <= end_frame < num_video_frames:
         raise IndexError(f"frame {end_frame} outside a video of {num_video_frames} frames")
     return [(end_frame - (num_frames - 1 - j) % num_video_frames) % num_video_frames for j in range(num_frames)]
-
-
-def middle_frame_index(num_frames: int) -> int:
-    """Position in a clip of its centre frame, `(T - 1) // 2` (where A2D / JHMDB put the annotated frame)."""
-    return (num_frames - 1) // 2
 
 
 def centred_clip_indices(frame_idx: int, num_video_frames: int, num_frames: int) -> List[int]:

@@ -17,7 +17,6 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 from PIL import Image
-from pycocotools import mask as coco_mask
 
 from util.errors import UserError
 from util.misc import atomic_write
@@ -162,10 +161,3 @@ def write_csv_rows(path: PathLike, header: Sequence[str], rows: Sequence[Sequenc
 
 
 # ----------------------------------------------------------------------------- masks
-def encode_rle(mask: np.ndarray) -> Dict[str, Any]:
-    """`[H, W]` binary mask -> COCO compressed RLE with a str `counts` (JSON-serialisable)."""
-    rle = coco_mask.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
-
-

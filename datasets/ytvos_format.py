@@ -9,7 +9,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 from pycocotools import mask as coco_mask
 
-from datasets.formats import DataFormatError, PathLike, encode_rle, read_json, write_json
+from datasets.formats import DataFormatError, PathLike, read_json, write_json
+from util.results import encode_rle
 
 
 def read_meta_expressions(path: PathLike) -> Dict[str, dict]:

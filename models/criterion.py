@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from util import box_ops
+from util.clips import middle_frame_index
 from util.misc import all_reduce_mean
 
 FOCAL_ALPHA = 0.25
@@ -99,7 +100,7 @@ class SetCriterion(nn.Module):
         if target_frames == num_pred_frames:
             pred_offset = 0
         elif target_frames == 1:
-            pred_offset = int(target.get("frame_idx", (num_pred_frames - 1) // 2))
+            pred_offset = int(target.get("frame_idx", middle_frame_index(num_pred_frames)))
             if not 0 <= pred_offset < num_pred_frames:
                 raise ValueError(f"target 'frame_idx' {pred_offset} is outside the clip's {num_pred_frames} frames")
         else:

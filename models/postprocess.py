@@ -36,11 +36,12 @@ class PostProcess(nn.Module):
 
 
 class PostProcessSegm(nn.Module):
-    """`pred_masks` logits -> binary masks at the original image size.
+    """`pred_masks` logits -> binary masks at the original image size, and a score per mask.
 
     As the official inference: the logits are upsampled bilinearly (align_corners False) to the
     original size, then `sigmoid > threshold`. In a padded batch, each clip's logits are first
-    cropped to the area of its own input image (`ceil(size / 4)` at stride 4).
+    cropped to the area of its own input image (`ceil(size / 4)` at stride 4). A mask's score is the
+    mean foreground probability inside it (0 for an empty mask): what the A2D/JHMDB mAP ranks by.
     """
 
     def __init__(self, threshold: float = 0.5):
@@ -54,7 +55,7 @@ class PostProcessSegm(nn.Module):
         the original frames; image_sizes: `[B, 2]` sizes of the model's input frames before
         padding (None: no padding, the whole logit map is used).
 
-        Returns one dict per clip: `masks [T, H_orig, W_orig]` bool.
+        Returns one dict per clip: `masks [T, H_orig, W_orig]` bool and `scores [T]`.
         """
         pred_masks = outputs["pred_masks"]
         batch = pred_masks.shape[0]
@@ -63,13 +64,16 @@ class PostProcessSegm(nn.Module):
             _check_sizes(image_sizes, batch, "image_sizes")
         results = []
         for b in range(batch):
-            logits = pred_masks[b]  # [T, h, w]
+            logits = pred_masks[b].float()  # [T, h, w]; float32 also from a model run under autocast
             if image_sizes is not None:
                 height, width = (math.ceil(int(s) / MASK_STRIDE) for s in image_sizes[b].tolist())
                 logits = logits[:, :height, :width]
             size = tuple(int(s) for s in orig_target_sizes[b].tolist())
-            logits = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]  # [T, H, W]
-            results.append({"masks": logits.sigmoid() > self.threshold})
+            probabilities = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0].sigmoid()
+            masks = probabilities > self.threshold  # [T, H, W]
+            scores = [frame[mask].mean() if mask.any() else frame.new_zeros(())
+                      for frame, mask in zip(probabilities, masks)]
+            results.append({"masks": masks, "scores": torch.stack(scores)})
         return results
 
 

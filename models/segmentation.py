@@ -12,7 +12,8 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .dcn import DeformConv
-from .wnet import Audio, Clips, Wnet, build_wnet
+from .audio_encoder import Audio
+from .wnet import Clips, Wnet, build_wnet
 
 GROUP_NORM_GROUPS = 8
 DEFORM_KERNEL = 3
@@ -189,8 +190,7 @@ class WnetSegm(nn.Module):
         out["memory"] = encoded.memory
         out["fusion"] = encoded.fusion
 
-        num_frames = wnet.num_frames
-        slots = wnet.num_queries // num_frames  # query slots per frame
+        num_frames = wnet.num_frames  # one query per frame (`Wnet` refuses other counts)
         last, level_mask = encoded.features[-1].decompose()
         frames, _, height, width = last.shape
         batch = frames // num_frames
@@ -198,17 +198,16 @@ class WnetSegm(nn.Module):
         # (T*h*w, B, C) -> [B*T, C, h, w]: each frame's memory as an image
         memory = encoded.memory.reshape(num_frames, height, width, batch, channels).permute(3, 0, 4, 1, 2)
         memory = memory.reshape(frames, channels, height, width)
-        queries = encoded.hs[-1].reshape(frames, slots, channels)  # (B, T*slots, C) -> [B*T, slots, C]
-        bbox_mask = self.bbox_attention(queries, memory, mask=level_mask)  # [B*T, slots, heads, h, w]
+        queries = encoded.hs[-1].reshape(frames, 1, channels)  # (B, T, C) -> [B*T, 1, C]: each frame's query
+        bbox_mask = self.bbox_attention(queries, memory, mask=level_mask)  # [B*T, 1, heads, h, w]
         fpns = [encoded.features[2].tensors, encoded.features[1].tensors, encoded.features[0].tensors]
-        frame_masks = self._run(self.mask_head, memory, bbox_mask, fpns)  # [B*T*slots, C/16, H/4, W/4]
+        frame_masks = self._run(self.mask_head, memory, bbox_mask, fpns)  # [B*T, C/16, H/4, W/4]
         _, mask_channels, mask_h, mask_w = frame_masks.shape
-        # -> [B*slots, C/16, T, H/4, W/4]: one 3-D volume per clip and query slot
-        volumes = frame_masks.reshape(batch, num_frames, slots, mask_channels, mask_h, mask_w)
-        volumes = volumes.permute(0, 2, 3, 1, 4, 5).reshape(batch * slots, mask_channels, num_frames, mask_h, mask_w)
-        logits = self._run(self.insmask_head, volumes)  # [B*slots, 1, T, H/4, W/4]
-        logits = logits.reshape(batch, slots, num_frames, mask_h, mask_w).transpose(1, 2)  # [B, T, slots, ...]
-        out["pred_masks"] = logits.reshape(batch, num_frames * slots, mask_h, mask_w)
+        # -> [B, C/16, T, H/4, W/4]: one 3-D volume per clip
+        volumes = frame_masks.reshape(batch, num_frames, mask_channels, mask_h, mask_w)
+        volumes = volumes.permute(0, 2, 1, 3, 4).reshape(batch, mask_channels, num_frames, mask_h, mask_w)
+        logits = self._run(self.insmask_head, volumes)  # [B, 1, T, H/4, W/4]
+        out["pred_masks"] = logits.reshape(batch, num_frames, mask_h, mask_w)
         return out
 
 

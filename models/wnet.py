@@ -1,26 +1,25 @@
-"""Wnet detector (`wnet.*`): backbone, audio projection, transformer and the box head.
+"""Wnet detector (`wnet.*`): backbone, audio encoder, transformer and the box head.
 
 `Wnet.encode` runs everything up to the decoder and is shared with the mask model
 (`models.segmentation.WnetSegm`), which adds the mask branch on top.
 """
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from util.errors import OptionError
-from util.misc import NestedTensor, nested_tensor_from_audio_list, nested_tensor_from_videos_list
+from util.misc import NestedTensor, nested_tensor_from_videos_list
 
+from .audio_encoder import Audio, build_audio_encoder
 from .backbone import Joiner, build_backbone
 from .transformer import Transformer, build_transformer
 
-AUDIO_FEATURE_DIM = 39  # MFCC-39: 13 coefficients, deltas, delta-deltas
 BOX_HEAD_LAYERS = 3
 
 Clips = Union[Tensor, Sequence[Tensor], NestedTensor]
-Audio = Union[Tensor, Sequence[Tensor], NestedTensor]
 
 
 class MLP(nn.Module):
@@ -62,29 +61,6 @@ def as_clip_batch(samples: Clips, num_frames: int) -> NestedTensor:
     return nested_tensor_from_videos_list(list(samples))
 
 
-def as_audio_batch(audio: Audio) -> Tuple[Tensor, Tensor]:
-    """Audio `[B,39,L]`, `[39,L]`, a list of `[39,L_i]` or a NestedTensor -> (`[B,39,L]`, lengths `[B]`)."""
-    expected = f"[B, {AUDIO_FEATURE_DIM}, L] (MFCC-{AUDIO_FEATURE_DIM} features, padding at the end)"
-    if isinstance(audio, NestedTensor):
-        features, mask = audio.decompose()
-    elif isinstance(audio, Tensor):
-        features, mask = (audio.unsqueeze(0) if audio.dim() == 2 else audio), None
-    else:
-        for item in audio:
-            if item.dim() != 2 or item.shape[0] != AUDIO_FEATURE_DIM:
-                raise ValueError(f"audio: expected features [{AUDIO_FEATURE_DIM}, L] per clip, got {tuple(item.shape)}")
-        features, mask = nested_tensor_from_audio_list(list(audio)).decompose()
-    if features.dim() != 3 or features.shape[1] != AUDIO_FEATURE_DIM or features.shape[2] == 0:
-        raise ValueError(f"audio: expected features {expected}, got {tuple(features.shape)}")
-    if mask is None:
-        lengths = torch.full((features.shape[0],), features.shape[2], dtype=torch.long, device=features.device)
-    else:
-        lengths = (~mask).sum(dim=1)
-        if bool((lengths == 0).any()):
-            raise ValueError("audio: a clip has no audio frames (its padding mask is all True)")
-    return features, lengths
-
-
 @dataclass
 class Encoded:
     """What the detector computes before its heads; frames of all clips on one axis (`B*T`)."""
@@ -97,18 +73,21 @@ class Encoded:
 class Wnet(nn.Module):
     """Audio-guided video object detector: one query per frame, boxes from the decoder stack."""
 
-    def __init__(self, backbone: Joiner, transformer: Transformer, num_frames: int, num_queries: int,
-                 aux_loss: bool = True) -> None:
+    def __init__(self, backbone: Joiner, transformer: Transformer, audio_encoder: nn.Module, num_frames: int,
+                 num_queries: int, aux_loss: bool = True) -> None:
         super().__init__()
-        if num_queries % num_frames != 0:
-            raise OptionError(f"--num_queries {num_queries} must be a multiple of --num_frames {num_frames}")
+        if num_queries != num_frames:
+            # the criterion matches, and the postprocessors read, one query slot per frame
+            raise OptionError(f"--num_queries {num_queries} must equal --num_frames {num_frames}: Wnet predicts "
+                              f"one object per frame with one query each (several query slots per frame are not "
+                              f"supported by its losses and postprocessors)")
         hidden_dim = transformer.d_model
         # Registration order fixes the state_dict order of the official checkpoints.
         self.transformer = transformer
         self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, BOX_HEAD_LAYERS)
         self.query_embed = nn.Embedding(num_queries, hidden_dim)
         self.input_proj = nn.Conv2d(backbone.num_channels, hidden_dim, kernel_size=1)
-        self.proj_a = nn.Conv1d(AUDIO_FEATURE_DIM, hidden_dim, kernel_size=1, bias=False)
+        self.proj_a = audio_encoder  # the official name of the audio projection: its checkpoint key `proj_a.weight`
         self.backbone = backbone
         self.num_frames = num_frames
         self.num_queries = num_queries
@@ -117,11 +96,10 @@ class Wnet(nn.Module):
 
     def encode(self, samples: Clips, audio: Audio) -> Encoded:
         clips = as_clip_batch(samples, self.num_frames)
-        audio_features, audio_lengths = as_audio_batch(audio)
+        audio_tokens, audio_lengths = self.proj_a(audio)  # (L_a, B, C), [B]
         batch = clips.tensors.shape[0] // self.num_frames
-        if audio_features.shape[0] != batch:
-            raise ValueError(f"audio: expected one recording per clip, [{batch}, {AUDIO_FEATURE_DIM}, L], "
-                             f"got {tuple(audio_features.shape)}")
+        if audio_tokens.shape[1] != batch:
+            raise ValueError(f"audio: expected one recording per clip ({batch} clips), got {audio_tokens.shape[1]}")
         features, pos = self.backbone(clips)
         src, mask = features[-1].decompose()
         src = self.input_proj(src)
@@ -132,7 +110,6 @@ class Wnet(nn.Module):
         pos = pos.reshape(batch, self.num_frames, channels, height * width).permute(1, 3, 0, 2)
         pos = pos.reshape(-1, batch, channels)  # (L_v, B, C)
         padding_mask = mask.reshape(batch, -1)  # [B, T*h*w]
-        audio_tokens = self.proj_a(audio_features).permute(2, 0, 1)  # (L_a, B, C)
         hs, memory, fusion = self.transformer(visual, padding_mask, audio_tokens, audio_lengths,
                                               self.query_embed.weight, pos)
         return Encoded(features=features, hs=hs, memory=memory, fusion=fusion)
@@ -159,5 +136,5 @@ class Wnet(nn.Module):
 
 
 def build_wnet(args) -> Wnet:
-    return Wnet(build_backbone(args), build_transformer(args), num_frames=args.num_frames,
+    return Wnet(build_backbone(args), build_transformer(args), build_audio_encoder(args), num_frames=args.num_frames,
                 num_queries=args.num_queries, aux_loss=args.aux_loss)

@@ -53,7 +53,7 @@ from torch import Tensor, nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine import _outputs_to_float, autocast_context  # noqa: E402
+from engine import autocast_context, outputs_to_float  # noqa: E402
 from main import build_optimizer  # noqa: E402
 from models import build_model, optimize_for_inference  # noqa: E402
 from models.dcn import selected_backend  # noqa: E402
@@ -211,7 +211,7 @@ def train_case(name: str, args: argparse.Namespace, device: torch.device, frames
     def model_step() -> None:
         with autocast_context(device, margs.amp, amp_dtype):
             outputs = model(clip, audio)
-        outputs = _outputs_to_float(outputs) if margs.amp else outputs
+        outputs = outputs_to_float(outputs) if margs.amp else outputs
         losses = criterion(outputs, targets)
         total = sum(criterion.weight_dict[k] * v for k, v in losses.items() if k in criterion.weight_dict)
         total.backward()

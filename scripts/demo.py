@@ -188,7 +188,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     import main as train
     from scripts.probe_audio import probe
     from inference_rvos import split_jobs
-    from util.inference import load_model_for_inference
+    from engine import load_model_for_inference
 
     options, overrides = get_parser().parse_known_args(argv)
     data, out = options.data, options.out
@@ -234,7 +234,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
 
     start = time.time()
     probe_args = parse_args(argparse.ArgumentParser(parents=[train.get_args_parser()]), infer_argv)
-    listening = probe(load_model_for_inference(probe_args), split_jobs(probe_args)[:PROBE_VIDEOS], args.num_frames,
+    model, postprocessors, _ = load_model_for_inference(probe_args)
+    listening = probe(model, postprocessors["segm"], split_jobs(probe_args)[:PROBE_VIDEOS], args.num_frames,
                       args.data_scale, args.device)
     stages["probe"] = time.time() - start
     report("probe", stages["probe"], **{k: round(v, 4) for k, v in listening["summary"].items()})

@@ -95,9 +95,10 @@ def derange_jobs(jobs: Sequence, seed: int) -> Tuple[List, Dict[str, Dict[str, s
     return deranged, mapping, kept
 
 
-def run_pass(args, jobs: Sequence, model: torch.nn.Module, name: str, out: Path,
-             noise: str = "", snr_db: Optional[float] = None) -> Dict[str, float]:
-    """Infer `jobs` (with `noise` at `snr_db`), write results/<name>.json, return its J, F and J&F."""
+def run_pass(args, jobs: Sequence, model: torch.nn.Module, postprocessors: Dict[str, torch.nn.Module], name: str,
+             out: Path, noise: str = "", snr_db: Optional[float] = None) -> Dict[str, float]:
+    """Infer `jobs` with `model` and its `postprocessors` (with `noise` at `snr_db`), write results/<name>.json,
+    return its J, F and J&F."""
     import inference_rvos
     from scripts.evaluate_rvos import evaluate_rvos
 
@@ -105,7 +106,7 @@ def run_pass(args, jobs: Sequence, model: torch.nn.Module, name: str, out: Path,
     pass_args.save_path = str(out / RESULTS_DIR / f"{name}.json")
     pass_args.audio_noise, pass_args.audio_snr_db = noise, snr_db
     pass_args.png_dir = pass_args.visualize = ""
-    entries = inference_rvos.run(pass_args, jobs, model=model)
+    entries = inference_rvos.run(pass_args, jobs, model=model, postprocessors=postprocessors)
     metrics = evaluate_rvos(entries, args.ytvos_path, args.ytvos_split, args.split_file or None)
     return {key: float(metrics[key]) for key in ("J", "F", "J&F")}
 
@@ -129,7 +130,7 @@ def sweep(options: argparse.Namespace, model_argv: Sequence[str]) -> dict:
     """Every pass; writes `sweep.json` after each and `sweep.png` at the end. Returns the sweep."""
     import inference_rvos
     from util.config import parse_args
-    from util.inference import load_model_for_inference
+    from engine import load_model_for_inference
 
     args = parse_args(inference_rvos.get_parser(), list(model_argv))
     if not args.rvos_wav_path:
@@ -142,7 +143,7 @@ def sweep(options: argparse.Namespace, model_argv: Sequence[str]) -> dict:
     jobs = inference_rvos.split_jobs(args)
     if not jobs:
         raise SystemExit("no videos to infer")
-    model = load_model_for_inference(args)
+    model, postprocessors, _ = load_model_for_inference(args)
     trained = trained_wavelet_threshold(args.model_path)
     if trained is not None and trained != args.wavelet_threshold:
         print(f"warning: {args.model_path} was trained with --wavelet_threshold {trained}, this sweep uses "
@@ -163,15 +164,15 @@ def sweep(options: argparse.Namespace, model_argv: Sequence[str]) -> dict:
         result["seconds"] = round(time.time() - start, 2)
         atomic_json_dump(result, out / SWEEP_NAME, indent=1)
 
-    result[CLEAN] = run_pass(args, jobs, model, CLEAN, out)
+    result[CLEAN] = run_pass(args, jobs, model, postprocessors, CLEAN, out)
     record(CLEAN, result[CLEAN])
     deranged_jobs, mapping, kept = derange_jobs(jobs, args.seed)
-    result[DERANGED] = run_pass(args, deranged_jobs, model, DERANGED, out)
+    result[DERANGED] = run_pass(args, deranged_jobs, model, postprocessors, DERANGED, out)
     result["deranged_from"], result["deranged_kept_own"] = mapping, kept
     record(DERANGED, result[DERANGED])
     for noise in options.noise_types:
         for snr_db in options.snrs:
-            metrics = run_pass(args, jobs, model, snr_name(noise, snr_db), out, noise, float(snr_db))
+            metrics = run_pass(args, jobs, model, postprocessors, snr_name(noise, snr_db), out, noise, float(snr_db))
             result["noise"][noise].append({"snr_db": float(snr_db), **metrics})
             record(snr_name(noise, snr_db), metrics)
     plot_sweeps([("", result)], out / PLOT_NAME, result["title"])

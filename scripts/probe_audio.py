@@ -12,15 +12,15 @@ stage of the model the probe reports how much the output changes, as the relativ
     fusion          audio-visual tokens of the cross-modal encoder      (L_v, B, C)
     memory          encoder output (after the wavelet denoising step)   (L_v, B, C)
     queries         the last decoder layer's queries                    (B, Q, C)
-    bbox_attention  attention maps of the queries over the memory       [B*T, slots, heads, h, w]
+    bbox_attention  attention maps of the queries over the memory       [B*T, 1, heads, h, w]
     mask_logits     the mask head's logits                              (B, Q, H/4, W/4)
 
-and `mask_iou`, the IoU of the two predicted masks (logit > 0): 1 when the recording changes nothing, low when
-the model follows the words to another object. A stage with a large change followed by one with almost none
-is where the audio stops mattering. Model and data options are those of the training parser (util/config.py).
+and `mask_iou`, the IoU of the two predicted masks (the model's `segm` postprocessor, at the mask head's
+resolution): 1 when the recording changes nothing, low when the model follows the words to another object. A stage
+with a large change followed by one with almost none is where the audio stops mattering. Model and data options are
+those of the training parser (util/config.py).
 """
 import argparse
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -35,10 +35,12 @@ import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from engine import load_audio_array, load_frame, load_model_for_inference  # noqa: E402
 from inference_rvos import split_jobs  # noqa: E402
+from models.postprocess import PostProcessSegm  # noqa: E402
+from util.clips import cyclic_clips  # noqa: E402
 from util.config import ArgumentParser, HelpFormatter, get_args_parser, parse_args  # noqa: E402
 from util.errors import OptionError, run_main  # noqa: E402
-from util.inference import cyclic_clips, load_audio_array, load_frame, load_model_for_inference  # noqa: E402
 from util.misc import atomic_json_dump  # noqa: E402
 
 STAGES = ("fusion", "memory", "queries", "bbox_attention", "mask_logits")
@@ -62,6 +64,13 @@ def mask_iou(a: Tensor, b: Tensor) -> float:
     """IoU of two binary masks; 1 when both are empty (nothing changed)."""
     union = (a | b).sum()
     return float((a & b).sum() / union) if union > 0 else 1.0
+
+
+def predicted_masks(postprocess: PostProcessSegm, outputs: Dict[str, Tensor]) -> Tensor:
+    """The postprocessed masks `[T, h/4, w/4]` of one clip's outputs, kept at the mask head's resolution (the one
+    the README's probe figures were measured at)."""
+    size = torch.tensor([outputs["mask_logits"].shape[-2:]])
+    return postprocess({"pred_masks": outputs["mask_logits"]}, size)[0]["masks"]
 
 
 class StageRecorder:
@@ -94,8 +103,10 @@ class StageRecorder:
 
 
 @torch.no_grad()
-def probe(model: nn.Module, jobs, num_frames: int, scale: float = 1.0, device: str = "cpu") -> Dict[str, object]:
-    """Run the probe over `jobs` (inference_rvos.VideoJob); returns the summary and the per-expression rows."""
+def probe(model: nn.Module, postprocess: PostProcessSegm, jobs, num_frames: int, scale: float = 1.0,
+          device: str = "cpu") -> Dict[str, object]:
+    """Run the probe over `jobs` (inference_rvos.VideoJob) with `model` and its mask postprocessor; returns the
+    summary and the per-expression rows."""
     recorder = StageRecorder(model)
     rows: List[Dict[str, object]] = []
     try:
@@ -114,7 +125,7 @@ def probe(model: nn.Module, jobs, num_frames: int, scale: float = 1.0, device: s
                     swapped = recorder.run(model, clip, audios[other])
                     for stage in STAGES:
                         changes[stage].append(relative_change(own[stage], swapped[stage]))
-                    ious.append(mask_iou(own["mask_logits"] > 0, swapped["mask_logits"] > 0))
+                    ious.append(mask_iou(predicted_masks(postprocess, own), predicted_masks(postprocess, swapped)))
                 rows.append({"video": job.name, "exp_id": expression.exp_id,
                              "other_exp_id": job.expressions[other].exp_id,
                              **{stage: float(np.mean(v)) for stage, v in changes.items()},
@@ -141,13 +152,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     args = parse_args(get_parser(), argv)
     if args.max_videos < 0:
         raise OptionError(f"--max_videos must be >= 0, got {args.max_videos}")
-    if not args.masks:
-        raise OptionError("the probe needs the mask model: pass --masks (or a config that sets it)")
-    model = load_model_for_inference(args)
+    model, postprocessors, _ = load_model_for_inference(args)
     jobs = split_jobs(args)
     if args.max_videos:
         jobs = jobs[:args.max_videos]
-    result = probe(model, jobs, args.num_frames, args.data_scale, args.device)
+    result = probe(model, postprocessors["segm"], jobs, args.num_frames, args.data_scale, args.device)
     print(format_table(result))
     if args.json:
         atomic_json_dump({**result, "model_path": args.model_path}, args.json, indent=1)

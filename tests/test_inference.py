@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 import inference_a2d
@@ -13,11 +14,13 @@ import inference_jhmdb
 import inference_rvos
 from data_factory import make_a2d, make_jhmdb, make_ytvos
 from datasets.formats import read_palette_png
+from engine import evaluate_middle_frame, load_frame
 from model_helpers import save_untrained_checkpoint
 from models import build_model
+from models.postprocess import PostProcessSegm
+from util.clips import cyclic_clips
 from util.config import parse_args
 from util.errors import OptionError
-from util.inference import cyclic_clips, evaluate_middle_frame, load_frame, predict_mask_logits
 from util.results import decode_masks, read_results
 
 NUM_FRAMES = 3
@@ -67,7 +70,8 @@ def test_rvos_inference_and_evaluation(tmp_path: Path, checkpoint: Path):
         indices, count = cyclic_clips(len(frame_paths), NUM_FRAMES)[-1]
         clip = torch.stack([load_frame(frame_paths[i])[0] for i in indices])
         audio = torch.from_numpy(np.load(Path(data["audio_root"]) / f"{entry['file_name']}_{entry['exp_id']}.npy").T).float()
-        logits = predict_mask_logits(model, clip, audio, (24, 32))
+        with torch.no_grad():  # the official recipe by hand: bilinear to the frame size
+            logits = F.interpolate(model(clip, audio[None])["pred_masks"], size=(24, 32), mode="bilinear")[0]
         np.testing.assert_array_equal(masks[-1], (logits[count - 1] > 0).numpy())
         # the submission PNGs, file by file
         for frame, mask in zip(video["frames"], masks):
@@ -168,7 +172,7 @@ class MiddleFrameProbe(torch.nn.Module):
     def __init__(self, position: int):
         super().__init__()
         self.position = position
-        self.weight = torch.nn.Parameter(torch.zeros(1))  # predict_mask_logits asks for the model's device
+        self.weight = torch.nn.Parameter(torch.zeros(1))  # predict_clip_masks asks for the model's device
         self.clips = []
 
     def forward(self, clip, audio):
@@ -206,7 +210,7 @@ def test_a2d_middle_frame_and_ground_truth_frame_hand_computed(tmp_path: Path):
     for sample, (_, _, _, box) in zip(samples, A2D_CASES):
         assert mask_box(sample.load_gt()) == box and sample.load_gt().sum() == 64
     probe = MiddleFrameProbe(position=3)  # (8 - 1) // 2
-    metrics, records, _ = evaluate_middle_frame(probe, samples, 8, "a2d")
+    metrics, records, _ = evaluate_middle_frame(probe, PostProcessSegm(), samples, 8, "a2d")
     assert probe.clips == [clip for _, _, clip, _ in A2D_CASES]
     # foreground everywhere on the middle frame and nowhere else: J = 64 / (24 * 32) when position 3 is scored
     assert [r["J"] for r in records] == pytest.approx([64 / (24 * 32)] * 4)
@@ -223,7 +227,7 @@ def test_jhmdb_middle_frame_and_ground_truth_frame_hand_computed(tmp_path: Path)
     # frame 7 is past the 6 frames of the .mat: scored against its last frame (5), as the official
     assert [mask_box(s.load_gt()) for s in samples] == [(1, 2, 9, 10), (2, 2, 10, 10), (2, 2, 10, 10)]
     probe = MiddleFrameProbe(position=3)
-    metrics, records, _ = evaluate_middle_frame(probe, samples, 8, "jhmdb")
+    metrics, records, _ = evaluate_middle_frame(probe, PostProcessSegm(), samples, 8, "jhmdb")
     assert probe.clips == [[1, 2, 3, 4, 5, 6, 7, 8], [2, 3, 4, 5, 6, 7, 8, 9], [4, 5, 6, 7, 8, 9, 10, 11]]
     assert [r["J"] for r in records] == pytest.approx([64 / (24 * 32)] * 3)
 

@@ -14,11 +14,13 @@ import torch
 import main as train
 from datasets.formats import read_palette_png
 from datasets.ytvos import mask_path
+from engine import load_audio_array, load_frame, predict_clip_masks
 from inference_rvos import split_jobs
+from models.postprocess import PostProcessSegm
 from scripts import demo
 from scripts.make_demo_data import DemoConfig, generate
+from util.clips import cyclic_clips
 from util.config import parse_args
-from util.inference import binarize, cyclic_clips, load_audio_array, load_frame, predict_mask_logits
 
 MEMORISED_VIDEOS = 1
 # One video of four frames in two-frame clips keeps the test near a minute on two CPU cores; seed 7 draws
@@ -63,8 +65,7 @@ def expression_ious(model, args, swap: bool):
                 clip = torch.stack([load_frame(job.frame_paths[i], args.data_scale)[0] for i in indices])
                 gts = [read_palette_png(mask_path(args.ytvos_path, args.ytvos_split, job.name, job.frame_paths[i].stem))
                        for i in indices]
-                logits = predict_mask_logits(model, clip, audio, gts[0].shape)
-                masks = binarize(logits)
+                masks = predict_clip_masks(model, PostProcessSegm(), clip, audio, gts[0].shape)["masks"].numpy()
                 scores += [iou(masks[j], gts[j] == expression.obj_id) for j in range(count)]
             ious[(job.name, expression.exp_id)] = float(np.mean(scores))
     return ious

@@ -12,11 +12,13 @@ import inference_a2d
 import inference_rvos
 from audio_helpers import load_script, tone_signal, write_audio
 from data_factory import make_a2d, make_ytvos
-from datasets.audio import load_audio
+from datasets.audio import features_from_samples, load_audio
 from datasets.noise import AudioNoise, build_noise, mix_at_snr, snr_db
 from datasets.ytvos import RVOSDataset
+from engine import load_audio_array
 from main import get_args_parser
 from model_helpers import save_untrained_checkpoint
+from models import build_model
 from util.config import parse_args
 from util.results import decode_masks, read_results
 
@@ -80,6 +82,25 @@ def test_recording_features_are_cached_per_file_version(tmp_path: Path, monkeypa
     write_audio(path, tone_signal(SAMPLE_RATE, 0.3, seed=9), SAMPLE_RATE)  # rewritten: a new size and mtime
     third = common.recording_features(path)
     assert len(calls) == 2 and third.shape != second.shape
+
+
+def test_inference_reads_clean_recordings_through_the_cache_and_noisy_ones_anew(tmp_path: Path, monkeypatch):
+    import datasets.audio
+
+    (path,) = write_recordings(tmp_path, ["rec"])
+    samples, rate = load_audio(path)
+    uncached = torch.from_numpy(np.ascontiguousarray(features_from_samples(samples, rate)[0].T)).float()
+    calls = []
+    real = datasets.audio.extract_features
+    monkeypatch.setattr(datasets.audio, "extract_features", lambda p: calls.append(p) or real(p))
+    common._recording_features.cache_clear()
+    first, second = load_audio_array(path), load_audio_array(path, model_rate=SAMPLE_RATE)
+    assert len(calls) == 1 and torch.equal(first, uncached) and torch.equal(second, uncached)
+    noise = AudioNoise("white", 5.0, seed=1, pool=[path])
+    noisy = [load_audio_array(path, noise=noise) for _ in range(2)]
+    assert len(calls) == 1 and torch.equal(noisy[0], noisy[1]) and not torch.equal(noisy[0], uncached)
+    resampled = load_audio_array(path, resample_to=SAMPLE_RATE // 2)  # other settings than the cache's
+    assert len(calls) == 1 and not torch.equal(resampled, uncached)
 
 
 def test_rvos_dataset_reads_recordings_as_the_features(tmp_path: Path):

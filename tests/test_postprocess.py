@@ -54,3 +54,11 @@ def test_build_postprocessors():
     with_masks = build_postprocessors(parse_args(get_args_parser(), ["--masks"]))
     assert set(with_masks) == {"bbox", "segm"} and with_masks["segm"].threshold == 0.5
     assert set(build_postprocessors(parse_args(get_args_parser(), []))) == {"bbox"}
+
+
+def test_mask_scores_are_the_mean_probability_inside_each_mask():
+    logits = torch.full((1, 2, 4, 4), -5.0)
+    logits[0, 0, :2, :2] = torch.tensor([[1.0, 2.0], [3.0, 4.0]])  # frame 1 stays empty
+    result = PostProcessSegm()({"pred_masks": logits}, torch.tensor([[4, 4]]))[0]
+    assert result["masks"][0].sum() == 4 and not result["masks"][1].any()
+    assert result["scores"].tolist() == pytest.approx([float(torch.tensor([1.0, 2.0, 3.0, 4.0]).sigmoid().mean()), 0.0])

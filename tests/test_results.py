@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from util.results import (RESULT_KEYS, ResultsFormatError, decode_masks, encode_masks, make_entry, read_results,
-                          rle_run_lengths, validate_results, write_results)
+from util.results import (RESULT_KEYS, ResultsFormatError, decode_masks, encode_masks, encode_rle, make_entry,
+                          read_results, rle_run_lengths, validate_results, write_results)
 
 
 def random_masks(num_frames: int, height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -119,3 +119,11 @@ def test_write_results_refuses_bad_entries_and_leaves_nothing(tmp_path):
     with pytest.raises(ResultsFormatError, match="entry 0"):
         write_results(path, [entry_with(obj_id="one")])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_encode_rle_is_the_compressed_coco_rle_of_one_mask():
+    mask = random_masks(1, 7, 9)[0]
+    rle = encode_rle(mask)
+    coco = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    assert rle == {"size": [7, 9], "counts": coco["counts"].decode("ascii")}
+    assert np.array_equal(decode_masks([rle])[0], mask)

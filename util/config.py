@@ -75,10 +75,15 @@ CONFIG_ALIASES = {"ann_path": "split_file"}
 PARTIAL_SUFFIX = ".partial"  # what an interrupted inference run keeps beside its output
 
 
-def get_args_parser(*, dataset_files: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
-    """Every option; `--dataset_file` accepts the names `dataset_files`. Without them any name parses and
-    `datasets.build_dataset` refuses an unknown one; entry points use `main.get_args_parser()`, which passes
-    the registered datasets."""
+DEFAULT_AUDIO_ENCODER = "mfcc39"  # the official front end (models/audio_encoder.py)
+
+
+def get_args_parser(*, dataset_files: Optional[Sequence[str]] = None,
+                    audio_encoders: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
+    """Every option; `--dataset_file` accepts the names `dataset_files` and `--audio_encoder` the names
+    `audio_encoders`. Without them any name parses and `datasets.build_dataset` / `models.build_audio_encoder`
+    refuse an unknown one; entry points use `main.get_args_parser()`, which passes the registries
+    (`datasets.DATASETS`, `models.audio_encoder.AUDIO_ENCODERS`: util does not import them)."""
     parser = ArgumentParser("Wnet", add_help=False)
     parser.add_argument("--config", default="", type=str,
                         help="YAML file whose keys set this parser's defaults (flags still override)")
@@ -116,6 +121,10 @@ def get_args_parser(*, dataset_files: Optional[Sequence[str]] = None) -> argpars
     parser.add_argument("--masks", action="store_true", help="build the mask model (required for training)")
     parser.add_argument("--no_aux_loss", dest="aux_loss", action="store_false",
                         help="disable the auxiliary decoder-layer losses")
+    parser.add_argument("--audio_encoder", default=DEFAULT_AUDIO_ENCODER,
+                        choices=tuple(audio_encoders) if audio_encoders else None,
+                        help="the audio front end (models/audio_encoder.py): 'mfcc39', the official projection of "
+                             "MFCC-39 features, the only one the released checkpoints hold")
     # = models.encoder.THRESHOLD_RATIO (not imported: this module stays free of torch)
     parser.add_argument("--wavelet_threshold", default=0.008, type=float,
                         help="soft threshold of the encoder's wavelet detail bands as a fraction of their largest "

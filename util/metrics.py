@@ -17,6 +17,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from scipy.spatial import cKDTree
 
+from util.results import encode_rle
+
 BOUND_TH = 0.008  # DAVIS boundary tolerance, as a fraction of the image diagonal
 PRECISION_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 IOU_EPS = 1e-6  # smoothing of the per-sample IoU in `mean_iou` (the community's convention)
@@ -150,10 +152,6 @@ def _intersection_union(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray]) 
     return intersections, unions
 
 
-def _encode(mask: np.ndarray) -> dict:
-    return mask_utils.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
-
-
 def coco_mask_ap(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray],
                  scores: Optional[Sequence[float]] = None) -> Dict[str, float]:
     """COCO mask AP (`mAP` @[.5:.95], `AP50`, `AP75`): each sample is one image with one ground-truth
@@ -164,7 +162,7 @@ def coco_mask_ap(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray],
         raise ValueError(f"{len(preds)} predictions, {len(gts)} ground-truth masks and {len(scores)} scores")
     images, annotations, detections = [], [], []
     for image_id, (pred, gt, score) in enumerate(zip(preds, gts, scores), start=1):
-        gt_rle, pred_rle = _encode(gt), _encode(pred)
+        gt_rle, pred_rle = encode_rle(gt), encode_rle(pred)
         height, width = np.asarray(gt).shape
         images.append({"id": image_id, "height": height, "width": width})
         annotations.append({"id": image_id, "image_id": image_id, "category_id": COCO_CATEGORY_ID,

@@ -43,6 +43,11 @@ def encode_masks(masks: np.ndarray) -> List[Dict[str, Any]]:
     return [{"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")} for rle in rles]
 
 
+def encode_rle(mask: np.ndarray) -> Dict[str, Any]:
+    """One binary mask `[H, W]` -> its COCO RLE `{"size": [H, W], "counts": str}`."""
+    return encode_masks(np.asarray(mask)[None])[0]
+
+
 def decode_masks(rles: Sequence[Dict[str, Any]]) -> np.ndarray:
     """RLEs of one size (str or bytes `counts`) -> boolean masks `[N, H, W]`."""
     if len(rles) == 0:
