@@ -46,10 +46,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from util.misc import atomic_json_dump, atomic_write
 
-from util.misc import atomic_json_dump, atomic_write  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 GLOBAL_BUDGET_S = 8 * 60 - 15  # the 8 minutes, less time to write the report and start Python
 STEP_GRACE_S = 10.0  # a step's thread may take this long past its limit to kill its subprocess and return
