@@ -22,7 +22,8 @@ failure or a timeout does not stop the next step:
 
 Then everything goes into --json (docs/gpu.json) and a marked "GPU" section of --markdown
 (docs/benchmark.md, replaced on a rerun); each step's full output is in --log_dir. Exit status 1 when
-a step failed. Without CUDA it prints one line saying so and exits 0.
+a step failed. Without CUDA it prints one line saying so and exits 0. The repository must be installed
+(`make install`; in a Python that already has the requirements: `pip install --no-build-isolation --no-deps -e .`).
 """
 import argparse
 import datetime

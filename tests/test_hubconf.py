@@ -43,8 +43,3 @@ def test_a_missing_checkpoint_is_named(tmp_path, entry):
     missing = tmp_path / "absent.pth"
     with pytest.raises(FileNotFoundError, match=re.escape(f"checkpoint {missing} does not exist")):
         torch.hub.load(str(ROOT), entry, source="local", checkpoint=str(missing))
-
-
-@pytest.mark.parametrize("entry", ENTRY_POINTS)
-def test_entry_points_are_documented(entry):
-    assert "Returns `(model, postprocessors)`" in torch.hub.help(str(ROOT), entry, source="local")
