@@ -8,10 +8,16 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt
+# The pinned requirements, then the repository itself as an editable package (pyproject.toml): its modules
+# import from any working directory, so no script edits sys.path. --upgrade moves the ranges of the pins to
+# their newest version: `setuptools<81` replaces the setuptools 65 that Python 3.11's venv comes with, which
+# cannot build an editable wheel on its own. --no-build-isolation builds with that setuptools; --no-deps leaves
+# the pins alone.
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install --upgrade -r requirements.txt
+	$(PY) -m pip install --no-build-isolation --no-deps -e .
 	touch $(STAMP)
 
 # The compiled deformable-convolution extension (C++ CPU, plus CUDA where a toolkit is present).

@@ -50,16 +50,13 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from engine import autocast_context, outputs_to_float  # noqa: E402
-from main import build_optimizer  # noqa: E402
-from models import build_model, optimize_for_inference  # noqa: E402
-from models.dcn import selected_backend  # noqa: E402
-from util.config import ArgumentParser, get_args_parser, parse_args as parse_model_args  # noqa: E402
-from util.errors import run_main  # noqa: E402
-from util.misc import atomic_json_dump  # noqa: E402
+from engine import autocast_context, outputs_to_float
+from main import build_optimizer, get_args_parser
+from models import build_model, optimize_for_inference
+from models.dcn import selected_backend
+from util.config import ArgumentParser, parse_args as parse_model_args
+from util.errors import run_main
+from util.misc import atomic_json_dump
 
 INFERENCE_CASES = ("model", "baseline")
 CUDA_INFERENCE_CASES = ("model", "model_tf32", "model_bf16", "baseline")

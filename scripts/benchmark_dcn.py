@@ -18,12 +18,10 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import torch
 from torch import Tensor
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from models.dcn import deform_conv, extension_available  # noqa: E402
-from util.config import ArgumentParser  # noqa: E402
-from util.errors import run_main  # noqa: E402
-from util.misc import atomic_json_dump  # noqa: E402
+from models.dcn import deform_conv, extension_available
+from util.config import ArgumentParser
+from util.errors import run_main
+from util.misc import atomic_json_dump
 
 BACKENDS = ("extension", "torchvision")
 OFFSET_SCALE = 2.0  # pixels; typical of a trained offset head

@@ -17,12 +17,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import scipy.fft
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from datasets import audio  # noqa: E402
-from util.config import ArgumentParser  # noqa: E402
-from util.errors import run_main  # noqa: E402
-from util.misc import atomic_json_dump  # noqa: E402
+from datasets import audio
+from util.config import ArgumentParser
+from util.errors import run_main
+from util.misc import atomic_json_dump
 
 DEMO_PHRASES = (
     "a man in a black jacket is riding a brown horse along the beach",

@@ -6,14 +6,11 @@ without `wnet.class_embed.*` and `wnet.query_embed.weight`, ready for `--pretrai
 The output is written to a temporary file and renamed, so it is never left half-written.
 """
 import sys
-from pathlib import Path
 from typing import List
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from util.errors import DEBUG_FLAG, run_main  # noqa: E402
-from util.misc import atomic_torch_save  # noqa: E402
-from util.weights import convert_detr_state_dict, plan_detr_conversion, read_state_dict  # noqa: E402
+from util.errors import DEBUG_FLAG, run_main
+from util.misc import atomic_torch_save
+from util.weights import convert_detr_state_dict, plan_detr_conversion, read_state_dict
 
 USAGE = "usage: python scripts/convert_detr_weights.py IN OUT [--debug]"
 

@@ -32,17 +32,24 @@ from pathlib import Path
 from dataclasses import replace
 from typing import Dict, List, Optional, Sequence
 
+import numpy as np
+import torch
+
+import inference_rvos
+import main as train
+from datasets.ytvos import audio_feature_path, split_paths
+from datasets.ytvos_format import read_meta_expressions
+from engine import load_model_for_inference
+from inference_rvos import split_jobs
+from scripts.evaluate_rvos import evaluate_rvos
+from scripts.extract_mfcc import available_cpus
+from scripts.make_demo_data import DemoConfig, generate
+from scripts.probe_audio import probe
+from util.config import parse_args
+from util.errors import run_main
+from util.misc import atomic_json_dump
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # run as a script: make the repository's packages importable
-    sys.path.insert(0, str(REPO_ROOT))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from scripts.make_demo_data import DemoConfig, generate  # noqa: E402
-from util.config import get_args_parser, parse_args  # noqa: E402
-from util.errors import run_main  # noqa: E402
-from util.misc import atomic_json_dump  # noqa: E402
 
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
 SPLIT = "train"  # the demo data keeps every video in the train split; split files say which are held out
@@ -126,9 +133,6 @@ def write_shuffled_audio(data: Path, videos: Sequence[str], audio_dir: Path, out
 
     Returns `{video: {exp_id: exp_id whose recording it now has}}`.
     """
-    from datasets.ytvos_format import read_meta_expressions
-    from datasets.ytvos import audio_feature_path, split_paths
-
     meta = read_meta_expressions(split_paths(data, SPLIT)["meta_expressions"])
     rng = np.random.default_rng(seed)
     mapping = {}
@@ -153,9 +157,6 @@ def infer_and_evaluate(infer_argv: List[str], data: Path, out: Path, name: str, 
                        visualize: str = "") -> Dict[str, object]:
     """Infer the held-out videos of `data` with their own recordings and with each video's recordings deranged;
     returns J, F, J&F of both passes and the derangement."""
-    import inference_rvos
-    from scripts.evaluate_rvos import evaluate_rvos
-
     split_file = str(data / "test_videos.txt")
     data_argv = ["--ytvos_path", str(data), "--rvos_audio_path", str(data / "audio_feature"), "--split_file", split_file]
     results = out / f"{name}.json"  # name: a results file's stem
@@ -185,11 +186,6 @@ def epoch_seconds(log_path: Path) -> Dict[str, float]:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     """Run every stage; returns the metrics written to `--out/metrics.json`."""
-    import main as train
-    from scripts.probe_audio import probe
-    from inference_rvos import split_jobs
-    from engine import load_model_for_inference
-
     options, overrides = get_parser().parse_known_args(argv)
     data, out = options.data, options.out
     new_seed_data = options.new_seed_data or data.with_name(data.name + NEW_SEED_SUFFIX)
@@ -247,17 +243,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
         "probe": listening["summary"],
         "quick": options.quick, "config": str(options.config), "overrides": list(overrides),
         "stage_seconds": {k: round(v, 2) for k, v in {**stages, "warmup": epochs["warmup"]}.items()},
-        "machine": {"cpus": _cpu_count(), "platform": platform.platform()},
+        "machine": {"cpus": available_cpus(), "platform": platform.platform()},
     }
     atomic_json_dump(summary, out / METRICS_NAME, indent=1)
     report("total", stages["total"], metrics=str(out / METRICS_NAME),
            **{k: round(summary[k], 4) for k in SCORE_KEYS})
     return summary
-
-
-def _cpu_count() -> int:
-    import os
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 if __name__ == "__main__":

@@ -22,25 +22,21 @@ import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # run as a script: make the repository's packages importable
-    sys.path.insert(0, str(REPO_ROOT))
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
 
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from datasets.formats import DataFormatError, read_json, read_palette_png  # noqa: E402
-from datasets.ytvos_format import read_meta_expressions  # noqa: E402
-from datasets.common import SKIP_HINT, BadSampleWarning, SampleError  # noqa: E402
-from datasets.ytvos import TEST_PART, resolve_split_file  # noqa: E402
-from util.config import ArgumentParser, HelpFormatter, get_args_parser, parse_args  # noqa: E402
-from util.errors import USER_OS_ERRORS, UserError, one_line, run_main  # noqa: E402
-from util.metrics import db_eval_boundary, db_eval_iou  # noqa: E402
-from util.misc import atomic_json_dump  # noqa: E402
-from util.results import (ResultsFormatError, decode_masks, describe_entry, read_results,  # noqa: E402
+from datasets.common import SKIP_HINT, BadSampleWarning, SampleError
+from datasets.formats import DataFormatError, read_json, read_palette_png
+from datasets.ytvos import TEST_PART, resolve_split_file
+from datasets.ytvos_format import read_meta_expressions
+from util.config import OFFICIAL_YTVOS_PATH, ArgumentParser, HelpFormatter, ImgPathAction
+from util.errors import USER_OS_ERRORS, UserError, one_line, run_main
+from util.metrics import db_eval_boundary, db_eval_iou
+from util.misc import atomic_json_dump
+from util.results import (ResultsFormatError, decode_masks, describe_entry, read_results,
                           validate_results)
-from util.weights import count_trained_on, read_train_videos  # noqa: E402
+from util.weights import count_trained_on, read_train_videos
 
 ANNOTATION_SUFFIX = ".png"
 ExpressionKey = Tuple[str, str]  # (video name, exp_id)
@@ -232,16 +228,32 @@ def evaluate_rvos(results: Union[str, Path, Sequence[Dict[str, Any]]], ytvos_pat
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser("evaluate_rvos", parents=[get_args_parser()], formatter_class=HelpFormatter,
+    """The evaluation's own options: the results, where the ground truth is, which videos count; the names and
+    defaults are those of the training parser (util/config.py), whose model options the evaluation never reads."""
+    parser = ArgumentParser("evaluate_rvos", formatter_class=HelpFormatter,
                             description="Score a Ref-YouTube-VOS results.json (J, F, J&F).")
     parser.add_argument("results", type=str, help="results.json written by inference_rvos.py")
     parser.add_argument("--out", default="", type=str,
                         help="metrics JSON to write (default: <results stem>_metrics.json beside the results)")
+    parser.add_argument("--ytvos_path", default=OFFICIAL_YTVOS_PATH, type=str,
+                        help="Ref-YouTube-VOS root (<split>/Annotations, meta_expressions/, ann/)")
+    parser.add_argument("--ytvos_split", default="train", type=str, help="the split whose annotations score")
+    parser.add_argument("--img_path", action=ImgPathAction, default=argparse.SUPPRESS,
+                        metavar="ROOT/SPLIT/JPEGImages",
+                        help="the official inference scripts' frame folder: sets --ytvos_path ROOT and "
+                             "--ytvos_split SPLIT")
+    parser.add_argument("--split_file", "--ann_path", default="", type=str,
+                        help="videos to score: a VIS-style json or a text file of ids; default: the official "
+                             "<ytvos_path>/ann/instances_test_sub.json when it exists; 'none': every annotated video")
+    parser.add_argument("--model_path", default="", type=str,
+                        help="the checkpoint that made the results: count the evaluated videos it was trained on")
+    parser.add_argument("--skip_bad_samples", action="store_true",
+                        help="warn about and drop videos whose annotations cannot be read instead of stopping")
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    args = parse_args(get_parser(), argv)
+    args = get_parser().parse_args(argv)
     split_file = resolve_split_file(args.split_file, args.ytvos_path, TEST_PART)
     recorded = read_train_videos(args.model_path) if args.model_path else None
     train_videos = None if recorded is None else recorded.get("ytvos", [])

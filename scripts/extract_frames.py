@@ -17,12 +17,10 @@ from typing import Dict, List, Optional, Sequence
 import av
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from datasets.a2d_format import read_videoset_csv  # noqa: E402
-from util.config import ArgumentParser  # noqa: E402
-from util.errors import run_main  # noqa: E402
-from util.misc import atomic_directory  # noqa: E402
+from datasets.a2d_format import read_videoset_csv
+from util.config import ArgumentParser
+from util.errors import run_main
+from util.misc import atomic_directory
 
 VIDEO_EXTENSION = ".mp4"
 FRAME_NAME = "{:05d}.png"

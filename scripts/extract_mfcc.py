@@ -25,12 +25,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from datasets.audio import (AUDIO_EXTENSIONS, FEATURE_TYPES, AudioDecodeError, features_from_samples,  # noqa: E402
+from datasets.audio import (AUDIO_EXTENSIONS, FEATURE_TYPES, AudioDecodeError, features_from_samples,
                             load_audio, read_feature_info, save_features, write_feature_info)
-from util.config import ArgumentParser, non_negative_int, positive_int  # noqa: E402
-from util.errors import run_main  # noqa: E402
+from util.config import ArgumentParser, non_negative_int, positive_int
+from util.errors import run_main
 
 MAX_JOBS_PER_CHUNK = 8  # files handed to a worker at a time: amortises the inter-process round trip
 CHUNKS_PER_WORKER = 4  # small folders still spread over every worker, and a slow file does not stall a big chunk

@@ -22,7 +22,8 @@ failure or a timeout does not stop the next step:
 
 Then everything goes into --json (docs/gpu.json) and a marked "GPU" section of --markdown
 (docs/benchmark.md, replaced on a rerun); each step's full output is in --log_dir. Exit status 1 when
-a step failed. Without CUDA it prints one line saying so and exits 0.
+a step failed. Without CUDA it prints one line saying so and exits 0. The repository must be installed
+(`make install`; in a Python that already has the requirements: `pip install --no-build-isolation --no-deps -e .`).
 """
 import argparse
 import datetime
@@ -46,10 +47,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from util.misc import atomic_json_dump, atomic_write
 
-from util.misc import atomic_json_dump, atomic_write  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 GLOBAL_BUDGET_S = 8 * 60 - 15  # the issue's 8 minutes, less time to write the report and start Python
 STEP_GRACE_S = 10.0  # a step's thread may take this long past its limit to kill its subprocess and return

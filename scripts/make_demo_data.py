@@ -40,7 +40,6 @@ the audio depends on the order of the syntheses, which is fixed here.
 import argparse
 import json
 import math
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -49,14 +48,12 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from datasets.audio import mfcc39, save_features  # noqa: E402
-from datasets.formats import write_jpeg, write_json, write_palette_png  # noqa: E402
-from datasets.ytvos_format import vis_annotation_from_masks, write_meta_expressions, write_vis_instances  # noqa: E402
-from datasets.speech import (ENGLISH_VOICES, SPEECH_RATE_WPM, SPEECH_SEED_RANGE, check_voices,  # noqa: E402
+from datasets.audio import mfcc39, save_features
+from datasets.formats import write_jpeg, write_json, write_palette_png
+from datasets.speech import (ENGLISH_VOICES, SPEECH_RATE_WPM, SPEECH_SEED_RANGE, check_voices,
                              parse_voices, seed_speech, synthesize, write_wav)
-from util.misc import atomic_directory  # noqa: E402
+from datasets.ytvos_format import vis_annotation_from_masks, write_meta_expressions, write_vis_instances
+from util.misc import atomic_directory
 
 SPLIT_DIR = "train"  # every video lives in the train split; the split files say which are held out
 COMPLETE_MARKER = ".complete"

@@ -29,15 +29,17 @@ from copy import copy
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # run as a script: make the repository's packages importable
-    sys.path.insert(0, str(REPO_ROOT))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from datasets.noise import NOISE_TYPES  # noqa: E402
-from util.misc import atomic_json_dump, atomic_write  # noqa: E402
+import inference_rvos
+from datasets.noise import NOISE_TYPES
+from engine import load_model_for_inference
+from scripts.demo import derangement
+from scripts.evaluate_rvos import evaluate_rvos
+from util.config import parse_args
+from util.misc import atomic_json_dump, atomic_write
+from util.weights import load_weights_file
 
 DEFAULT_SNRS = (20.0, 10.0, 5.0, 0.0, -5.0, -10.0)
 SWEEP_NAME, PLOT_NAME, COMPARISON_NAME, RESULTS_DIR = "sweep.json", "sweep.png", "sweep_comparison.png", "results"
@@ -74,8 +76,6 @@ def derange_jobs(jobs: Sequence, seed: int) -> Tuple[List, Dict[str, Dict[str, s
     exp_ids sorted): with the same seed the same derangement. Returns (jobs, {video: {exp_id: exp_id whose
     recording it gets}}, videos with a single expression, which keep their own).
     """
-    from scripts.demo import derangement
-
     rng = np.random.default_rng(seed)
     deranged, mapping, kept = [], {}, []
     for job in jobs:
@@ -99,9 +99,6 @@ def run_pass(args, jobs: Sequence, model: torch.nn.Module, postprocessors: Dict[
              out: Path, noise: str = "", snr_db: Optional[float] = None) -> Dict[str, float]:
     """Infer `jobs` with `model` and its `postprocessors` (with `noise` at `snr_db`), write results/<name>.json,
     return its J, F and J&F."""
-    import inference_rvos
-    from scripts.evaluate_rvos import evaluate_rvos
-
     pass_args = copy(args)
     pass_args.save_path = str(out / RESULTS_DIR / f"{name}.json")
     pass_args.audio_noise, pass_args.audio_snr_db = noise, snr_db
@@ -113,8 +110,6 @@ def run_pass(args, jobs: Sequence, model: torch.nn.Module, postprocessors: Dict[
 
 def trained_wavelet_threshold(model_path: str) -> Optional[float]:
     """The `--wavelet_threshold` a training checkpoint stored in its args (None when it stores none)."""
-    from util.weights import load_weights_file
-
     checkpoint = load_weights_file(model_path)
     stored = checkpoint.get("args") if isinstance(checkpoint, dict) else None
     stored = vars(stored) if isinstance(stored, argparse.Namespace) else stored
@@ -128,10 +123,6 @@ def snr_name(noise: str, snr_db: float) -> str:
 
 def sweep(options: argparse.Namespace, model_argv: Sequence[str]) -> dict:
     """Every pass; writes `sweep.json` after each and `sweep.png` at the end. Returns the sweep."""
-    import inference_rvos
-    from util.config import parse_args
-    from engine import load_model_for_inference
-
     args = parse_args(inference_rvos.get_parser(), list(model_argv))
     if not args.rvos_wav_path:
         raise SystemExit("noise is added to recordings: pass --rvos_wav_path (the <video>_<exp_id>.wav folder)")

@@ -23,25 +23,21 @@ those of the training parser (util/config.py).
 import argparse
 import sys
 from collections import defaultdict
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # run as a script: make the repository's packages importable
-    sys.path.insert(0, str(REPO_ROOT))
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from engine import load_audio_array, load_frame, load_model_for_inference  # noqa: E402
-from inference_rvos import split_jobs  # noqa: E402
-from models.postprocess import PostProcessSegm  # noqa: E402
-from util.clips import cyclic_clips  # noqa: E402
-from util.config import ArgumentParser, HelpFormatter, get_args_parser, parse_args  # noqa: E402
-from util.errors import OptionError, run_main  # noqa: E402
-from util.misc import atomic_json_dump  # noqa: E402
+from engine import load_audio_array, load_frame, load_model_for_inference
+from inference_rvos import split_jobs
+from main import get_args_parser
+from models.postprocess import PostProcessSegm
+from util.clips import cyclic_clips
+from util.config import ArgumentParser, HelpFormatter, parse_args
+from util.errors import OptionError, run_main
+from util.misc import atomic_json_dump
 
 STAGES = ("fusion", "memory", "queries", "bbox_attention", "mask_logits")
 NORM_FLOOR = 1e-12  # a stage whose output is all zeros has no relative change to report

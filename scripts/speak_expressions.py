@@ -43,12 +43,10 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import soundfile
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from datasets.speech import (ENGLISH_VOICES, SpeechJob, check_voices, draw_speech,  # noqa: E402
+from datasets.speech import (ENGLISH_VOICES, SpeechJob, check_voices, draw_speech,
                              parse_voices, speak_to_files)
-from scripts.extract_mfcc import available_cpus  # noqa: E402
-from util.misc import atomic_json_dump  # noqa: E402
+from scripts.extract_mfcc import available_cpus
+from util.misc import atomic_json_dump
 
 FORMATS = ("ytvos", "a2d", "jhmdb")
 MANIFEST_NAME = "manifest.json"

@@ -14,11 +14,9 @@ from typing import List, Optional, Sequence
 
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from datasets.speech import DEFAULT_VOICE, synthesize, write_wav  # noqa: E402
-from util.config import ArgumentParser  # noqa: E402
-from util.errors import run_main  # noqa: E402
+from datasets.speech import DEFAULT_VOICE, synthesize, write_wav
+from util.config import ArgumentParser
+from util.errors import run_main
 
 MAX_NAME_CHARS = 40  # of the phrase's words kept in the file name
 COMMENT_PREFIX = "#"

@@ -1,15 +1,11 @@
 """scripts/benchmark.py --quick: every figure is reported and positive (no timing assertions)."""
 import json
 import mmap
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-
-import benchmark  # noqa: E402
+from scripts import benchmark
 
 SMALL_MODEL = ["--quick", "--backbone", "resnet18", "--hidden_dim", "96"]
 

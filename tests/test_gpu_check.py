@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-
-import gpu_check  # noqa: E402
+from scripts import gpu_check
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST_GRACE_S = 0.1

@@ -1,0 +1,69 @@
+"""torch.hub entry points: the official Wnet models with their weights, as DETR offers its own.
+
+    model, postprocessors = torch.hub.load(REPO_DIR, "wnet_r50", source="local", checkpoint="wnet_r50.pth")
+    out = model(clip, audio)  # clip [36, 3, H, W] ImageNet-normalised, audio [39, L] MFCC-39 (datasets/audio.py)
+    masks = postprocessors["segm"](out, torch.tensor([[H, W]]))[0]["masks"]  # [36, H, W] bool
+
+The settings of each backbone are those of its training config (configs/ytvos_r50.yaml,
+configs/ytvos_r101.yaml) read through the training parser, so the defaults live in one place
+(util/config.py). The checkpoint (`{'model': state_dict}`, as main.py writes it) is loaded strictly
+with `torch.load(weights_only=True)`: every key must fit. Nothing is downloaded unless `checkpoint` is
+an http(s) URL; the DETR and ImageNet initialisations are not needed (the checkpoint replaces them).
+"""
+from pathlib import Path
+from typing import Dict, Tuple
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from main import get_args_parser
+from models import build_model
+from util.config import parse_args
+from util.weights import load_wnet_checkpoint
+
+dependencies = ["torch", "torchvision", "pytorch_wavelets", "yaml"]  # what torch.hub checks before loading
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+URL_SCHEMES = ("http", "https")
+
+
+def _checkpoint_file(checkpoint: str) -> Path:
+    """A local checkpoint path, checked before the model is built; a URL is downloaded once into torch.hub's
+    cache (`<hub dir>/checkpoints/<file name>`, where `torch.hub.load_state_dict_from_url` keeps its files)."""
+    url = urlparse(str(checkpoint))
+    if url.scheme not in URL_SCHEMES:
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {path} does not exist (a Wnet checkpoint {{'model': state_dict}}, "
+                                    f"as main.py writes it, or an http(s) URL of one)")
+        return path
+    # Downloaded to a file rather than through load_state_dict_from_url: the strict loader reads files, and
+    # training checkpoints hold their argparse.Namespace, which it allows and a bare weights_only load refuses.
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(url.path).name
+    if not cached.is_file():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(checkpoint, str(cached))
+    return cached
+
+
+def _official_wnet(config_name: str, checkpoint: str) -> Tuple[nn.Module, Dict[str, nn.Module]]:
+    """The mask model of `configs/<config_name>` with the weights of `checkpoint`, in eval mode."""
+    path = _checkpoint_file(checkpoint)
+    args = parse_args(get_args_parser(), ["--config", str(CONFIG_DIR / config_name)])
+    model, _, postprocessors = build_model(args)
+    load_wnet_checkpoint(model, path)
+    return model.eval(), postprocessors
+
+
+def wnet_r50(checkpoint: str) -> Tuple[nn.Module, Dict[str, nn.Module]]:
+    """Wnet with a ResNet-50 backbone (hidden 384, 4+4 layers, 36 frames) and the weights of `checkpoint`
+    (a file path or an http(s) URL). Returns `(model, postprocessors)`: `postprocessors['segm']` turns the
+    model's mask logits into binary masks at the frames' size, `postprocessors['bbox']` its boxes into pixels."""
+    return _official_wnet("ytvos_r50.yaml", checkpoint)
+
+
+def wnet_r101(checkpoint: str) -> Tuple[nn.Module, Dict[str, nn.Module]]:
+    """Wnet with a ResNet-101 backbone (otherwise as `wnet_r50`) and the weights of `checkpoint`.
+    Returns `(model, postprocessors)`."""
+    return _official_wnet("ytvos_r101.yaml", checkpoint)
