@@ -34,6 +34,7 @@ from datasets.transforms import make_inference_transforms
 from models import build_model, optimize_for_inference
 from models.postprocess import PostProcessSegm
 from util.clips import cyclic_clips, middle_frame_index
+from util.config import inference_scale
 from util.errors import USER_OS_ERRORS, OptionError, UserError, check_device, one_line
 from util.journal import ResultJournal, journal_on_interrupt, journal_settings, unfinished_hint
 from util.metrics import db_eval_boundary, db_eval_iou, referring_metrics
@@ -422,7 +423,7 @@ def run_middle_frame_protocol(args, samples: Sequence[MiddleFrameSample], desc: 
     warn_feature_rate(args.a2d_audio_path, args)
     with journal_on_interrupt(journal):
         metrics, records, dropped = evaluate_middle_frame(model, postprocessors["segm"], samples, args.num_frames,
-                                                          desc, args.data_scale, args.skip_bad_samples, journal,
+                                                          desc, inference_scale(args), args.skip_bad_samples, journal,
                                                           audio_loader(args, noise))
     dropped = dataset.problems + dropped
     metrics["num_dropped"] = len(dropped)

@@ -43,7 +43,7 @@ from engine import (audio_loader, list_frames, load_audio_array, load_frame, loa
                     predict_video_masks, warn_feature_rate)
 from models.postprocess import PostProcessSegm
 from main import get_args_parser
-from util.config import ArgumentParser, HelpFormatter, parse_args
+from util.config import ArgumentParser, HelpFormatter, inference_scale, parse_args
 from util.errors import USER_OS_ERRORS, OptionError, UserError, one_line, run_main
 from util.journal import ResultJournal, journal_on_interrupt, journal_settings, unfinished_hint
 from util.misc import atomic_write
@@ -218,7 +218,7 @@ def infer_job(model: torch.nn.Module, postprocess: PostProcessSegm, job: VideoJo
               load_audio: Callable[[Path], torch.Tensor], journal: ResultJournal) -> dict:
     """One video: its results.json entries and dropped expressions; PNGs and overlays written as asked."""
     try:
-        masks, dropped = infer_video(model, postprocess, job, args.num_frames, args.data_scale, load_audio,
+        masks, dropped = infer_video(model, postprocess, job, args.num_frames, inference_scale(args), load_audio,
                                      args.skip_bad_samples)
     except SampleError as error:
         raise SampleError(f"{error}{unfinished_hint(journal)}") from error

@@ -45,7 +45,7 @@ from scripts.evaluate_rvos import evaluate_rvos
 from scripts.extract_mfcc import available_cpus
 from scripts.make_demo_data import DemoConfig, generate
 from scripts.probe_audio import probe
-from util.config import parse_args
+from util.config import inference_scale, parse_args
 from util.errors import run_main
 from util.misc import atomic_json_dump
 
@@ -71,7 +71,7 @@ DEFAULT_THREADS = 2  # the machine's two cores: 0.28 s per training step against
 # J&F 0.684 -> 0.702 with the same recipe). 40 held-out videos (80 expressions) keep the figures stable.
 DEMO_VOCABULARY = dict(min_objects=2, max_objects=2, num_colours=3, num_shapes=3, num_voices=2, p_say_size=0.0,
                        p_say_motion=0.0, speed_scale=4.0, size_scale=1.4)
-DEMO_DATA = DemoConfig(seed=0, num_train_videos=160, num_test_videos=40, num_frames=8, height=72, width=128,
+DEMO_DATA = DemoConfig(seed=0, num_train_videos=120, num_test_videos=40, num_frames=8, height=72, width=128,
                        **DEMO_VOCABULARY)
 # --quick: just enough for every stage to run (a handful of training steps).
 QUICK_DATA = DemoConfig(seed=0, num_train_videos=2, num_test_videos=1, num_frames=4, height=72, width=128,
@@ -232,7 +232,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     probe_args = parse_args(argparse.ArgumentParser(parents=[train.get_args_parser()]), infer_argv)
     model, postprocessors, _ = load_model_for_inference(probe_args)
     listening = probe(model, postprocessors["segm"], split_jobs(probe_args)[:PROBE_VIDEOS], args.num_frames,
-                      args.data_scale, args.device)
+                      inference_scale(probe_args), args.device)
     stages["probe"] = time.time() - start
     report("probe", stages["probe"], **{k: round(v, 4) for k, v in listening["summary"].items()})
 

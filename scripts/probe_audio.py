@@ -35,7 +35,7 @@ from inference_rvos import split_jobs
 from main import get_args_parser
 from models.postprocess import PostProcessSegm
 from util.clips import cyclic_clips
-from util.config import ArgumentParser, HelpFormatter, parse_args
+from util.config import ArgumentParser, HelpFormatter, inference_scale, parse_args
 from util.errors import OptionError, run_main
 from util.misc import atomic_json_dump
 
@@ -152,7 +152,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     jobs = split_jobs(args)
     if args.max_videos:
         jobs = jobs[:args.max_videos]
-    result = probe(model, postprocessors["segm"], jobs, args.num_frames, args.data_scale, args.device)
+    result = probe(model, postprocessors["segm"], jobs, args.num_frames, inference_scale(args), args.device)
     print(format_table(result))
     if args.json:
         atomic_json_dump({**result, "model_path": args.model_path}, args.json, indent=1)

@@ -19,7 +19,7 @@ from model_helpers import save_untrained_checkpoint
 from models import build_model
 from models.postprocess import PostProcessSegm
 from util.clips import cyclic_clips
-from util.config import parse_args
+from util.config import inference_scale, parse_args
 from util.errors import OptionError
 from util.results import decode_masks, read_results
 
@@ -237,3 +237,24 @@ def test_model_path_is_required(tmp_path: Path):
     with pytest.raises(OptionError, match="--model_path"):
         inference_rvos.main(MODEL_ARGV + ["--ytvos_path", data["root"], "--rvos_audio_path", data["audio_root"],
                                           "--save_path", str(tmp_path / "r.json")])
+
+
+def test_inference_data_scale_sets_the_inference_size_alone(tmp_path: Path, checkpoint: Path):
+    """`--inference_data_scale` resizes the frames the model sees at inference; masks stay at the frames' size."""
+    args = parse_args(inference_rvos.get_parser(), MODEL_ARGV + ["--data_scale", "0.5"])
+    assert inference_scale(args) == 0.5
+    args = parse_args(inference_rvos.get_parser(), MODEL_ARGV + ["--data_scale", "0.5", "--inference_data_scale", "0.25"])
+    assert inference_scale(args) == 0.25
+
+    data = make_ytvos(tmp_path / "ytvos", num_videos=1, num_frames=2)
+    frames = {}
+    for scale in ("0.5", "0.25"):
+        results_path = tmp_path / f"results_{scale}.json"
+        inference_rvos.main(MODEL_ARGV + ["--model_path", str(checkpoint), "--ytvos_path", data["root"],
+                                          "--rvos_audio_path", data["audio_root"], "--save_path", str(results_path),
+                                          "--data_scale", "0.5", "--inference_data_scale", scale])
+        entries = read_results(results_path)
+        frames[scale] = np.stack([decode_masks(e["segmentations"]) for e in entries])
+    height, width = np.asarray(Image.open(next(Path(data["root"]).rglob("*.jpg")))).shape[:2]
+    assert frames["0.5"].shape[-2:] == frames["0.25"].shape[-2:] == (height, width)
+    assert not np.array_equal(frames["0.5"], frames["0.25"])  # the model saw other pixels
