@@ -36,7 +36,8 @@ def snr_db(signal: np.ndarray, noise: np.ndarray) -> float:
 
 
 def mix_at_snr(signal: np.ndarray, noise: np.ndarray, target_db: float) -> np.ndarray:
-    """`signal + g * noise` with the gain `g` that makes the SNR of the mix `target_db` (float64)."""
+    """`signal + g * noise` with the gain `g` that makes the SNR of the mix `target_db` (float64). At
+    `target_db = -inf` the speech is gone: the noise alone, at the power of the signal."""
     signal = np.asarray(signal, dtype=np.float64)
     noise = np.asarray(noise, dtype=np.float64)
     if noise.shape != signal.shape:
@@ -46,6 +47,8 @@ def mix_at_snr(signal: np.ndarray, noise: np.ndarray, target_db: float) -> np.nd
         raise ValueError("the recording is silent: its signal-to-noise ratio is undefined")
     if noise_power == 0:
         raise ValueError("the noise is silent")
+    if target_db == -math.inf:
+        return math.sqrt(signal_power / noise_power) * noise
     gain = math.sqrt(signal_power / (noise_power * 10.0 ** (target_db / 10.0)))
     return signal + gain * noise
 
@@ -89,8 +92,8 @@ class AudioNoise:
     def __init__(self, kind: str, snr_db: float, seed: int, pool: Sequence[PathLike] = ()):
         if kind not in NOISE_TYPES:
             raise ValueError(f"unknown noise {kind!r}; expected one of {NOISE_TYPES}")
-        if not math.isfinite(snr_db):
-            raise ValueError(f"the signal-to-noise ratio must be a finite number of dB, got {snr_db}")
+        if math.isnan(snr_db) or snr_db == math.inf:
+            raise ValueError(f"the signal-to-noise ratio must be a number of dB or -inf (noise alone), got {snr_db}")
         if seed < 0:
             raise ValueError(f"the noise seed must be >= 0, got {seed}")
         self.kind, self.snr_db, self.seed = kind, float(snr_db), int(seed)

@@ -13,16 +13,20 @@ Passes, each Ref-YouTube-VOS inference (`inference_rvos.run`, the same model loa
 - deranged: each video's recordings deranged among its expressions (as `scripts/demo.py`'s shuffled audio, with
   the same seed and so the same derangement): the level of a model that hears the wrong expression;
 - one per noise type and SNR: the noise added to every recording at that SNR before its MFCC
-  (`--audio_noise`, `--audio_snr_db`; babble = other recordings of the split; seeded by `--seed`).
+  (`--audio_noise`, `--audio_snr_db`; babble = other recordings of the split; seeded by `--seed`);
+- one per noise type with the noise alone (`--audio_snr_db -inf`: the noise at each recording's power, no
+  speech left): the level of a model that hears nothing about the expression. Deranged recordings score
+  below it, since they name the other object; the sweep approaches this level, not the deranged one.
 
 `--out` gets `sweep.json` (written after every pass), `sweep.png` (J&F against SNR, one line per noise type,
-the clean and deranged levels as horizontal lines) and `results/<pass>.json`. `--combine LABEL=SWEEP_JSON ...`
+the clean, deranged and noise-alone levels as horizontal lines) and `results/<pass>.json`. `--combine LABEL=SWEEP_JSON ...`
 draws several sweeps in one picture, `--out/sweep_comparison.png` (e.g. the same recipe trained with and
 without the wavelet denoising). Every other option goes to the inference parser (util/config.py), as for
 inference_rvos.py; `--wavelet_threshold` must be the value the model was trained with.
 """
 import argparse
 import json
+import math
 import sys
 import time
 from copy import copy
@@ -43,12 +47,13 @@ from util.weights import load_weights_file
 
 DEFAULT_SNRS = (20.0, 10.0, 5.0, 0.0, -5.0, -10.0)
 SWEEP_NAME, PLOT_NAME, COMPARISON_NAME, RESULTS_DIR = "sweep.json", "sweep.png", "sweep_comparison.png", "results"
-CLEAN, DERANGED = "clean", "deranged"
+CLEAN, DERANGED, NOISE_ONLY = "clean", "deranged", "noise_only"
 DEFAULT_THREADS = 1  # as scripts/demo.py: on a busy 2-core machine more threads wait on each other
 FIGURE_SIZE = (6.4, 4.2)  # inches
 FIGURE_DPI = 150
 NOISE_STYLES = {"white": "-", "babble": "--"}
 MARKERS = {"white": "o", "babble": "s"}
+NOISE_ALONE_STYLE = (0, (1, 3))  # sparse dots: a level, not a measured curve
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -148,6 +153,7 @@ def sweep(options: argparse.Namespace, model_argv: Sequence[str]) -> dict:
         "snrs_db": [float(s) for s in options.snrs], "noise_types": list(options.noise_types),
         "title": options.title or args.model_path,
         "noise": {noise: [] for noise in options.noise_types},
+        NOISE_ONLY: {},
     }
 
     def record(name: str, metrics: Dict[str, float], **extra) -> None:
@@ -162,6 +168,9 @@ def sweep(options: argparse.Namespace, model_argv: Sequence[str]) -> dict:
     result["deranged_from"], result["deranged_kept_own"] = mapping, kept
     record(DERANGED, result[DERANGED])
     for noise in options.noise_types:
+        result[NOISE_ONLY][noise] = run_pass(args, jobs, model, postprocessors, f"{noise}_only", out, noise,
+                                             -math.inf)
+        record(f"{noise}_only", result[NOISE_ONLY][noise])
         for snr_db in options.snrs:
             metrics = run_pass(args, jobs, model, postprocessors, snr_name(noise, snr_db), out, noise, float(snr_db))
             result["noise"][noise].append({"snr_db": float(snr_db), **metrics})
@@ -173,8 +182,8 @@ def sweep(options: argparse.Namespace, model_argv: Sequence[str]) -> dict:
 
 # ----------------------------------------------------------------------------- pictures
 def plot_sweeps(sweeps: Sequence[Tuple[str, dict]], path: Path, title: str = "") -> None:
-    """J&F against SNR, one line per noise type, the clean (dotted) and deranged (dash-dot) J&F as horizontal
-    lines. One sweep: a colour per noise type; several: a colour per sweep, a line style per noise type.
+    """J&F against SNR, one line per noise type, the clean (dotted), deranged (dash-dot) and noise-alone
+    (sparse dots, the noise's colour) J&F as horizontal lines. One sweep: a colour per noise type; several: a colour per sweep, a line style per noise type.
     Written atomically as a PNG."""
     import matplotlib
     matplotlib.use("Agg")  # no display: files only
@@ -191,6 +200,10 @@ def plot_sweeps(sweeps: Sequence[Tuple[str, dict]], path: Path, title: str = "")
             axes.plot([p["snr_db"] for p in points], [p["J&F"] for p in points],
                       NOISE_STYLES.get(noise, "-"), color=colour, marker=MARKERS.get(noise, "o"),
                       label=f"{prefix}{noise} noise")
+            alone = result.get(NOISE_ONLY, {}).get(noise)  # absent from sweeps written before it existed
+            if alone:
+                axes.axhline(alone["J&F"], color=colour, linestyle=NOISE_ALONE_STYLE, linewidth=1.0,
+                             label=f"{prefix}{noise} noise alone, no speech ({alone['J&F']:.3f})")
         clean_colour, deranged_colour = ("black", "grey") if single else (colours[index % len(colours)],) * 2
         axes.axhline(result[CLEAN]["J&F"], color=clean_colour, linestyle=":",
                      label=f"{prefix}clean ({result[CLEAN]['J&F']:.3f})")

@@ -243,7 +243,8 @@ def test_inference_data_scale_sets_the_inference_size_alone(tmp_path: Path, chec
     """`--inference_data_scale` resizes the frames the model sees at inference; masks stay at the frames' size."""
     args = parse_args(inference_rvos.get_parser(), MODEL_ARGV + ["--data_scale", "0.5"])
     assert inference_scale(args) == 0.5
-    args = parse_args(inference_rvos.get_parser(), MODEL_ARGV + ["--data_scale", "0.5", "--inference_data_scale", "0.25"])
+    args = parse_args(inference_rvos.get_parser(),
+                      MODEL_ARGV + ["--data_scale", "0.5", "--inference_data_scale", "0.25"])
     assert inference_scale(args) == 0.25
 
     data = make_ytvos(tmp_path / "ytvos", num_videos=1, num_frames=2)

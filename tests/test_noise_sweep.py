@@ -49,12 +49,13 @@ def test_sweep_writes_every_pass_json_and_picture(swept):
     levels = [written["clean"], written["deranged"]]
     for noise in ("white", "babble"):
         assert [point["snr_db"] for point in written["noise"][noise]] == [10.0, -10.0]
-        levels += written["noise"][noise]
+        levels += written["noise"][noise] + [written["noise_only"][noise]]
     for metrics in levels:
         assert 0.0 <= metrics["J&F"] <= 1.0
         assert metrics["J&F"] == pytest.approx((metrics["J"] + metrics["F"]) / 2)
     passes = sorted(p.stem for p in (out / noise_sweep.RESULTS_DIR).glob("*.json"))
-    assert passes == sorted(["clean", "deranged", "white_+10dB", "white_-10dB", "babble_+10dB", "babble_-10dB"])
+    assert passes == sorted(["clean", "deranged", "white_only", "white_+10dB", "white_-10dB", "babble_only",
+                             "babble_+10dB", "babble_-10dB"])
     with Image.open(out / noise_sweep.PLOT_NAME) as picture:
         assert picture.format == "PNG"
         assert picture.size == tuple(round(side * noise_sweep.FIGURE_DPI) for side in noise_sweep.FIGURE_SIZE)

@@ -1,6 +1,7 @@
 """Features straight from recordings (equal to the extracted .npy, cached per process) and noisy speech (white and
 babble noise at a requested SNR) in the loaders and the inference scripts."""
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import inference_rvos
 from audio_helpers import load_script, tone_signal, write_audio
 from data_factory import make_a2d, make_ytvos
 from datasets.audio import features_from_samples, load_audio
-from datasets.noise import AudioNoise, build_noise, mix_at_snr, snr_db
+from datasets.noise import AudioNoise, build_noise, mean_power, mix_at_snr, snr_db
 from datasets.ytvos import RVOSDataset
 from engine import load_audio_array
 from main import get_args_parser
@@ -133,6 +134,22 @@ def test_mixed_signal_has_the_requested_snr(tmp_path: Path):
     assert snr_db(signal, mixed - signal) == pytest.approx(3.0, abs=1e-9)
     with pytest.raises(ValueError, match="silent"):
         mix_at_snr(np.zeros(100), np.ones(100), 0.0)
+
+
+def test_minus_infinite_snr_is_the_noise_alone_at_the_recording_power(tmp_path: Path):
+    """`--audio_snr_db -inf`: no speech left, the noise scaled to the recording's power (the sweep's floor)."""
+    signal = tone_signal(SAMPLE_RATE, 0.5).astype(np.float64)
+    noise = np.random.default_rng(0).uniform(-1, 1, signal.size)
+    alone = mix_at_snr(signal, noise, -math.inf)
+    assert np.corrcoef(alone, noise)[0, 1] == pytest.approx(1.0)  # nothing of the tone is left
+    assert mean_power(alone) == pytest.approx(mean_power(signal))
+    paths = write_recordings(tmp_path, [f"rec{i}" for i in range(3)])
+    recording, rate = load_audio(paths[0])
+    assert mean_power(AudioNoise("babble", -math.inf, seed=1, pool=paths).apply(recording, rate, paths[0])) == \
+        pytest.approx(mean_power(recording))
+    for level in (math.inf, math.nan):
+        with pytest.raises(ValueError, match="-inf"):
+            AudioNoise("white", level, seed=1)
 
 
 def test_noise_is_seeded_per_recording_and_babble_mixes_other_recordings(tmp_path: Path, monkeypatch):

@@ -236,7 +236,8 @@ def get_args_parser(*, dataset_files: Optional[Sequence[str]] = None,
                         help="add noise to every recording before its MFCC (needs --rvos_wav_path / --a2d_wav_path): "
                              "white Gaussian noise, or babble, a mix of other recordings of the split (seeded by --seed)")
     parser.add_argument("--audio_snr_db", default=None, type=float,
-                        help="signal-to-noise ratio of --audio_noise in dB, over each whole recording")
+                        help="signal-to-noise ratio of --audio_noise in dB, over each whole recording; -inf: the "
+                             "noise alone at the recording's power (no speech left)")
 
     # Bad inputs and faults (README "When something goes wrong")
     parser.add_argument("--check_data", action="store_true",
