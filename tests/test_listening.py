@@ -20,18 +20,19 @@ from models.postprocess import PostProcessSegm
 from scripts import demo
 from scripts.make_demo_data import DemoConfig, generate
 from util.clips import cyclic_clips
-from util.config import parse_args
+from util.config import inference_scale, parse_args
 
 MEMORISED_VIDEOS = 1
 # One video of four frames in two-frame clips keeps the test near a minute on two CPU cores; seed 7 draws
 # shapes of similar size, drawn larger so that the edges of the 1/4-resolution masks weigh less.
 DATA = DemoConfig(seed=7, num_train_videos=MEMORISED_VIDEOS, num_test_videos=1, num_frames=4, height=72,
                   width=128, **{**demo.DEMO_VOCABULARY, "size_scale": 1.4})
-TRAIN_OPTIONS = ["--num_frames", "2", "--num_queries", "2", "--epochs", "60", "--lr_drop", "45", "--batch_size", "2",
-                 "--warmup_epochs", "0", "--split_file", ""]
-# Each expression's mask covers its own object ... (memorised masks reach IoU 0.6-0.8 here: at 72x128 the mask
-# head's 18x32 logits blur the edges of shapes that touch; the README's demo section has the measurements)
-OWN_IOU_MIN = 0.5
+TRAIN_OPTIONS = ["--num_frames", "2", "--num_queries", "2", "--epochs", "80", "--lr_drop", "60", "--batch_size", "2",
+                 "--warmup_epochs", "0", "--split_file", "", "--output_dir", ""]  # no checkpoints: the model is returned
+# Each expression's mask covers its own object ... (inferred at the demo's --inference_data_scale 0.32, the
+# memorised masks reach IoU 0.77 and 0.83, swapped 0.01 and 0.03; at the training size 0.24 the mask head's
+# 18x32 logits blur the edges of shapes that touch and IoU stays near 0.65-0.72)
+OWN_IOU_MIN = 0.7
 SWAPPED_IOU_MAX = 0.3  # ... and leave it when the other expression's recording is played instead
 
 
@@ -62,7 +63,7 @@ def expression_ious(model, args, swap: bool):
             audio = audios[(k + 1) % len(audios)] if swap else audios[k]
             scores = []
             for indices, count in cyclic_clips(len(job.frame_paths), args.num_frames):
-                clip = torch.stack([load_frame(job.frame_paths[i], args.data_scale)[0] for i in indices])
+                clip = torch.stack([load_frame(job.frame_paths[i], inference_scale(args))[0] for i in indices])
                 gts = [read_palette_png(mask_path(args.ytvos_path, args.ytvos_split, job.name, job.frame_paths[i].stem))
                        for i in indices]
                 masks = predict_clip_masks(model, PostProcessSegm(), clip, audio, gts[0].shape)["masks"].numpy()
