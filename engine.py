@@ -26,8 +26,9 @@ from tqdm import tqdm
 
 import util.misc as utils
 from datasets.audio import AudioWarning, feature_sample_rate, features_from_samples, load_audio
-from datasets.common import (SKIP_HINT, BadSampleLog, BadSampleWarning, SampleError, centred_clip_indices,
-                             is_recording, load_audio_feature, recording_features)
+from datasets.common import (SKIP_HINT, BadSampleLog, BadSampleWarning, MiddleFrameDataset, SampleError,
+                             build_for_check, centred_clip_indices, is_recording, load_audio_feature,
+                             recording_features, report_data_check)
 from datasets.formats import DataFormatError, read_rgb
 from datasets.noise import AudioNoise, build_noise
 from datasets.transforms import make_inference_transforms
@@ -100,6 +101,23 @@ def _weighted_losses(loss_dict: Dict[str, torch.Tensor], weight_dict: Dict[str, 
     return total
 
 
+def forward_batch(model: nn.Module, samples: utils.NestedTensor, audio: utils.NestedTensor,
+                  targets: List[Dict[str, Any]], device: torch.device, amp: bool = False, amp_dtype: torch.dtype = torch.bfloat16,
+                  bad_samples: Optional[BadSampleLog] = None) -> Tuple[Any, List[Dict[str, Any]]]:
+    """One collated batch of the training or validation loop through the model: clips `samples` `[B, T, 3, H, W]`
+    and `audio` `[B, 39, L]` on `device` -> (the model's outputs, float32 under `amp`; the targets on `device`).
+
+    The samples replaced while loading the batch (`--skip_bad_samples`) are named once through `bad_samples`.
+    """
+    if bad_samples is not None:
+        bad_samples.add(targets)
+    samples, audio = samples.to(device), audio.to(device)
+    targets = _to_device(targets, device)
+    with autocast_context(device, amp, amp_dtype):
+        outputs = model(samples, audio)
+    return (outputs_to_float(outputs) if amp else outputs), targets
+
+
 def train_one_epoch(model: nn.Module, criterion: nn.Module, data_loader: Iterable,
                     optimizer: torch.optim.Optimizer, device: torch.device, epoch: int,
                     max_norm: float = 0.0, amp: bool = False, amp_dtype: torch.dtype = torch.bfloat16,
@@ -118,13 +136,7 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, data_loader: Iterabl
     stopped = False
     progress = tqdm(data_loader, desc=f"epoch {epoch}", disable=not utils.is_main_process(), dynamic_ncols=True)
     for samples, audio, targets in progress:
-        if bad_samples is not None:
-            bad_samples.add(targets)
-        samples, audio = samples.to(device), audio.to(device)
-        targets = _to_device(targets, device)
-        with autocast_context(device, amp, amp_dtype):
-            outputs = model(samples, audio)
-        outputs = outputs_to_float(outputs) if amp else outputs
+        outputs, targets = forward_batch(model, samples, audio, targets, device, amp, amp_dtype, bad_samples)
         loss_dict = criterion(outputs, targets)
         losses = _weighted_losses(loss_dict, criterion.weight_dict)
 
@@ -178,13 +190,7 @@ def evaluate_loss(model: nn.Module, criterion: nn.Module, data_loader: Iterable,
     averages = EpochAverages()
     for samples, audio, targets in tqdm(data_loader, desc="eval", disable=not utils.is_main_process(),
                                         dynamic_ncols=True):
-        if bad_samples is not None:
-            bad_samples.add(targets)
-        samples, audio = samples.to(device), audio.to(device)
-        targets = _to_device(targets, device)
-        with autocast_context(device, amp, amp_dtype):
-            outputs = model(samples, audio)
-        outputs = outputs_to_float(outputs) if amp else outputs
+        outputs, targets = forward_batch(model, samples, audio, targets, device, amp, amp_dtype, bad_samples)
         reduced = utils.reduce_dict(criterion(outputs, targets))
         values = {k: float(v) for k, v in reduced.items()}
         values["loss"] = float(_weighted_losses(reduced, criterion.weight_dict))
@@ -412,9 +418,30 @@ def evaluate_middle_frame(model: nn.Module, postprocess: PostProcessSegm, sample
     return metrics, [{k: r[k] for k in SAMPLE_RECORD_KEYS} for r in records], dropped
 
 
-def run_middle_frame_protocol(args, samples: Sequence[MiddleFrameSample], desc: str, dataset) -> Dict[str, float]:
-    """Load `--model_path`, evaluate `samples` (of `dataset`), print the metrics and write them to
+def middle_frame_samples(dataset: MiddleFrameDataset) -> List[MiddleFrameSample]:
+    """Every sample of an A2D/JHMDB evaluation set, as the middle-frame protocol reads it (the ground truth is
+    read only when the sample is scored)."""
+    return [MiddleFrameSample(dataset.describe(index), dataset.frame_paths(sample.video_id), sample.frame_idx,
+                              dataset.sample_audio_path(index), functools.partial(dataset.ground_truth, index))
+            for index, sample in enumerate(dataset.samples)]
+
+
+def run_middle_frame_evaluation(args: argparse.Namespace,
+                                build_test_set: Callable[[argparse.Namespace], MiddleFrameDataset]
+                                ) -> Union[Dict[str, float], int]:
+    """What `inference_a2d.py` and `inference_jhmdb.py` do with the test set that `build_test_set(args)` reads:
+    the metrics of the middle-frame protocol, or with `--check_data` the exit code of the data check."""
+    if args.check_data:
+        args.skip_bad_samples = True  # list every broken sample
+        dataset = build_for_check(lambda: build_test_set(args))
+        return report_data_check(dataset.check_data(), {"dataset": dataset.name, "samples": len(dataset)})
+    return run_middle_frame_protocol(args, build_test_set(args))
+
+
+def run_middle_frame_protocol(args: argparse.Namespace, dataset: MiddleFrameDataset) -> Dict[str, float]:
+    """Load `--model_path`, evaluate every sample of `dataset`, print the metrics and write them to
     `--metrics_path`, with the samples dropped as broken (at `dataset`'s construction and while evaluating)."""
+    samples = middle_frame_samples(dataset)
     if args.resume_results and not args.metrics_path:
         raise OptionError("--resume_results needs --metrics_path (the unfinished run's samples are kept beside it)")
     journal = ResultJournal(args.metrics_path, journal_settings(args), args.resume_results) if args.metrics_path else None
@@ -423,8 +450,8 @@ def run_middle_frame_protocol(args, samples: Sequence[MiddleFrameSample], desc: 
     warn_feature_rate(args.a2d_audio_path, args)
     with journal_on_interrupt(journal):
         metrics, records, dropped = evaluate_middle_frame(model, postprocessors["segm"], samples, args.num_frames,
-                                                          desc, inference_scale(args), args.skip_bad_samples, journal,
-                                                          audio_loader(args, noise))
+                                                          dataset.title, inference_scale(args),
+                                                          args.skip_bad_samples, journal, audio_loader(args, noise))
     dropped = dataset.problems + dropped
     metrics["num_dropped"] = len(dropped)
     if noise is not None:

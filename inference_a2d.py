@@ -13,11 +13,10 @@ the sample (or drop it with `--skip_bad_samples`). `--a2d_wav_path` reads record
 """
 import argparse
 import sys
-from typing import List, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
-from datasets.a2d import A2DDataset
-from datasets.common import build_for_check, report_data_check
-from engine import MiddleFrameSample, run_middle_frame_protocol
+from datasets.a2d import build_test_set
+from engine import run_middle_frame_evaluation
 from main import get_args_parser
 from util.config import ArgumentParser, HelpFormatter, parse_args
 from util.errors import run_main
@@ -27,30 +26,9 @@ def get_parser() -> argparse.ArgumentParser:
     return ArgumentParser("Wnet A2D-Sentences evaluation", parents=[get_args_parser()], formatter_class=HelpFormatter)
 
 
-def a2d_dataset(args):
-    return A2DDataset(args.a2d_path, args.a2d_audio_path, args.num_frames, transforms=None, split="test",
-                      skip_bad_samples=args.skip_bad_samples, wav_root=args.a2d_wav_path)
-
-
-def a2d_samples(args, dataset) -> List[MiddleFrameSample]:
-    samples = []
-    for index, sample in enumerate(dataset.samples):
-        samples.append(MiddleFrameSample(
-            dataset.describe(index), dataset.frame_paths(sample.video_id), sample.frame_idx,
-            dataset.audio_path(sample),
-            lambda index=index: dataset.ground_truth(index)))
-    return samples
-
-
 def main(argv: Optional[Sequence[str]] = None) -> Union[dict, int]:
     """The metrics; with `--check_data` the exit code of the data check."""
-    args = parse_args(get_parser(), argv)
-    if args.check_data:
-        args.skip_bad_samples = True  # list every broken sample
-        dataset = build_for_check(lambda: a2d_dataset(args))
-        return report_data_check(dataset.check_data(), {"dataset": "a2d", "samples": len(dataset)})
-    dataset = a2d_dataset(args)
-    return run_middle_frame_protocol(args, a2d_samples(args, dataset), "A2D-Sentences", dataset)
+    return run_middle_frame_evaluation(parse_args(get_parser(), argv), build_test_set)
 
 
 if __name__ == "__main__":

@@ -24,12 +24,17 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
 import datasets
-from models.audio_encoder import AUDIO_ENCODERS
 import util.config as config
 import util.misc as utils
+from datasets import build_dataset, video_names, videos_sources
+from datasets.audio import feature_sample_rate
 from datasets.common import BadSampleLog, build_for_check, report_data_check
+from engine import evaluate_loss, train_one_epoch
+from models import build_model
+from models.audio_encoder import AUDIO_ENCODERS
 from util.config import ArgumentParser, HelpFormatter, is_none, parse_args
 from util.errors import DataWarning, Interrupted, OptionError, UserError, check_device, run_main
+from util.weights import load_pretrained_weights, load_wnet_checkpoint
 
 LOG_NAME = "log.txt"
 LATEST_CHECKPOINT = "checkpoint.pth"
@@ -231,8 +236,6 @@ def check_output_dir(output_dir: Path, args: argparse.Namespace) -> List[Path]:
 
 def build_checked_dataset(image_set: str, args: argparse.Namespace):
     """The dataset of `image_set`; a UserError when it has no sample (all dropped, or none there)."""
-    from datasets import build_dataset
-
     dataset = build_dataset(image_set, args)
     if len(dataset) == 0:
         reason = (f"all {dataset.num_dropped} were dropped as broken (--skip_bad_samples; the warnings above name "
@@ -244,8 +247,6 @@ def build_checked_dataset(image_set: str, args: argparse.Namespace):
 
 def check_data(args: argparse.Namespace) -> int:
     """`--check_data`: every problem of the dataset the run would use, one line each; 0 when there is none."""
-    from datasets import build_dataset
-
     args.skip_bad_samples = True  # collect every broken sample instead of stopping at the first
     image_set = "val" if args.eval else "train"
     dataset = build_for_check(lambda: build_dataset(image_set, args))
@@ -265,8 +266,6 @@ def warm_start(model: torch.nn.Module, criterion: torch.nn.Module, dataset, args
     recordings to objects; the training on the whole set then starts from that. The weights are kept in
     `output_dir/warmup.pth`; a resumed run (`--resume`) skips the stage.
     """
-    from engine import train_one_epoch
-
     model_without_ddp = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
     dataset = dataset.first_videos(args.warmup_subset)  # the training set's first videos, already checked
     loader = build_loader(dataset, args, shuffle=True)
@@ -292,11 +291,6 @@ def warm_start(model: torch.nn.Module, criterion: torch.nn.Module, dataset, args
 def main(args: argparse.Namespace):
     """Train (or with `--eval` run the validation-loss loop); returns the model (unwrapped from DDP), or with
     `--check_data` the exit code of the data check."""
-    from datasets import video_names, videos_sources
-    from engine import evaluate_loss, train_one_epoch
-    from models import build_model
-    from util.weights import load_pretrained_weights, load_wnet_checkpoint
-
     if args.check_data:
         return check_data(args)
     check_device(args.device)
@@ -454,8 +448,6 @@ def stopped_message(stop: StopSignals, when: str, output_dir: Optional[Path], sa
 def record_audio_sample_rate(args: argparse.Namespace) -> None:
     """Set `args.audio_sample_rate` (saved with every checkpoint) to the rate the features were extracted at,
     as `scripts/extract_mfcc.py` records it beside them, so that inference can tell a recording of another rate."""
-    from datasets.audio import feature_sample_rate
-
     folders = {"ytvos": [args.rvos_audio_path], "a2d": [args.a2d_audio_path], "jhmdb": [args.a2d_audio_path],
                "avos": [args.rvos_audio_path, args.a2d_audio_path]}[args.dataset_file]
     rates = {folder: feature_sample_rate(folder) for folder in folders}

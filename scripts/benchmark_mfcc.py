@@ -18,6 +18,7 @@ import numpy as np
 import scipy.fft
 
 from datasets import audio
+from datasets.speech import synthesize
 from util.config import ArgumentParser
 from util.errors import run_main
 from util.misc import atomic_json_dump
@@ -94,7 +95,6 @@ def speech_signal(seconds: float, audio_path: Optional[Path]) -> Tuple[np.ndarra
         samples, sample_rate = audio.load_audio(audio_path)
         pieces = [samples]
     else:
-        from datasets.speech import synthesize  # imported here: only needed without --audio
         pieces = []
         for phrase in DEMO_PHRASES:
             speech, sample_rate = synthesize(phrase)

@@ -17,7 +17,10 @@ USAGE = "usage: python scripts/convert_detr_weights.py IN OUT [--debug]"
 
 def main(argv: List[str]) -> int:
     paths = [arg for arg in argv if arg != DEBUG_FLAG]
-    if len(paths) != 2 or paths[0] in ("-h", "--help"):
+    if paths[:1] in (["-h"], ["--help"]):  # asked for: the usage on stdout and success, as argparse does
+        print(USAGE)
+        return 0
+    if len(paths) != 2:
         print(USAGE, file=sys.stderr)
         return 2
     source, destination = paths

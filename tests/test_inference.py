@@ -13,8 +13,10 @@ import inference_a2d
 import inference_jhmdb
 import inference_rvos
 from data_factory import make_a2d, make_jhmdb, make_ytvos
+import datasets.a2d
+import datasets.jhmdb
 from datasets.formats import read_palette_png
-from engine import evaluate_middle_frame, load_frame
+from engine import evaluate_middle_frame, load_frame, middle_frame_samples
 from model_helpers import save_untrained_checkpoint
 from models import build_model
 from models.postprocess import PostProcessSegm
@@ -205,7 +207,7 @@ def test_a2d_middle_frame_and_ground_truth_frame_hand_computed(tmp_path: Path):
     assert h5_files == ["00002.h5", "00007.h5"]  # 0-based frames 1 and 6, files named 1-based
     args = parse_args(inference_a2d.get_parser(), ["--a2d_path", data["root"], "--a2d_audio_path", data["audio_root"],
                                                    "--num_frames", "8", "--num_queries", "8", "--device", "cpu"])
-    samples = inference_a2d.a2d_samples(args, inference_a2d.a2d_dataset(args))
+    samples = middle_frame_samples(datasets.a2d.build_test_set(args))
     assert [(s.name.split()[3], s.frame_idx) for s in samples] == [(i, f) for i, f, _, _ in A2D_CASES]
     for sample, (_, _, _, box) in zip(samples, A2D_CASES):
         assert mask_box(sample.load_gt()) == box and sample.load_gt().sum() == 64
@@ -221,7 +223,7 @@ def test_jhmdb_middle_frame_and_ground_truth_frame_hand_computed(tmp_path: Path)
     args = parse_args(inference_jhmdb.get_parser(), ["--jhmdb_path", data["root"], "--a2d_audio_path",
                                                      data["audio_root"], "--num_frames", "8", "--num_queries", "8",
                                                      "--device", "cpu"])
-    samples = inference_jhmdb.jhmdb_samples(args, inference_jhmdb.jhmdb_dataset(args))
+    samples = middle_frame_samples(datasets.jhmdb.build_test_set(args))
     # linspace(4, 12 - 5, 3) = [4, 5.5, 7], truncated
     assert [s.frame_idx for s in samples] == [4, 5, 7]
     # frame 7 is past the 6 frames of the .mat: scored against its last frame (5), as the official

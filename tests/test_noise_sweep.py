@@ -8,10 +8,8 @@ import torch
 from PIL import Image
 
 from data_factory import make_ytvos
-from models import build_model
+from model_helpers import save_untrained_checkpoint
 from scripts import demo, noise_sweep, speak_expressions
-from main import get_args_parser
-from util.config import parse_args
 
 MODEL_ARGV = ["--backbone", "resnet18", "--hidden_dim", "48", "--nheads", "4", "--dim_feedforward", "64",
               "--enc_layers", "1", "--dec_layers", "1", "--num_frames", "2", "--num_queries", "2", "--masks",
@@ -27,10 +25,7 @@ def swept(tmp_path_factory):
                                    str(Path(data["root"]) / "meta_expressions" / "train" / "meta_expressions.json"),
                                    "--wav_dir", str(root / "wav"), "--feature_dir", str(root / "features"),
                                    "--workers", "1"]) == 0
-    torch.manual_seed(0)
-    model, _, _ = build_model(parse_args(get_args_parser(), MODEL_ARGV))
-    checkpoint = root / "checkpoint.pth"
-    torch.save({"model": model.state_dict()}, checkpoint)
+    checkpoint = save_untrained_checkpoint(root, MODEL_ARGV)
     split_file = root / "test_videos.txt"
     split_file.write_text("vid001\nvid000\n")
     argv = MODEL_ARGV + ["--model_path", str(checkpoint), "--ytvos_path", data["root"],

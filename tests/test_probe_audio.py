@@ -5,11 +5,9 @@ import shutil
 import pytest
 import torch
 
-from models import build_model
+from model_helpers import save_untrained_checkpoint
 from scripts import demo, probe_audio
 from scripts.make_demo_data import generate
-from main import get_args_parser
-from util.config import parse_args
 
 
 @pytest.fixture(scope="module")
@@ -19,10 +17,8 @@ def probe_setup(tmp_path_factory):
     data = root / "data"
     generate(data, demo.QUICK_DATA)
     argv = demo.model_args(demo.DEFAULT_CONFIG, data, root / "out", [])
-    torch.manual_seed(0)
-    model, _, _ = build_model(parse_args(get_args_parser(), argv))
-    torch.save({"model": model.state_dict()}, root / "model.pth")
-    return data, argv + ["--model_path", str(root / "model.pth")]
+    checkpoint = save_untrained_checkpoint(root, argv)
+    return data, argv + ["--model_path", str(checkpoint)]
 
 
 def test_probe_reports_every_stage(probe_setup, tmp_path, capsys):
