@@ -39,7 +39,7 @@ from util.config import inference_scale
 from util.errors import USER_OS_ERRORS, OptionError, UserError, check_device, one_line
 from util.journal import ResultJournal, journal_on_interrupt, journal_settings, unfinished_hint
 from util.metrics import db_eval_boundary, db_eval_iou, referring_metrics
-from util.reporting import report_metrics
+from util.reporting import log_json, report_metrics
 from util.results import decode_masks, encode_rle
 from util.weights import checkpoint_train_videos, load_wnet_checkpoint
 
@@ -228,6 +228,11 @@ def load_model_for_inference(args) -> Tuple[nn.Module, Dict[str, nn.Module], Opt
     if not args.masks:
         raise OptionError("inference predicts masks: pass --masks (the mask model), or a config that sets it")
     device = check_device(args.device)
+    if inference_scale(args) != args.data_scale:  # a departure from the official protocol: say so
+        log_json({"event": "inference_size", "data_scale": args.data_scale,
+                  "inference_data_scale": inference_scale(args),
+                  "note": "--inference_data_scale: the frames are resized for inference to another scale than "
+                          "--data_scale (the official infers at the training sizes)"})
     utils.seed_everything(args.seed)
     model, _, postprocessors = build_model(args)
     checkpoint = load_wnet_checkpoint(model, args.model_path)

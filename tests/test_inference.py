@@ -241,7 +241,7 @@ def test_model_path_is_required(tmp_path: Path):
                                           "--save_path", str(tmp_path / "r.json")])
 
 
-def test_inference_data_scale_sets_the_inference_size_alone(tmp_path: Path, checkpoint: Path):
+def test_inference_data_scale_sets_the_inference_size_alone(tmp_path: Path, checkpoint: Path, capsys):
     """`--inference_data_scale` resizes the frames the model sees at inference; masks stay at the frames' size."""
     args = parse_args(inference_rvos.get_parser(), MODEL_ARGV + ["--data_scale", "0.5"])
     assert inference_scale(args) == 0.5
@@ -258,6 +258,8 @@ def test_inference_data_scale_sets_the_inference_size_alone(tmp_path: Path, chec
                                           "--data_scale", "0.5", "--inference_data_scale", scale])
         entries = read_results(results_path)
         frames[scale] = np.stack([decode_masks(e["segmentations"]) for e in entries])
+        notes = [line for line in capsys.readouterr().out.splitlines() if '"event": "inference_size"' in line]
+        assert len(notes) == (0 if scale == "0.5" else 1)  # a run off the training size says so
     height, width = np.asarray(Image.open(next(Path(data["root"]).rglob("*.jpg")))).shape[:2]
     assert frames["0.5"].shape[-2:] == frames["0.25"].shape[-2:] == (height, width)
     assert not np.array_equal(frames["0.5"], frames["0.25"])  # the model saw other pixels
