@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from models import optimize_for_inference
-from test_model_parity import load_parity_case, relative_l2
+from test_model_parity import assert_within, load_parity_case
 
 AMP_BOX_ABS_TOL = 1e-2
 AMP_MASK_REL_L2_TOL = 0.1
@@ -24,9 +24,4 @@ def test_bfloat16_autocast_stays_within_bounds(reference_dir, num_frames):
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             out = model(clip, audio)
         assert out["pred_masks"].dtype == torch.bfloat16, "autocast did not reach the mask head"
-        aux = torch.stack([a["pred_boxes"] for a in out["aux_outputs"]])
-        assert (out["pred_boxes"].double() - fixture["pred_boxes"]).abs().max() <= AMP_BOX_ABS_TOL
-        assert (aux.double() - fixture["aux_pred_boxes"]).abs().max() <= AMP_BOX_ABS_TOL
-        assert relative_l2(out["pred_masks"], fixture["pred_masks"]) <= AMP_MASK_REL_L2_TOL
-        for key in ("memory", "fusion"):
-            assert relative_l2(out[key], fixture[key]) <= AMP_FEATURE_REL_L2_TOL, key
+        assert_within(out, fixture, AMP_BOX_ABS_TOL, AMP_MASK_REL_L2_TOL, AMP_FEATURE_REL_L2_TOL)

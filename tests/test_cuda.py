@@ -25,7 +25,7 @@ from models.dcn import extension_has_cuda
 from test_amp import AMP_BOX_ABS_TOL, AMP_FEATURE_REL_L2_TOL, AMP_MASK_REL_L2_TOL
 from test_dcn import (CASES, FLOAT32_RELATIVE_ERROR, MAX_RELATIVE_ERROR, outputs_and_grads, random_problem,
                       relative_error, require_extension)
-from test_model_parity import assert_matches, load_parity_case, relative_l2
+from test_model_parity import assert_matches, assert_within, load_parity_case
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="needs a CUDA GPU (run by `make gpu-check` on a GPU machine)")
@@ -111,33 +111,25 @@ def parity_case_on_cuda(reference_dir: Path, num_frames: int) -> Tuple[dict, tor
     return fixture, copy.deepcopy(model).cuda(), clip.cuda(), audio.cuda()
 
 
-def assert_within(out: Dict[str, Any], fixture: dict, box_tol: float, mask_tol: float, feature_tol: float) -> None:
-    aux = torch.stack([a["pred_boxes"] for a in out["aux_outputs"]])
-    assert (out["pred_boxes"].double() - fixture["pred_boxes"]).abs().max() <= box_tol
-    assert (aux.double() - fixture["aux_pred_boxes"]).abs().max() <= box_tol
-    assert relative_l2(out["pred_masks"], fixture["pred_masks"]) <= mask_tol
-    for key in ("memory", "fusion"):
-        assert relative_l2(out[key], fixture[key]) <= feature_tol, key
+def plain_and_optimised_outputs(model: torch.nn.Module, clip: torch.Tensor, audio: torch.Tensor,
+                                allow_tf32: bool) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """The model's outputs on the CPU, as built and after `optimize_for_inference`, with TF32 on or off."""
+    with tf32(allow_tf32), torch.no_grad():
+        return to_cpu(model(clip, audio)), to_cpu(optimize_for_inference(model)(clip, audio))
 
 
 @pytest.mark.parametrize("num_frames", PARITY_FRAMES)
 def test_parity_float32_without_tf32(reference_dir: Path, num_frames: int) -> None:
     """The same tolerances as on the CPU, plain and optimised."""
     fixture, model, clip, audio = parity_case_on_cuda(reference_dir, num_frames)
-    with tf32(False), torch.no_grad():
-        plain = to_cpu(model(clip, audio))
-        optimised = to_cpu(optimize_for_inference(model)(clip, audio))
-    for out in (plain, optimised):
+    for out in plain_and_optimised_outputs(model, clip, audio, allow_tf32=False):
         assert_matches(out, fixture)
 
 
 @pytest.mark.parametrize("num_frames", PARITY_FRAMES)
 def test_parity_float32_with_tf32(reference_dir: Path, num_frames: int) -> None:
     fixture, model, clip, audio = parity_case_on_cuda(reference_dir, num_frames)
-    with tf32(True), torch.no_grad():
-        plain = to_cpu(model(clip, audio))
-        optimised = to_cpu(optimize_for_inference(model)(clip, audio))
-    for out in (plain, optimised):
+    for out in plain_and_optimised_outputs(model, clip, audio, allow_tf32=True):
         assert_within(out, fixture, TF32_BOX_ABS_TOL, TF32_MASK_REL_L2_TOL, TF32_FEATURE_REL_L2_TOL)
 
 
