@@ -228,9 +228,9 @@ def load_model_for_inference(args) -> Tuple[nn.Module, Dict[str, nn.Module], Opt
     if not args.masks:
         raise OptionError("inference predicts masks: pass --masks (the mask model), or a config that sets it")
     device = check_device(args.device)
-    if inference_scale(args) != args.data_scale:  # a departure from the official protocol: say so
-        log_json({"event": "inference_size", "data_scale": args.data_scale,
-                  "inference_data_scale": inference_scale(args),
+    scale = inference_scale(args)
+    if scale != args.data_scale:  # a departure from the official protocol: say so
+        log_json({"event": "inference_size", "data_scale": args.data_scale, "inference_data_scale": scale,
                   "note": "--inference_data_scale: the frames are resized for inference to another scale than "
                           "--data_scale (the official infers at the training sizes)"})
     utils.seed_everything(args.seed)
@@ -252,7 +252,7 @@ def load_model_for_inference(args) -> Tuple[nn.Module, Dict[str, nn.Module], Opt
 @functools.lru_cache(maxsize=None)
 def frame_transform(scale: float = 1.0):
     """The official inference transform (short side 300, ImageNet normalisation), sizes times `scale`
-    (`--data_scale`, for small demo models)."""
+    (`util.config.inference_scale`: `--inference_data_scale`, else `--data_scale`; below 1 for small demo models)."""
     return make_inference_transforms(scale)
 
 

@@ -34,6 +34,7 @@ from models import build_model
 from models.audio_encoder import AUDIO_ENCODERS
 from util.config import ArgumentParser, HelpFormatter, is_none, parse_args
 from util.errors import DataWarning, Interrupted, OptionError, UserError, check_device, run_main
+from util.reporting import log_json
 from util.weights import load_pretrained_weights, load_wnet_checkpoint
 
 LOG_NAME = "log.txt"
@@ -130,19 +131,12 @@ def merge_video_names(earlier: Optional[Dict[str, List[str]]], current: Dict[str
     return merged
 
 
-def log_event(record: Dict[str, Any]) -> None:
-    """One JSON line on stdout, from rank 0 only (the lines of several processes would interleave)."""
-    if utils.is_main_process():
-        print(json.dumps(record), flush=True)
-
-
 def append_log(output_dir: Path, record: Dict[str, Any]) -> None:
-    """One JSON line per epoch in output_dir/log.txt (rank 0 only) and on stdout."""
-    log_event(record)
-    line = json.dumps(record)
+    """One JSON line per epoch in output_dir/log.txt and on stdout (rank 0 only)."""
+    log_json(record)
     if utils.is_main_process() and output_dir:
         with open(output_dir / LOG_NAME, "a") as f:
-            f.write(line + "\n")
+            f.write(json.dumps(record) + "\n")
 
 
 def amp_settings(args: argparse.Namespace, device: torch.device):
@@ -270,7 +264,7 @@ def warm_start(model: torch.nn.Module, criterion: torch.nn.Module, dataset, args
     dataset = dataset.first_videos(args.warmup_subset)  # the training set's first videos, already checked
     loader = build_loader(dataset, args, shuffle=True)
     optimizer = build_optimizer(model_without_ddp, args)
-    log_event({"event": "warmup_start", "videos": args.warmup_subset, "train_samples": len(dataset),
+    log_json({"event": "warmup_start", "videos": args.warmup_subset, "train_samples": len(dataset),
                "epochs": args.warmup_epochs})
     for epoch in range(args.warmup_epochs):
         loader.batch_sampler.sampler.set_epoch(epoch)
@@ -340,7 +334,7 @@ def main(args: argparse.Namespace):
             missing, unexpected = load_pretrained_weights(model_without_ddp, args.pretrained_weights)
             record = {"event": "pretrained_weights", "path": args.pretrained_weights, "from_scratch": False,
                       "missing": missing, "unexpected": unexpected}
-        log_event(record)
+        log_json(record)
 
     trained_epoch = args.start_epoch - 1  # the last epoch the weights have seen (for --eval's log line)
     earlier_videos = None  # the videos the resumed weights were trained on
@@ -364,7 +358,7 @@ def main(args: argparse.Namespace):
 
     bad_samples = BadSampleLog(dataset.num_dropped)
     if args.eval:
-        log_event({"event": "eval", "val_samples": len(dataset), "videos_from": videos_sources(dataset)})
+        log_json({"event": "eval", "val_samples": len(dataset), "videos_from": videos_sources(dataset)})
         stats = evaluate_loss(model, criterion, data_loader, device, amp=args.amp, amp_dtype=amp_dtype,
                               bad_samples=bad_samples)
         append_log(output_dir, {**{f"val_{k}": v for k, v in stats.items()}, "epoch": trained_epoch,
@@ -377,7 +371,7 @@ def main(args: argparse.Namespace):
     # Every checkpoint records the videos its weights were trained on: inference and evaluation warn when
     # they are evaluated on one of them.
     train_videos = merge_video_names(earlier_videos, video_names(dataset))
-    log_event({"event": "start", "n_parameters": n_parameters, "train_samples": len(dataset),
+    log_json({"event": "start", "n_parameters": n_parameters, "train_samples": len(dataset),
                "dropped_samples": dataset.num_dropped, "videos_from": videos_sources(dataset),
                "train_videos": {part: len(names) for part, names in video_names(dataset).items()},
                "world_size": utils.get_world_size(), "dist_backend": utils.get_backend(),
@@ -426,7 +420,7 @@ def main(args: argparse.Namespace):
                                   stop.signum or signal.SIGTERM)
 
     total = str(datetime.timedelta(seconds=int(time.time() - start_time)))
-    log_event({"event": "done", "training_time": total})
+    log_json({"event": "done", "training_time": total})
     if args.distributed:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()

@@ -22,8 +22,10 @@ class AVOSDataset(ConcatDataset):
     def first_videos(self, count: int) -> "AVOSDataset":
         """The first `count` videos of the concatenation: Ref-YouTube-VOS first, then A2D (`--subset`)."""
         rvos_videos = len(self.rvos.video_names())
-        a2d_part = self.a2d.first_videos(count - rvos_videos) if count > rvos_videos else copy.copy(self.a2d)
-        if count <= rvos_videos:
+        if count > rvos_videos:
+            a2d_part = self.a2d.first_videos(count - rvos_videos)
+        else:  # the first `count` videos are all Ref-YouTube-VOS ones
+            a2d_part = copy.copy(self.a2d)
             a2d_part.samples = []
         return AVOSDataset(self.rvos.first_videos(count), a2d_part)
 

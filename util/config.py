@@ -256,7 +256,7 @@ def get_args_parser(*, dataset_files: Optional[Sequence[str]] = None,
 
 def inference_scale(args: argparse.Namespace) -> float:
     """The size scale of the inference transform: `--inference_data_scale`, else `--data_scale`."""
-    return getattr(args, "inference_data_scale", 0.0) or args.data_scale
+    return args.inference_data_scale or args.data_scale
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
