@@ -18,19 +18,16 @@ from pathlib import Path
 from typing import Any, Callable, ContextManager, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import soundfile
 import torch
 from PIL import Image
 from torch import Tensor, nn
 from tqdm import tqdm
 
 import util.misc as utils
-from datasets.audio import AudioWarning, feature_sample_rate, features_from_samples, load_audio
+from datasets.audio import AudioLoader, build_audio_loader
 from datasets.common import (SKIP_HINT, BadSampleLog, BadSampleWarning, MiddleFrameDataset, SampleError,
-                             build_for_check, centred_clip_indices, is_recording, load_audio_feature,
-                             recording_features, report_data_check)
+                             build_for_check, centred_clip_indices, report_data_check)
 from datasets.formats import DataFormatError, read_rgb
-from datasets.noise import AudioNoise, build_noise
 from datasets.transforms import make_inference_transforms
 from models import build_model, optimize_for_inference
 from models.postprocess import PostProcessSegm
@@ -46,7 +43,6 @@ from util.weights import checkpoint_train_videos, load_wnet_checkpoint
 PathLike = Union[str, Path]
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
-OFFICIAL_AUDIO_FEATURE = "wnet"  # `--audio_feature` of the official MFCC-39, what `recording_features` computes
 SAMPLE_RECORD_KEYS = ("sample", "frame_idx", "J", "F")  # what the metrics JSON keeps of each sample
 
 
@@ -274,57 +270,6 @@ def load_frame(path: PathLike, scale: float = 1.0) -> Tuple[Tensor, Image.Image]
     return tensor, image
 
 
-def recording_sample_rate(path: Path) -> int:
-    """The sample rate of a recording: from its header when libsndfile reads it, else by decoding it (the
-    containers only FFmpeg reads; a broken file raises `load_audio`'s error naming it)."""
-    try:
-        return int(soundfile.info(str(path)).samplerate)
-    except soundfile.SoundFileError:
-        return load_audio(path)[1]
-
-
-def load_audio_array(path: PathLike, feature: str = OFFICIAL_AUDIO_FEATURE, resample_to: int = 0, model_rate: int = 0,
-                     noise: Optional[AudioNoise] = None) -> Tensor:
-    """MFCC-39 features `(frames, 39)` from a `.npy` file or a raw recording -> `[39, L]`.
-
-    A recording is resampled to `resample_to` Hz first when it is not 0 (`--audio_sample_rate`); otherwise a
-    recording at another rate than `model_rate` (the rate of the model's training features, when known) is
-    warned about, since the same words give other features at another rate. The official features of a
-    recording at its own rate are computed once per process (`datasets.common.recording_features`). With
-    `noise` (`--audio_noise`), the features of the recording with its noise added (`datasets.noise`), never cached.
-    """
-    if noise is not None:
-        return noise.features(path)
-    path = Path(path)
-    if not is_recording(path):
-        return load_audio_feature(path)
-    if not resample_to:
-        sample_rate = recording_sample_rate(path) if model_rate else 0
-        if sample_rate and sample_rate != model_rate:
-            warnings.warn(f"{path}: recorded at {sample_rate} Hz, but the model's training features were extracted "
-                          f"at {model_rate} Hz; pass --audio_sample_rate {model_rate} to resample it", AudioWarning)
-        if feature == OFFICIAL_AUDIO_FEATURE:
-            return recording_features(path)
-    samples, sample_rate = load_audio(path)
-    features, _ = features_from_samples(samples, sample_rate, feature, resample_to, path)
-    return torch.as_tensor(np.ascontiguousarray(features.T), dtype=torch.float32)
-
-
-def audio_loader(args, noise: Optional[AudioNoise] = None) -> Callable[[PathLike], Tensor]:
-    """`load_audio_array` with the options of `args` (feature type, resampling, the model's rate) and `noise`."""
-    return functools.partial(load_audio_array, feature=args.audio_feature, resample_to=args.audio_sample_rate,
-                             model_rate=getattr(args, "model_audio_sample_rate", 0), noise=noise)
-
-
-def warn_feature_rate(folder: PathLike, args) -> None:
-    """Warn when `scripts/extract_mfcc.py` recorded another rate for the features in `folder` than the one the
-    model was trained on (both known)."""
-    model_rate, rate = getattr(args, "model_audio_sample_rate", 0), feature_sample_rate(folder)
-    if model_rate and rate and rate != model_rate:
-        warnings.warn(f"the features in {folder} were extracted at {rate} Hz, the model's training features at "
-                      f"{model_rate} Hz: extract them again with --audio_sample_rate {model_rate}", AudioWarning)
-
-
 # ----------------------------------------------------------------------------- masks of a clip, of a video
 @torch.no_grad()
 def predict_clip_masks(model: nn.Module, postprocess: PostProcessSegm, clip: Tensor, audio: Tensor,
@@ -381,7 +326,7 @@ def predict_middle_frame(model: nn.Module, postprocess: PostProcessSegm, sample:
 def evaluate_middle_frame(model: nn.Module, postprocess: PostProcessSegm, samples: Sequence[MiddleFrameSample],
                           num_frames: int, desc: str, scale: float = 1.0, skip_bad_samples: bool = False,
                           journal: Optional[ResultJournal] = None,
-                          load_audio: Callable[[PathLike], Tensor] = load_audio_array
+                          load_audio: Callable[[PathLike], Tensor] = AudioLoader()
                           ) -> Tuple[Dict[str, float], List[Dict], List[str]]:
     """The official A2D/JHMDB protocol: the clip centred on each sample's frame, the middle
     frame's mask against the ground truth. Returns (metrics, per-sample records, dropped samples).
@@ -450,17 +395,18 @@ def run_middle_frame_protocol(args: argparse.Namespace, dataset: MiddleFrameData
     if args.resume_results and not args.metrics_path:
         raise OptionError("--resume_results needs --metrics_path (the unfinished run's samples are kept beside it)")
     journal = ResultJournal(args.metrics_path, journal_settings(args), args.resume_results) if args.metrics_path else None
-    noise = build_noise(args, sorted({sample.audio_path for sample in samples}))  # before the model: fail early
+    # the audio options first (a bad noise or band fails before the model is loaded)
+    load_audio = build_audio_loader(args, sorted({sample.audio_path for sample in samples}))
     model, postprocessors, _ = load_model_for_inference(args)
-    warn_feature_rate(args.a2d_audio_path, args)
+    load_audio.model_rate = args.model_audio_sample_rate
+    load_audio.warn_feature_rate(args.a2d_audio_path)
     with journal_on_interrupt(journal):
         metrics, records, dropped = evaluate_middle_frame(model, postprocessors["segm"], samples, args.num_frames,
                                                           dataset.title, inference_scale(args),
-                                                          args.skip_bad_samples, journal, audio_loader(args, noise))
+                                                          args.skip_bad_samples, journal, load_audio)
     dropped = dataset.problems + dropped
     metrics["num_dropped"] = len(dropped)
-    if noise is not None:
-        metrics.update(audio_noise=noise.kind, audio_snr_db=noise.snr_db)
+    metrics.update(load_audio.describe())
     report_metrics(metrics, records, args.metrics_path, dropped)
     if journal is not None:
         journal.finish()

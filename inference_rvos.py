@@ -3,11 +3,14 @@
     python inference_rvos.py --masks --model_path output/checkpoint.pth --save_path results.json
     python inference_rvos.py --masks --model_path CKPT --audio phrase.wav --video_dir frames/ --visualize out/
     python inference_rvos.py --masks --model_path CKPT ... --rvos_wav_path recordings/ \
-        [--audio_noise {white,babble} --audio_snr_db 5]
+        [--audio_noise {white,pink,babble} --audio_snr_db 5] [--audio_rt60 0.6] [--audio_band telephone]
+        [--audio_speed 1.2]
 
 `--rvos_wav_path` reads the recordings `<video>_<exp_id>.wav` and computes their MFCC-39 on the fly (equal to
-the extracted `.npy`); `--audio_noise` adds white or babble noise (other recordings of the split) at
-`--audio_snr_db` to each recording before its MFCC, seeded by `--seed` (datasets/noise.py).
+the extracted `.npy`); the listening conditions change each recording before its MFCC, seeded by `--seed`
+(datasets/audio/perturb.py): `--audio_noise` adds white, pink or babble noise (other recordings of the split) at
+`--audio_snr_db`, `--audio_rt60` plays it in a simulated room, `--audio_band` through a telephone band,
+`--audio_speed` faster or slower.
 
 The videos are those of `--split_file`; by default, as the official, those of
 `<ytvos_path>/ann/instances_test_sub.json` when it exists (`--split_file none`: every video of the split).
@@ -34,13 +37,12 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from datasets.common import (SKIP_HINT, BadSampleWarning, SampleError, audio_source, build_for_check,
-                             check_frame_sizes, decode_images, report_data_check)
+from datasets.audio import AudioLoader, audio_source, build_audio_loader
+from datasets.common import (SKIP_HINT, BadSampleWarning, SampleError, build_for_check, check_frame_sizes,
+                             decode_images, report_data_check)
 from datasets.formats import DataFormatError, read_rgb
-from datasets.noise import build_noise
 from datasets.ytvos import TEST_PART, audio_stem, read_ytvos_videos, resolve_split_file, video_frame_paths
-from engine import (audio_loader, list_frames, load_audio_array, load_frame, load_model_for_inference,
-                    predict_video_masks, warn_feature_rate)
+from engine import list_frames, load_frame, load_model_for_inference, predict_video_masks
 from models.postprocess import PostProcessSegm
 from main import get_args_parser
 from util.config import ArgumentParser, HelpFormatter, inference_scale, parse_args
@@ -190,7 +192,7 @@ def drop_or_raise(what: str, error: Exception, skip_bad_samples: bool) -> str:
 
 
 def infer_video(model: torch.nn.Module, postprocess: PostProcessSegm, job: VideoJob, num_frames: int,
-                scale: float = 1.0, load_audio: Callable[[Path], torch.Tensor] = load_audio_array,
+                scale: float = 1.0, load_audio: Callable[[Path], torch.Tensor] = AudioLoader(),
                 skip_bad_samples: bool = False) -> Tuple[Dict[str, np.ndarray], List[str]]:
     """Masks `[n, H, W]` (bool) of every expression of one video, every frame covered; frames at short
     side 300 x `scale`. Returns (masks by exp_id, the dropped video or expressions when `skip_bad_samples`)."""
@@ -247,15 +249,16 @@ def run(args, jobs: Sequence[VideoJob], model: Optional[torch.nn.Module] = None,
     if model is not None and postprocessors is None:
         raise ValueError("run: a given model needs its postprocessors (load_model_for_inference returns both)")
     journal = ResultJournal(args.save_path, journal_settings(args), args.resume_results)
-    noise = build_noise(args, [e.audio_path for job in jobs for e in job.expressions])  # before the model: fail early
+    # the audio options first (a bad noise or band fails before the model is loaded)
+    load_audio = build_audio_loader(args, [e.audio_path for job in jobs for e in job.expressions])
     trained_on = None
     if model is None:
         model, postprocessors, train_videos = load_model_for_inference(args)
         trained_on = count_trained_on([job.name for job in jobs], None if train_videos is None
                                       else train_videos.get("ytvos", []), args.model_path)
+    load_audio.model_rate = getattr(args, "model_audio_sample_rate", 0)  # known once a checkpoint is loaded
     if not args.audio:
-        warn_feature_rate(args.rvos_audio_path, args)
-    load_audio = audio_loader(args, noise)
+        load_audio.warn_feature_rate(args.rvos_audio_path)
     entries, dropped, start, num_frames = [], list(dropped_before), time.time(), 0
     with journal_on_interrupt(journal):
         for job in tqdm(jobs, desc="videos", dynamic_ncols=True):
@@ -283,7 +286,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
     else:
         jobs = build_for_check(lambda: split_jobs(args, dropped)) if args.check_data else split_jobs(args, dropped)
     if args.check_data:
-        return report_data_check(dropped + check_jobs(jobs, audio_loader(args)), {"dataset": "ytvos",
+        return report_data_check(dropped + check_jobs(jobs, build_audio_loader(args)), {"dataset": "ytvos",
                                                                                   "videos": len(jobs)})
     if not jobs:
         raise UserError("no videos to infer")

@@ -26,7 +26,7 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 import datasets
 import util.config as config
 import util.misc as utils
-from datasets import build_dataset, video_names, videos_sources
+from datasets import build_dataset, set_epoch, video_names, videos_sources, without_augmentation
 from datasets.audio import feature_sample_rate
 from datasets.common import BadSampleLog, build_for_check, report_data_check
 from engine import evaluate_loss, train_one_epoch
@@ -250,9 +250,10 @@ def check_data(args: argparse.Namespace) -> int:
 
 def warm_start(model: torch.nn.Module, criterion: torch.nn.Module, dataset, args: argparse.Namespace,
                device: torch.device, output_dir: Optional[Path], amp_dtype: torch.dtype, scaler,
-               stop: "StopSignals") -> None:
+               stop: "StopSignals", optimizer: Optional[torch.optim.Optimizer] = None) -> None:
     """The `--warmup_epochs` stage: train on the first `--warmup_subset` videos of the training `dataset` with an
-    optimizer of its own.
+    optimizer of its own, or with `optimizer` (the main stage's, `--warmup_shares_optimizer`), whose Adam moments
+    then carry over: the main stage's first steps are not the full-size steps of a fresh Adam.
 
     Why it helps: when every clip shows several objects, each named by its own recording, a model that cannot yet
     tell the objects apart gains nothing from either recording (covering all of them is the best it can do for
@@ -262,12 +263,14 @@ def warm_start(model: torch.nn.Module, criterion: torch.nn.Module, dataset, args
     """
     model_without_ddp = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
     dataset = dataset.first_videos(args.warmup_subset)  # the training set's first videos, already checked
+    without_augmentation(dataset)  # memorise the recordings as they are; --audio_augment is for the main epochs
     loader = build_loader(dataset, args, shuffle=True)
-    optimizer = build_optimizer(model_without_ddp, args)
+    optimizer = optimizer or build_optimizer(model_without_ddp, args)
     log_json({"event": "warmup_start", "videos": args.warmup_subset, "train_samples": len(dataset),
                "epochs": args.warmup_epochs})
     for epoch in range(args.warmup_epochs):
         loader.batch_sampler.sampler.set_epoch(epoch)
+        set_epoch(dataset, epoch)
         epoch_start = time.time()
         stats = train_one_epoch(model, criterion, loader, optimizer, device, epoch, args.clip_max_norm,
                                 amp=args.amp, amp_dtype=amp_dtype, scaler=scaler, should_stop=stop.requested)
@@ -381,9 +384,11 @@ def main(args: argparse.Namespace):
     saved_epoch: Optional[int] = None
     with StopSignals() as stop:
         if args.warmup_epochs and not args.resume:
-            warm_start(model, criterion, dataset, args, device, output_dir, amp_dtype, scaler, stop)
+            warm_start(model, criterion, dataset, args, device, output_dir, amp_dtype, scaler, stop,
+                       optimizer if args.warmup_shares_optimizer else None)
         for epoch in range(args.start_epoch, args.epochs):
             data_loader.batch_sampler.sampler.set_epoch(epoch)
+            set_epoch(dataset, epoch)  # seeds the audio augmentation
             epoch_start = time.time()
             train_stats = train_one_epoch(model, criterion, data_loader, optimizer, device, epoch,
                                           args.clip_max_norm, amp=args.amp, amp_dtype=amp_dtype, scaler=scaler,

@@ -10,6 +10,7 @@ from typing import Callable, Dict, List, Optional
 from torch.utils.data import Dataset
 
 from datasets import a2d, avos, jhmdb, ytvos
+from datasets.audio.loader import build_audio_loader
 
 # `build(image_set, args, transforms)`: the dataset of 'train' or 'val', with `transforms` or the official ones.
 DatasetBuilder = Callable[[str, argparse.Namespace, Optional[Callable]], Dataset]
@@ -36,6 +37,8 @@ def build_dataset(image_set: str, args: argparse.Namespace, transforms: Optional
     dataset = DATASETS[args.dataset_file](image_set, args, transforms)
     if image_set == "train" and args.subset:
         dataset = dataset.first_videos(args.subset)
+    for part in dataset_parts(dataset).values():  # the audio options (and, for training, the augmentation)
+        part.audio_loader = build_audio_loader(args, part.audio_paths(), train=image_set == "train")
     return dataset
 
 
@@ -44,6 +47,18 @@ def dataset_parts(dataset: Dataset) -> Dict[str, Dataset]:
     if isinstance(dataset, avos.AVOSDataset):
         return {dataset.rvos.name: dataset.rvos, dataset.a2d.name: dataset.a2d}
     return {dataset.name: dataset}
+
+
+def set_epoch(dataset: Dataset, epoch: int) -> None:
+    """`set_epoch` on every part (the audio augmentation is seeded by sample and epoch)."""
+    for part in dataset_parts(dataset).values():
+        part.set_epoch(epoch)
+
+
+def without_augmentation(dataset: Dataset) -> None:
+    """Every part of `dataset` (a copy, e.g. `first_videos`) hears its recordings without `--audio_augment`."""
+    for part in dataset_parts(dataset).values():
+        part.audio_loader = part.audio_loader.without_augment()
 
 
 def videos_sources(dataset: Dataset) -> Dict[str, str]:

@@ -29,8 +29,9 @@ import numpy as np
 
 from datasets.a2d_format import (A2D_TEST_SPLIT, A2D_TRAIN_SPLIT, A2DFrameAnnotation, A2DSample, A2DVideo,
                                   read_a2d_annotation_info, read_a2d_annotations, read_a2d_h5, read_videoset_csv)
-from datasets.common import (AnnotatedFrame, MiddleFrameDataset, audio_source, check_audio_feature, check_feature,
-                             check_frame_sizes, check_items, decode_images)
+from datasets.audio.loader import audio_source, check_audio_file
+from datasets.common import (AnnotatedFrame, MiddleFrameDataset, check_feature, check_frame_sizes, check_items,
+                             decode_images)
 from datasets.formats import DataFormatError, PathLike, read_rgb
 from datasets.transforms import video_transforms_from_args
 
@@ -191,7 +192,7 @@ class A2DDataset(MiddleFrameDataset):
         if not 0 <= sample.frame_idx < num_video_frames:
             raise IndexError(f"annotated frame {sample.frame_idx} outside the video's {num_video_frames} frames")
         load_a2d_ground_truth(self.root, sample)
-        check_audio_feature(self.audio_path(sample))
+        check_audio_file(self.audio_path(sample))
 
     def audio_path(self, sample: A2DSample) -> Path:
         """The query's recording under `wav_root` when given, else its features under `audio_root`."""

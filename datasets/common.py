@@ -14,9 +14,7 @@ N is T (RVOS: one target per frame) or 1 (A2D / JHMDB: the annotated middle fram
 base of every clip dataset, `MiddleFrameDataset` that of A2D-Sentences and JHMDB-Sentences.
 """
 import copy
-import functools
 import json
-import os
 import sys
 import warnings
 from dataclasses import dataclass
@@ -24,29 +22,20 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, TypeVar, Union
 
 import numpy as np
-import soundfile
 import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from datasets import audio
+from datasets.audio.loader import AudioLoader
 from datasets.formats import DataFormatError, read_rgb
 from datasets.transforms import Normalize
-from util.audio_features import AUDIO_FEATURE_DIM
 from util.clips import middle_frame_index
 from util.errors import DataWarning, UserError
 
 PathLike = Union[str, Path]
 Sample = TypeVar("Sample")
 
-FEATURE_SUFFIX = ".npy"  # extracted MFCC-39 features
-RECORDING_SUFFIX = ".wav"  # recordings (--rvos_wav_path / --a2d_wav_path): features computed on the fly
-# Recordings whose features one process keeps (about 30 KB each for a 10 s recording): every clip of an
-# expression hears the same recording, so an epoch computes each one once.
-RECORDING_CACHE_SIZE = 8192
-NPY_MAGIC = b"\x93NUMPY"
-SHOWN_BYTES = 8  # of a file that is not what it should be, in its error
 # A sample that fails while loading is replaced by the next one at most this many times in a row.
 MAX_CONSECUTIVE_BAD_SAMPLES = 16
 
@@ -80,107 +69,7 @@ def centred_clip_indices(frame_idx: int, num_video_frames: int, num_frames: int)
     return [min(max(first + j, 0), num_video_frames - 1) for j in range(num_frames)]
 
 
-# ----------------------------------------------------------------------------- audio and frames
-def _check_audio_shape(shape: Tuple[int, ...], path: PathLike) -> None:
-    if len(shape) != 2 or shape[1] != AUDIO_FEATURE_DIM or shape[0] == 0:
-        hint = " (stored transposed? expected (frames, 39))" if len(shape) == 2 and shape[0] == AUDIO_FEATURE_DIM else ""
-        raise DataFormatError(f"audio feature {path}: expected shape (frames, {AUDIO_FEATURE_DIM}), got {tuple(shape)}{hint}")
-
-
-def audio_source(feature_root: PathLike, wav_root: PathLike, stem: str) -> Path:
-    """Where the audio of `stem` comes from: `<wav_root>/<stem>.wav` when recordings are given (features computed
-    on the fly), else the extracted features `<feature_root>/<stem>.npy`."""
-    if wav_root:
-        return Path(wav_root) / f"{stem}{RECORDING_SUFFIX}"
-    return Path(feature_root) / f"{stem}{FEATURE_SUFFIX}"
-
-
-def is_recording(path: PathLike) -> bool:
-    """Whether `path` is a recording (features computed from it) rather than extracted `.npy` features."""
-    return Path(path).suffix.lower() != FEATURE_SUFFIX
-
-
-def check_recording(path: PathLike) -> None:
-    """Check that a recording exists and that its header reads as audio with samples (cheap: no decoding)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"recording not found: {path}")
-    try:
-        info = soundfile.info(str(path))
-    except soundfile.SoundFileError as error:
-        raise DataFormatError(f"recording {path}: not readable audio ({error})") from None
-    if info.frames == 0:
-        raise DataFormatError(f"recording {path}: holds no samples")
-
-
-@functools.lru_cache(maxsize=RECORDING_CACHE_SIZE)
-def _recording_features(path: str, mtime_ns: int, size: int) -> np.ndarray:
-    """float32 `[39, frames]` of a recording; the file's mtime and size in the key, so a rewritten file is
-    computed again."""
-    try:
-        features = audio.extract_features(path)  # float64 (frames, 39): what scripts/extract_mfcc.py saves
-    except audio.AudioDecodeError as error:
-        raise DataFormatError(str(error)) from None
-    except ValueError as error:  # a decoded signal the features reject
-        raise DataFormatError(f"recording {path}: {error}") from None
-    features = np.ascontiguousarray(features.T, dtype=np.float32)
-    features.flags.writeable = False  # shared by every caller
-    return features
-
-
-def recording_features(path: PathLike) -> Tensor:
-    """The official MFCC-39 of a recording as float32 `[39, frames]`, equal to `load_audio_feature` of the `.npy`
-    that scripts/extract_mfcc.py makes of it; computed once per process (`RECORDING_CACHE_SIZE`)."""
-    try:
-        stat = os.stat(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"recording not found: {path}") from None
-    return torch.from_numpy(_recording_features(str(path), stat.st_mtime_ns, stat.st_size).copy())
-
-
-def _unreadable_npy(path: PathLike, error: Exception) -> DataFormatError:
-    """Why `np.load` refused a file, in the format's terms (numpy's own message suggests loading pickles)."""
-    with open(path, "rb") as f:
-        start = f.read(SHOWN_BYTES)
-    if not start.startswith(NPY_MAGIC):
-        return DataFormatError(f"audio feature {path}: not a .npy file (it starts with {start!r}, "
-                               f"a .npy file with {NPY_MAGIC!r}); expected float features (frames, 39)")
-    if "pickled" in str(error):
-        return DataFormatError(f"audio feature {path}: holds Python objects, not numbers; expected a float "
-                               f"array (frames, 39)")
-    return DataFormatError(f"audio feature {path}: not a readable .npy array ({error})")
-
-
-def _read_npy(path: PathLike, mmap_mode: Optional[str] = None) -> np.ndarray:
-    try:
-        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"audio feature not found: {path}") from None
-    except (ValueError, EOFError, OSError) as error:
-        raise _unreadable_npy(path, error) from None
-
-
-def check_audio_feature(path: PathLike) -> None:
-    """Check that an MFCC-39 `.npy` exists and has shape (frames, 39), reading only its header; a recording
-    (any other suffix) that it exists and reads as audio."""
-    if is_recording(path):
-        check_recording(path)
-        return
-    _check_audio_shape(_read_npy(path, mmap_mode="r").shape, path)
-
-
-def load_audio_feature(path: PathLike) -> Tensor:
-    """An MFCC-39 `.npy` stored `(frames, 39)` -> float32 `[39, frames]` (the model reads it transposed); a
-    recording (any other suffix) -> its MFCC-39, computed on the fly (`recording_features`)."""
-    if is_recording(path):
-        return recording_features(path)
-    features = _read_npy(path)
-    _check_audio_shape(features.shape, path)
-    if not np.all(np.isfinite(features)):
-        raise DataFormatError(f"audio feature {path}: contains NaN or infinite values")
-    return torch.as_tensor(np.ascontiguousarray(features.T), dtype=torch.float32)  # (L, 39) -> [39, L]
-
-
+# ----------------------------------------------------------------------------- frames
 def read_frames(paths: Sequence[PathLike]) -> List[Image.Image]:
     """RGB PIL images of `paths`; a path repeated in a clip is decoded once."""
     cache: Dict[str, Image.Image] = {}
@@ -319,7 +208,7 @@ def check_frame_sizes(sizes: Dict[Path, Tuple[int, int]], describe: str, problem
 def check_feature(path: Path, describe: str, problems: List[str]) -> None:
     """`--check_data`: load one audio feature completely (shape, NaN and infinite values)."""
     try:
-        load_audio_feature(path)
+        AudioLoader()(path)
     except (OSError, DataFormatError) as error:
         problems.append(f"{describe}: {error}")
 
@@ -374,8 +263,11 @@ class ClipDataset(Dataset):
 
     name = "dataset"
 
-    def __init__(self, skip_bad_samples: bool = False):
+    def __init__(self, skip_bad_samples: bool = False, audio_loader: Optional[AudioLoader] = None):
         self.skip_bad_samples = skip_bad_samples
+        # path -> [39, L]; `datasets.build_dataset` gives the options' loader (augmentation, conditions)
+        self.audio_loader = audio_loader or AudioLoader()
+        self.epoch = 0  # seeds the audio augmentation with the sample index (`set_epoch`)
         self.num_dropped = 0
         self.num_skipped_at_load = 0
         self.problems: List[str] = []
@@ -389,6 +281,25 @@ class ClipDataset(Dataset):
     def sample_video(self, index: int) -> str:
         """The id of the video that sample `index` comes from."""
         raise NotImplementedError
+
+    def sample_audio_path(self, index: int) -> Path:
+        """The recording or features that sample `index` hears."""
+        raise NotImplementedError
+
+    def sample_audio(self, index: int) -> Tensor:
+        """The features `[39, L]` sample `index` hears in this epoch (augmented per sample and epoch when the
+        loader augments)."""
+        return self.audio_loader(self.sample_audio_path(index), self.epoch, index)
+
+    def audio_paths(self) -> List[Path]:
+        """Every recording or feature file the samples hear, sorted (the babble talkers of noise)."""
+        return sorted({self.sample_audio_path(i) for i in range(len(self))})
+
+    def set_epoch(self, epoch: int) -> None:
+        """Call before each epoch (as `DistributedSampler.set_epoch`): the augmentation of sample i in epoch e
+        depends only on (seed, e, i), so a resumed run hears what the uninterrupted one heard. DataLoader
+        workers get a copy of the dataset when an epoch's iteration starts, so they see the new epoch."""
+        self.epoch = int(epoch)
 
     def video_names(self) -> List[str]:
         """The videos the samples come from, in order of first appearance."""
@@ -473,10 +384,6 @@ class MiddleFrameDataset(ClipDataset):
         """The video's frame files, in order (read from disk; `frame_paths` caches them)."""
         raise NotImplementedError
 
-    def sample_audio_path(self, index: int) -> Path:
-        """The recording or features that sample `index` hears."""
-        raise NotImplementedError
-
     def annotated_frame(self, index: int) -> AnnotatedFrame:
         """The mask, box, label and valid flag of sample `index`'s annotated frame."""
         raise NotImplementedError
@@ -519,7 +426,7 @@ class MiddleFrameDataset(ClipDataset):
         annotated = self.annotated_frame(index)
         frames = read_annotated_clip(self.frame_paths(sample.video_id), clip, annotated.mask, self.mask_name)
         height, width = annotated.mask.shape
-        features = load_audio_feature(self.sample_audio_path(index))
+        features = self.sample_audio(index)
         target = make_target(np.asarray(annotated.box)[None], annotated.mask[None], np.asarray([annotated.valid]),
                              np.asarray([annotated.label]), height, width, **self.identifiers(index),
                              frame_id=sample.frame_idx, frame_idx=middle_frame_index(self.num_frames),

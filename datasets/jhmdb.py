@@ -18,8 +18,9 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from datasets.common import (AnnotatedFrame, MiddleFrameDataset, audio_source, boxes_from_masks, check_audio_feature,
-                             check_feature, check_frame_sizes, check_items, decode_images)
+from datasets.audio.loader import audio_source, check_audio_file
+from datasets.common import (AnnotatedFrame, MiddleFrameDataset, boxes_from_masks, check_feature, check_frame_sizes,
+                             check_items, decode_images)
 from datasets.formats import DataFormatError, PathLike, read_json, read_rgb
 from datasets.jhmdb_format import JHMDBQuery, read_jhmdb_annotations, read_puppet_mask
 from datasets.transforms import video_transforms_from_args
@@ -118,7 +119,7 @@ class JHMDBDataset(MiddleFrameDataset):
         mask_path = puppet_mask_path(self.root, self.classes[query.video_id], query.video_id)
         if not mask_path.is_file():
             raise FileNotFoundError(f"puppet mask not found: {mask_path}")
-        check_audio_feature(self.audio_path(query.video_id))
+        check_audio_file(self.audio_path(query.video_id))
 
     def audio_path(self, video_id: str) -> Path:
         """The video's recording under `wav_root` when given, else its features under `audio_root`."""

@@ -27,9 +27,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from datasets.common import (ClipDataset, apply_transforms, audio_source, boxes_from_masks, check_audio_feature,
-                             check_feature, check_frame_sizes, check_items, decode_images, load_audio_feature,
-                             make_target, read_frames, rvos_clip_indices)
+from datasets.audio.loader import audio_source, check_audio_file
+from datasets.common import (ClipDataset, apply_transforms, boxes_from_masks, check_feature, check_frame_sizes,
+                             check_items, decode_images, make_target, read_frames, rvos_clip_indices)
 from datasets.formats import DataFormatError, read_json, read_palette_png, read_rgb
 from datasets.ytvos_format import (decode_segmentation, read_meta_expressions, read_vis_instances,
                                    vis_annotations_by_video)
@@ -234,7 +234,12 @@ class RVOSDataset(ClipDataset):
                                       f"{len(video.annotations)} annotation(s) for the video")
         elif expression.obj_id not in video.object_ids:
             raise DataFormatError(f"names object {expression.obj_id}, unknown in the video (objects {video.object_ids})")
-        check_audio_feature(self.audio_path(video.name, expression.exp_id))
+        check_audio_file(self.audio_path(video.name, expression.exp_id))
+
+    def sample_audio_path(self, index: int) -> Path:
+        video_index, _, exp_index = self.samples[index]
+        video = self.videos[video_index]
+        return self.audio_path(video.name, video.expressions[exp_index].exp_id)
 
     def audio_path(self, video: str, exp_id: str) -> Path:
         """The expression's recording under `wav_root` when given, else its features under `audio_root`."""
@@ -317,7 +322,7 @@ class RVOSDataset(ClipDataset):
             masks = self._masks_from_pngs(video, expression.obj_id, clip, height, width)
             valid = masks.reshape(len(clip), -1).any(1).astype(np.int64)
             boxes, labels = boxes_from_masks(masks), valid.copy()
-        audio = load_audio_feature(self.audio_path(video.name, expression.exp_id))
+        audio = self.sample_audio(index)
         target = make_target(boxes, masks, valid, labels, height, width, video=video.name,
                              exp_id=expression.exp_id, frame_id=frame, clip_frames=clip)
         clip_tensor, target = apply_transforms(frames, target, self.transforms)

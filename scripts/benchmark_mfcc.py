@@ -69,7 +69,7 @@ def official_loop_deltas(features: np.ndarray, big_theta: int = audio.DELTA_THET
 def official_loop_mfcc39(signal: np.ndarray, sample_rate: int) -> np.ndarray:
     emphasised = np.append(signal[0], signal[1:] - audio.PRE_EMPHASIS * signal[:-1])
     frame_len, step = audio.frame_geometry(sample_rate)
-    count = audio.num_frames(len(emphasised), sample_rate)
+    count = audio.num_feature_frames(len(emphasised), sample_rate)
     padded = np.concatenate((emphasised, np.zeros((count - 1) * step + frame_len - len(emphasised))))
     indices = (np.tile(np.arange(frame_len), (count, 1))
                + np.tile(np.arange(0, count * step, step), (frame_len, 1)).T)  # [frames, frame_len]

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 import inference_rvos
-from datasets.noise import NOISE_TYPES
+from datasets.audio.noise import NOISE_TYPES
 from engine import load_model_for_inference
 from scripts.demo import derangement
 from scripts.evaluate_rvos import evaluate_rvos

@@ -30,7 +30,8 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from engine import load_audio_array, load_frame, load_model_for_inference
+from datasets.audio import AudioLoader
+from engine import load_frame, load_model_for_inference
 from inference_rvos import split_jobs
 from main import get_args_parser
 from models.postprocess import PostProcessSegm
@@ -104,6 +105,7 @@ def probe(model: nn.Module, postprocess: PostProcessSegm, jobs, num_frames: int,
     """Run the probe over `jobs` (inference_rvos.VideoJob) with `model` and its mask postprocessor; returns the
     summary and the per-expression rows."""
     recorder = StageRecorder(model)
+    load_audio = AudioLoader()
     rows: List[Dict[str, object]] = []
     try:
         for job in tqdm(jobs, desc="probe", dynamic_ncols=True):
@@ -111,7 +113,7 @@ def probe(model: nn.Module, postprocess: PostProcessSegm, jobs, num_frames: int,
                 continue
             clips = [torch.stack([load_frame(job.frame_paths[i], scale)[0] for i in indices]).to(device)
                      for indices, _ in cyclic_clips(len(job.frame_paths), num_frames)]
-            audios = [load_audio_array(e.audio_path).to(device) for e in job.expressions]
+            audios = [load_audio(e.audio_path).to(device) for e in job.expressions]
             for k, expression in enumerate(job.expressions):
                 other = (k + 1) % len(job.expressions)
                 changes = defaultdict(list)

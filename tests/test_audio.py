@@ -53,7 +53,7 @@ def test_deltas_run_across_coefficients_not_time():
     # in every other frame (deltas over time would leak into the neighbouring frames).
     cepstra = np.zeros((3, audio.NUM_CEPSTRA))
     cepstra[1, 5] = 1.0
-    deltas = audio._deltas_across_coefficients(cepstra)
+    deltas = audio.features._deltas_across_coefficients(cepstra)
     expected = np.zeros_like(cepstra)
     expected[1, [3, 4, 6, 7]] = [0.2, 0.1, -0.1, -0.2]
     np.testing.assert_allclose(deltas, expected, atol=1e-15)

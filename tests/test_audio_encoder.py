@@ -48,7 +48,7 @@ def test_the_parser_offers_the_registry_and_refuses_other_names():
 class HalfRateEncoder(nn.Module):
     """Another front end: one token per two feature frames."""
 
-    def __init__(self, hidden_dim: int):
+    def __init__(self, hidden_dim: int, cmvn: bool = False):
         super().__init__()
         self.conv = nn.Conv1d(AUDIO_FEATURE_DIM, hidden_dim, kernel_size=2, stride=2)
 

@@ -14,8 +14,9 @@ from torch.utils.data import DataLoader
 from datasets import build_dataset
 from datasets.a2d import A2DDataset, InstanceCountWarning, read_a2d_samples
 from datasets.a2d_format import A2DFrameAnnotation, read_a2d_h5, write_a2d_h5
-from datasets.common import (BadSampleWarning, SampleError, centred_clip_indices, load_audio_feature,
-                             middle_frame_index, rvos_clip_indices)
+from datasets.audio import AudioLoader
+from datasets.common import (BadSampleWarning, SampleError, centred_clip_indices, middle_frame_index,
+                             rvos_clip_indices)
 from datasets.formats import write_npy
 from datasets.jhmdb import JHMDBDataset
 from datasets.transforms import (IMAGENET_MEAN, IMAGENET_STD, Compose, Normalize, RandomHorizontalFlip, RandomResize,
@@ -171,7 +172,7 @@ def test_audio_feature_is_transposed(data, tmp_path):
     path = tmp_path / "a.npy"
     features = np.arange(7 * 39, dtype=np.float64).reshape(7, 39)
     write_npy(path, features)
-    loaded = load_audio_feature(path)
+    loaded = AudioLoader()(path)
     assert loaded.dtype == torch.float32 and loaded.shape == (39, 7)
     assert torch.equal(loaded, torch.from_numpy(features.T).float())
 
@@ -447,8 +448,8 @@ def test_build_dataset_and_dataloader_batches(data):
     assert audio.tensors.shape[:2] == (2, 39) and audio.mask.shape == (2, audio.tensors.shape[-1])
     assert [len(t["valid"]) for t in targets] == [T, 1]
     lengths = [int((~m).sum()) for m in audio.mask]
-    assert sorted(lengths) == sorted([load_audio_feature(Path(y["audio_root"]) / "vid000_0.npy").shape[1],
-                                      load_audio_feature(Path(a["audio_root"]) / "a2dvid0_2.npy").shape[1]])
+    assert sorted(lengths) == sorted([AudioLoader()(Path(y["audio_root"]) / "vid000_0.npy").shape[1],
+                                      AudioLoader()(Path(a["audio_root"]) / "a2dvid0_2.npy").shape[1]])
     for clip_index, target in enumerate(targets):
         height, width = target["size"].tolist()
         assert not frames.mask[clip_index * T, :height, :width].any()

@@ -14,7 +14,8 @@ import torch
 import main as train
 from datasets.formats import read_palette_png
 from datasets.ytvos import mask_path
-from engine import load_audio_array, load_frame, predict_clip_masks
+from datasets.audio import AudioLoader
+from engine import load_frame, predict_clip_masks
 from inference_rvos import split_jobs
 from models.postprocess import PostProcessSegm
 from scripts import demo
@@ -58,7 +59,7 @@ def expression_ious(model, args, swap: bool):
     """Mean IoU over frames of each expression's predicted mask with its object's ground truth."""
     ious = {}
     for job in split_jobs(args):
-        audios = [load_audio_array(e.audio_path) for e in job.expressions]
+        audios = [AudioLoader()(e.audio_path) for e in job.expressions]
         for k, expression in enumerate(job.expressions):
             audio = audios[(k + 1) % len(audios)] if swap else audios[k]
             scores = []

@@ -1,5 +1,5 @@
-"""Features straight from recordings (equal to the extracted .npy, cached per process) and noisy speech (white and
-babble noise at a requested SNR) in the loaders and the inference scripts."""
+"""Features straight from recordings (equal to the extracted .npy, cached per process) and noisy speech (white,
+pink and babble noise at a requested SNR) in the loaders and the inference scripts."""
 import json
 import math
 from pathlib import Path
@@ -8,15 +8,18 @@ import numpy as np
 import pytest
 import torch
 
+import datasets.audio.loader as loader
 import datasets.common as common
 import inference_a2d
 import inference_rvos
 from audio_helpers import load_script, tone_signal, write_audio
 from data_factory import make_a2d, make_ytvos
-from datasets.audio import features_from_samples, load_audio
-from datasets.noise import AudioNoise, build_noise, mean_power, mix_at_snr, snr_db
+from datasets.audio import AudioLoader, audio_source, build_audio_loader, features_from_samples, load_audio
+from datasets.audio.loader import check_audio_file
+from datasets.audio.noise import BABBLE_TALKERS, AudioNoise, mean_power, mix_at_snr, snr_db
+from datasets.audio.perturb import AudioCondition
 from datasets.ytvos import RVOSDataset
-from engine import load_audio_array
+from util.errors import OptionError
 from main import get_args_parser
 from model_helpers import save_untrained_checkpoint
 from models import build_model
@@ -53,55 +56,51 @@ def test_features_from_recordings_equal_the_extracted_ones(tmp_path: Path):
     paths = write_recordings(tmp_path / "wav", ["vid_0", "vid_1"])
     extract_to(tmp_path / "wav", tmp_path / "npy")
     for path in paths:
-        from_npy = common.load_audio_feature(tmp_path / "npy" / f"{path.stem}.npy")
-        from_wav = common.load_audio_feature(path)
+        from_npy = AudioLoader()(tmp_path / "npy" / f"{path.stem}.npy")
+        from_wav = AudioLoader()(path)
         assert from_wav.dtype == torch.float32 and from_wav.shape == from_npy.shape and from_wav.shape[0] == 39
         relative = (from_wav.double() - from_npy.double()).norm() / from_npy.double().norm()
         assert relative <= 1e-6
-        common.check_audio_feature(path)
+        check_audio_file(path)
     with pytest.raises(FileNotFoundError, match="missing.wav"):
-        common.check_audio_feature(tmp_path / "wav" / "missing.wav")
+        check_audio_file(tmp_path / "wav" / "missing.wav")
     (tmp_path / "broken.wav").write_bytes(b"RIFF but not really")
     with pytest.raises(common.DataFormatError, match="broken.wav"):
-        common.check_audio_feature(tmp_path / "broken.wav")
-    assert common.audio_source("feats", "", "v_0") == Path("feats/v_0.npy")
-    assert common.audio_source("feats", "wavs", "v_0") == Path("wavs/v_0.wav")
+        check_audio_file(tmp_path / "broken.wav")
+    assert audio_source("feats", "", "v_0") == Path("feats/v_0.npy")
+    assert audio_source("feats", "wavs", "v_0") == Path("wavs/v_0.wav")
 
 
-def test_recording_features_are_cached_per_file_version(tmp_path: Path, monkeypatch):
-    import datasets.audio
-
+def test_recordings_are_decoded_once_per_file_version(tmp_path: Path, monkeypatch):
     (path,) = write_recordings(tmp_path, ["rec"])
     calls = []
-    real = datasets.audio.extract_features
-    monkeypatch.setattr(datasets.audio, "extract_features", lambda p: calls.append(p) or real(p))
-    common._recording_features.cache_clear()
-    first = common.recording_features(path)
+    monkeypatch.setattr(loader, "load_audio", lambda p: calls.append(p) or load_audio(p))
+    loader._decoded.cache_clear()
+    loader._clean_features.cache_clear()
+    first = AudioLoader()(path)
     first.zero_()  # a caller that changes its tensor must not change the cache
-    second = common.recording_features(path)
+    second = AudioLoader()(path)
     assert len(calls) == 1 and second.abs().sum() > 0
     write_audio(path, tone_signal(SAMPLE_RATE, 0.3, seed=9), SAMPLE_RATE)  # rewritten: a new size and mtime
-    third = common.recording_features(path)
+    third = AudioLoader()(path)
     assert len(calls) == 2 and third.shape != second.shape
 
 
-def test_inference_reads_clean_recordings_through_the_cache_and_noisy_ones_anew(tmp_path: Path, monkeypatch):
-    import datasets.audio
-
+def test_clean_features_come_from_the_cache_and_changed_ones_anew(tmp_path: Path, monkeypatch):
     (path,) = write_recordings(tmp_path, ["rec"])
     samples, rate = load_audio(path)
     uncached = torch.from_numpy(np.ascontiguousarray(features_from_samples(samples, rate)[0].T)).float()
     calls = []
-    real = datasets.audio.extract_features
-    monkeypatch.setattr(datasets.audio, "extract_features", lambda p: calls.append(p) or real(p))
-    common._recording_features.cache_clear()
-    first, second = load_audio_array(path), load_audio_array(path, model_rate=SAMPLE_RATE)
+    real = loader.compute_features
+    monkeypatch.setattr(loader, "compute_features", lambda *a: calls.append(a) or real(*a))
+    loader._clean_features.cache_clear()
+    first, second = AudioLoader()(path), AudioLoader(model_rate=SAMPLE_RATE)(path)
     assert len(calls) == 1 and torch.equal(first, uncached) and torch.equal(second, uncached)
-    noise = AudioNoise("white", 5.0, seed=1, pool=[path])
-    noisy = [load_audio_array(path, noise=noise) for _ in range(2)]
-    assert len(calls) == 1 and torch.equal(noisy[0], noisy[1]) and not torch.equal(noisy[0], uncached)
-    resampled = load_audio_array(path, resample_to=SAMPLE_RATE // 2)  # other settings than the cache's
-    assert len(calls) == 1 and not torch.equal(resampled, uncached)
+    noisy_loader = AudioLoader(condition=AudioCondition(noise=AudioNoise("white", 5.0, seed=1, pool=[path])))
+    noisy = [noisy_loader(path) for _ in range(2)]
+    assert len(calls) == 3 and torch.equal(noisy[0], noisy[1]) and not torch.equal(noisy[0], uncached)
+    resampled = AudioLoader(resample_to=SAMPLE_RATE // 2)(path)  # other settings than the cache's
+    assert len(calls) == 4 and not torch.equal(resampled, uncached)
 
 
 def test_rvos_dataset_reads_recordings_as_the_features(tmp_path: Path):
@@ -121,7 +120,7 @@ def test_rvos_dataset_reads_recordings_as_the_features(tmp_path: Path):
 # ----------------------------------------------------------------------------- noise
 def test_mixed_signal_has_the_requested_snr(tmp_path: Path):
     paths = write_recordings(tmp_path, [f"rec{i}" for i in range(6)])
-    for kind in ("white", "babble"):
+    for kind in ("white", "pink", "babble"):
         for target in SNRS_DB:
             noise = AudioNoise(kind, target, seed=1, pool=paths)
             for path in paths[:2]:
@@ -152,12 +151,10 @@ def test_minus_infinite_snr_is_the_noise_alone_at_the_recording_power(tmp_path: 
             AudioNoise("white", level, seed=1)
 
 
-def test_noise_is_seeded_per_recording_and_babble_mixes_other_recordings(tmp_path: Path, monkeypatch):
-    import datasets.noise
-
+def test_noise_is_seeded_per_recording_and_babble_mixes_other_recordings(tmp_path: Path):
     paths = write_recordings(tmp_path, [f"rec{i}" for i in range(6)])
     signal, rate = load_audio(paths[0])
-    for kind in ("white", "babble"):
+    for kind in ("white", "pink", "babble"):
         noise = AudioNoise(kind, 5.0, seed=1, pool=paths)
         same = AudioNoise(kind, 5.0, seed=1, pool=list(reversed(paths)))  # the order of the split does not matter
         np.testing.assert_array_equal(noise.apply(signal, rate, paths[0]), same.apply(signal, rate, paths[0]))
@@ -169,33 +166,37 @@ def test_noise_is_seeded_per_recording_and_babble_mixes_other_recordings(tmp_pat
         np.testing.assert_allclose(louder, quieter * 10 ** (10 / 20), rtol=1e-9, atol=1e-9)
 
     loaded = []
-    real_load = datasets.noise.load_audio
-    monkeypatch.setattr(datasets.noise, "load_audio", lambda p: loaded.append(Path(p)) or real_load(p))
-    babble = AudioNoise("babble", 0.0, seed=1, pool=paths).noise_for(paths[0], signal.size, rate)
-    assert len(loaded) == datasets.noise.BABBLE_TALKERS and paths[0] not in loaded
+    babble = AudioNoise("babble", 0.0, seed=1, pool=paths, load=lambda p: loaded.append(Path(p)) or load_audio(p)
+                        ).noise_for(paths[0], signal.size, rate)
+    assert len(loaded) == BABBLE_TALKERS and paths[0] not in loaded
     assert len(set(loaded)) == len(loaded)
     assert np.abs(np.corrcoef(babble, signal)[0, 1]) < 0.5  # not the recording itself
 
     with pytest.raises(ValueError, match="other recordings"):
         AudioNoise("babble", 0.0, seed=1, pool=paths[:1])
     with pytest.raises(ValueError, match="unknown noise"):
-        AudioNoise("pink", 0.0, seed=1)
+        AudioNoise("brown", 0.0, seed=1)
 
 
 def test_noise_options_are_checked_before_the_model_loads(tmp_path: Path):
     args = parse_args(get_args_parser(), ["--audio_noise", "white"])
-    with pytest.raises(ValueError, match="--audio_snr_db"):
-        build_noise(args, [Path("a.wav")])
+    with pytest.raises(OptionError, match="--audio_snr_db"):
+        build_audio_loader(args, [Path("a.wav")])
     args = parse_args(get_args_parser(), ["--audio_snr_db", "5"])
-    with pytest.raises(ValueError, match="--audio_noise"):
-        build_noise(args, [Path("a.wav")])
-    args = parse_args(get_args_parser(), ["--audio_noise", "white", "--audio_snr_db", "5"])
-    with pytest.raises(ValueError, match="--rvos_wav_path"):
-        build_noise(args, [Path("a.npy")])
-    assert build_noise(parse_args(get_args_parser(), []), [Path("a.npy")]) is None
+    with pytest.raises(OptionError, match="--audio_noise"):
+        build_audio_loader(args, [Path("a.wav")])
+    for option in (["--audio_noise", "white", "--audio_snr_db", "5"], ["--audio_rt60", "0.6"],
+                   ["--audio_band", "telephone"], ["--audio_speed", "1.2"]):
+        with pytest.raises(OptionError, match="--rvos_wav_path"):
+            build_audio_loader(parse_args(get_args_parser(), option), [Path("a.npy")])
+    with pytest.raises(OptionError, match="--audio_band"):
+        build_audio_loader(parse_args(get_args_parser(), ["--audio_band", "3400-300"]), [Path("a.wav")])
+    with pytest.raises(OptionError, match="--audio_rt60"):
+        build_audio_loader(parse_args(get_args_parser(), ["--audio_rt60", "0"]), [Path("a.wav")])
+    assert not build_audio_loader(parse_args(get_args_parser(), []), [Path("a.npy")]).changes_audio
 
     data = make_ytvos(tmp_path / "ytvos", num_videos=1, num_frames=2)
-    with pytest.raises(ValueError, match="--rvos_wav_path"):  # no --model_path: it fails before the model
+    with pytest.raises(OptionError, match="--rvos_wav_path"):  # no --model_path: it fails before the model
         inference_rvos.main(MODEL_ARGV + ["--ytvos_path", data["root"], "--rvos_audio_path", data["audio_root"],
                                           "--audio_noise", "babble", "--audio_snr_db", "0",
                                           "--save_path", str(tmp_path / "r.json")])

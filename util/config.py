@@ -124,7 +124,11 @@ def get_args_parser(*, dataset_files: Optional[Sequence[str]] = None,
     parser.add_argument("--audio_encoder", default=DEFAULT_AUDIO_ENCODER,
                         choices=tuple(audio_encoders) if audio_encoders else None,
                         help="the audio front end (models/audio_encoder.py): 'mfcc39', the official projection of "
-                             "MFCC-39 features, the only one the released checkpoints hold")
+                             "MFCC-39 features, the only one the released checkpoints hold; 'conv' (not official), "
+                             "a small temporal convolution stack, one token per frame seeing 0.35 s around it")
+    parser.add_argument("--audio_cmvn", action="store_true",
+                        help="not official: normalise each recording's features to zero mean and unit variance "
+                             "over its frames before the audio encoder (removes its gain and channel colouring)")
     # = models.encoder.THRESHOLD_RATIO (not imported: this module stays free of torch)
     parser.add_argument("--wavelet_threshold", default=0.008, type=float,
                         help="soft threshold of the encoder's wavelet detail bands as a fraction of their largest "
@@ -182,6 +186,9 @@ def get_args_parser(*, dataset_files: Optional[Sequence[str]] = None,
     parser.add_argument("--warmup_subset", default=4, type=positive_int, metavar="N",
                         help="videos of the --warmup_epochs stage (a curriculum that ties each recording to its "
                              "object before the whole set is seen, see the README's demo section)")
+    parser.add_argument("--warmup_shares_optimizer", action="store_true",
+                        help="the warm-up stage trains with the main stage's optimizer, so its Adam moments carry over "
+                             "into the main epochs (default: an optimizer of its own, the main stage starts fresh)")
     parser.add_argument("--no_hflip", action="store_true",
                         help="leave out the random horizontal flip of the training clips (official: flip; "
                              "the CPU demo's expressions say 'moving left/right')")
@@ -232,12 +239,25 @@ def get_args_parser(*, dataset_files: Optional[Sequence[str]] = None,
     parser.add_argument("--inference_dropout", action="store_true",
                         help="infer in training mode like the official scripts (they forget model.eval())")
     parser.add_argument("--metrics_path", default="", type=str, help="write the A2D/JHMDB metrics JSON here")
-    parser.add_argument("--audio_noise", default="", choices=("white", "babble"),
-                        help="add noise to every recording before its MFCC (needs --rvos_wav_path / --a2d_wav_path): "
-                             "white Gaussian noise, or babble, a mix of other recordings of the split (seeded by --seed)")
+    # Listening conditions (need recordings: --rvos_wav_path / --a2d_wav_path), applied in this order:
+    # speed, room, noise, band; their random parts are seeded by --seed and each recording's name
+    parser.add_argument("--audio_speed", default=None, type=float,
+                        help="play every recording this many times faster (0.8: slower) before its MFCC; pitch "
+                             "and formants move with it")
+    parser.add_argument("--audio_rt60", default=None, type=float,
+                        help="play every recording in a simulated room with this reverberation time (seconds)")
+    parser.add_argument("--audio_noise", default="", choices=("white", "pink", "babble"),
+                        help="add noise to every recording before its MFCC: white or pink (1/f) Gaussian noise, or "
+                             "babble, a mix of other recordings of the split")
     parser.add_argument("--audio_snr_db", default=None, type=float,
                         help="signal-to-noise ratio of --audio_noise in dB, over each whole recording; -inf: the "
                              "noise alone at the recording's power (no speech left)")
+    parser.add_argument("--audio_band", default="", type=str,
+                        help="band-limit every recording: 'telephone' (300-3400 Hz) or LOW-HIGH in Hz")
+    parser.add_argument("--audio_augment", action="store_true",
+                        help="not official: training recordings changed at random per sample and epoch (speed, "
+                             "pitch, vocal-tract length, silence, room, noise, telephone band, gain; "
+                             "datasets/audio/perturb.py); needs the recordings (--rvos_wav_path)")
 
     # Bad inputs and faults (README "When something goes wrong")
     parser.add_argument("--check_data", action="store_true",

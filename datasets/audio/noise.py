@@ -1,28 +1,24 @@
-"""Noisy speech: white or babble noise added to a recording at a given signal-to-noise ratio, before its MFCC-39.
+"""Noisy speech: white, pink or babble noise added to a recording at a given signal-to-noise ratio.
 
 The SNR is over the whole recording: the noise is scaled so that `10 log10(P_signal / P_noise) = snr_db`, P being
 the mean square of the samples (int16 units). The mix stays float, neither clipped nor rounded, so its SNR is
-exact. White noise is Gaussian; babble is a mix of `BABBLE_TALKERS` other recordings of the same split, each
-looped to the recording's length from a random offset and brought to the same power first, so that no talker
-dominates. Every draw comes from a random stream seeded by the seed and the recording's file name: a recording
+exact. White noise is Gaussian; pink noise has a 1/f power spectrum (-3 dB per octave, the colour of much room and
+machine noise); babble is a mix of `BABBLE_TALKERS` other recordings of the same split, each looped to the
+recording's length from a random offset and brought to the same power first, so that no talker dominates. Every draw comes from a random stream seeded by the seed and the recording's file name: a recording
 gets the same noise in every run and at every SNR (only its scale changes), whatever the order of the work.
 """
 import hashlib
 import math
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import torch
-from scipy.signal import resample_poly
-from torch import Tensor
 
-from datasets.audio import load_audio, mfcc39
-from datasets.common import is_recording
+from datasets.audio.io import load_audio, resample
 
 PathLike = Union[str, Path]
 
-NOISE_TYPES = ("white", "babble")
+NOISE_TYPES = ("white", "pink", "babble")
 BABBLE_TALKERS = 4  # other recordings mixed into the babble (all the others when the split has fewer)
 
 
@@ -57,6 +53,16 @@ def white_noise(length: int, rng: np.random.Generator) -> np.ndarray:
     return rng.standard_normal(length)
 
 
+def pink_noise(length: int, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian noise shaped to a 1/f power spectrum (amplitude 1/sqrt(f)) in the frequency domain; DC removed."""
+    spectrum = np.fft.rfft(rng.standard_normal(length))
+    frequency = np.arange(spectrum.size, dtype=np.float64)
+    frequency[0] = 1.0  # the DC bin is zeroed below; 1 only avoids dividing by 0
+    spectrum = spectrum / np.sqrt(frequency)
+    spectrum[0] = 0.0
+    return np.fft.irfft(spectrum, n=length)
+
+
 def babble_noise(length: int, talkers: Sequence[np.ndarray], rng: np.random.Generator) -> np.ndarray:
     """The sum of `talkers`, each looped to `length` samples from a random offset and scaled to unit power."""
     if not talkers:
@@ -79,17 +85,11 @@ def recording_rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, digest])
 
 
-def _resampled(samples: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
-    if rate == target_rate:
-        return samples
-    divisor = math.gcd(rate, target_rate)
-    return resample_poly(samples, target_rate // divisor, rate // divisor)
-
-
 class AudioNoise:
     """Adds `kind` noise at `snr_db` to recordings; `pool` is the split's recordings (the babble's talkers)."""
 
-    def __init__(self, kind: str, snr_db: float, seed: int, pool: Sequence[PathLike] = ()):
+    def __init__(self, kind: str, snr_db: float, seed: int, pool: Sequence[PathLike] = (),
+                 load: Callable[[PathLike], Tuple[np.ndarray, int]] = load_audio):
         if kind not in NOISE_TYPES:
             raise ValueError(f"unknown noise {kind!r}; expected one of {NOISE_TYPES}")
         if math.isnan(snr_db) or snr_db == math.inf:
@@ -99,55 +99,38 @@ class AudioNoise:
         self.kind, self.snr_db, self.seed = kind, float(snr_db), int(seed)
         # Sorted and unique: the babble of a recording must not depend on the order of the split.
         self.pool: List[Path] = sorted({Path(p) for p in pool})
+        self.load = load  # decodes a babble talker (the loader passes its cached decoder)
         if kind == "babble" and len(self.pool) < 2:
             raise ValueError(f"babble noise mixes other recordings of the split; it has {len(self.pool)}")
 
-    def noise_for(self, path: PathLike, length: int, sample_rate: int) -> np.ndarray:
-        """The (unscaled) noise of the recording `path`: `length` samples at `sample_rate`."""
+    def noise_for(self, path: PathLike, length: int, sample_rate: int,
+                  rng: Optional[np.random.Generator] = None) -> np.ndarray:
+        """The (unscaled) noise of the recording `path`: `length` samples at `sample_rate`, drawn from `rng`
+        (default: the recording's own stream, the same in every run)."""
         path = Path(path)
-        rng = recording_rng(self.seed, path.name)
+        rng = rng if rng is not None else recording_rng(self.seed, path.name)
         if self.kind == "white":
             return white_noise(length, rng)
+        if self.kind == "pink":
+            return pink_noise(length, rng)
         others = [p for p in self.pool if p != path]
         if not others:
             raise ValueError(f"{path}: no other recording in the split to make babble of")
         chosen = rng.choice(len(others), size=min(BABBLE_TALKERS, len(others)), replace=False)
         talkers = []
         for index in sorted(int(i) for i in chosen):
-            samples, rate = load_audio(others[index])
-            talkers.append(_resampled(samples, rate, sample_rate))
+            samples, rate = self.load(others[index])
+            talkers.append(resample(samples, rate, sample_rate))
         return babble_noise(length, talkers, rng)
 
-    def apply(self, samples: np.ndarray, sample_rate: int, path: PathLike) -> np.ndarray:
+    def apply(self, samples: np.ndarray, sample_rate: int, path: PathLike,
+              rng: Optional[np.random.Generator] = None) -> np.ndarray:
         """The recording `path` (its `samples`) with its noise at `snr_db`, float64."""
-        noise = self.noise_for(path, len(samples), sample_rate)
+        noise = self.noise_for(path, len(samples), sample_rate, rng)
         try:
             return mix_at_snr(samples, noise, self.snr_db)
         except ValueError as error:
             raise ValueError(f"{path}: {error}") from None
 
-    def features(self, path: PathLike) -> Tensor:
-        """MFCC-39 of the noisy recording, float32 `[39, frames]` (as the loaders give clean ones)."""
-        samples, sample_rate = load_audio(path)
-        features = mfcc39(self.apply(samples, sample_rate, path), sample_rate)
-        return torch.from_numpy(np.ascontiguousarray(features.T, dtype=np.float32))
-
     def describe(self) -> dict:
         return {"noise": self.kind, "snr_db": self.snr_db, "seed": self.seed, "pool": len(self.pool)}
-
-
-def build_noise(args, recordings: Sequence[PathLike]) -> Optional[AudioNoise]:
-    """The noise of `--audio_noise` / `--audio_snr_db` (seeded by `--seed`) for `recordings`, the split's audio
-    files; None without `--audio_noise`. The audio must be recordings (`--rvos_wav_path` / `--a2d_wav_path`)."""
-    kind, level = getattr(args, "audio_noise", ""), getattr(args, "audio_snr_db", None)
-    if not kind:
-        if level is not None:
-            raise ValueError("--audio_snr_db needs --audio_noise white or babble")
-        return None
-    if level is None:
-        raise ValueError(f"--audio_noise {kind} needs --audio_snr_db (the signal-to-noise ratio in dB)")
-    features = [Path(p) for p in recordings if not is_recording(p)]
-    if features:
-        raise ValueError(f"--audio_noise adds noise to recordings, but the audio is extracted features "
-                         f"(e.g. {features[0]}): pass the recordings with --rvos_wav_path / --a2d_wav_path")
-    return AudioNoise(kind, level, args.seed, recordings)
