@@ -2,7 +2,8 @@
 
     python scripts/make_demo_data.py --out data/demo --seed 0 [--num_train_videos 24 --num_test_videos 6
                                      --frames 16 --size 120x216 --min_objects 2 --max_objects 3
-                                     --num_colours 6 --num_shapes 6 --num_voices 9 --test_voices V1,V2 --force]
+                                     --num_colours 6 --num_shapes 6 --num_voices 9 --test_voices V1,V2
+                                     --speakers {fixed,varied} --held_out_speakers {seen,unseen} --force]
 
 Every video shows 2-3 shapes (circle, square, triangle, star, heart, cross) that differ in colour AND shape,
 each in a "small" or "big" size, moving in a straight line along one of the four directions so that their
@@ -10,10 +11,18 @@ paths cross near the middle of the frame; a random depth order decides who cover
 keep only the visible pixels. The background is a smooth, mildly tinted texture plus per-frame noise. Each
 object gets one spoken expression naming its colour and shape, sometimes its size and its motion
 ("the small blue square moving left"); no two objects of a video share an expression, so only the audio
-tells which one to segment. Speech comes from eSpeak NG in several voices and speeds; `--test_voices` keeps
-some voices for the held-out videos only (unseen speakers). `--num_colours`,
-`--num_shapes` and `--num_voices` keep only the first ones of each list (a smaller vocabulary and fewer
-voices make a dataset that a small model learns in minutes on the CPU, see scripts/demo.py).
+tells which one to segment. `--num_colours`, `--num_shapes` and `--num_voices` keep only the first ones of
+each list (a smaller vocabulary and fewer voices make a dataset that a small model learns in minutes on the
+CPU, see scripts/demo.py).
+
+Speech comes from eSpeak NG. `--speakers fixed` (the default) speaks with the first `--num_voices` English
+voices at several rates; `--test_voices` keeps some of them for the held-out videos only. `--speakers varied`
+gives every recording its own speaker: a voice of the training pool (every English accent but two, times
+every curated voice variant but six, see datasets/speech.py) with its own rate, pitch, pitch range and word
+gap. `--held_out_speakers unseen` then speaks the held-out videos with the unseen pool (the two accents times
+the six variants: no accent nor variant a training video has), and nothing else changes: the frames, masks
+and texts are those of `--held_out_speakers seen`, so that `--num_train_videos 0 --held_out_speakers unseen`
+makes the unseen-speaker copy of the held-out videos of a dataset.
 
 Written under OUT (all videos in the `train` split, as our RVOS loaders read the train split for both):
 
@@ -25,7 +34,8 @@ Written under OUT (all videos in the `train` split, as our RVOS loaders read the
     ann/instances_{train,test}_sub.json          YouTube-VIS style split files (the official training reads these)
     train_videos.txt, test_videos.txt            the same split as text files of video ids
     audio_wav/<vid>_<exp_id>.wav                 the spoken expressions (16-bit PCM, 22050 Hz)
-    audio_wav/speech.json                        text, eSpeak NG voice and rate of each recording
+    audio_wav/speech.json                        text, eSpeak NG voice and rate of each recording (with
+                                                 --speakers varied also pitch, pitch range, word gap, seed)
     audio_feature/<vid>_<exp_id>.npy             their MFCC-39 features, float64 [frames, 39] (SPEC §5, §6)
     .complete                                    the generation parameters; written last
 
@@ -50,8 +60,9 @@ from tqdm import tqdm
 
 from datasets.audio import mfcc39, save_features
 from datasets.formats import write_jpeg, write_json, write_palette_png
-from datasets.speech import (ENGLISH_VOICES, SPEECH_RATE_WPM, SPEECH_SEED_RANGE, check_voices,
-                             parse_voices, seed_speech, synthesize, write_wav)
+from datasets.speech import (ENGLISH_VOICES, SPEECH_RATE_WPM, SPEECH_SEED_RANGE, TRAINING_VOICES, UNSEEN_VOICES,
+                             check_voices, draw_style, parse_voices, seed_speech, synthesize, synthesize_style,
+                             write_wav)
 from datasets.ytvos_format import vis_annotation_from_masks, write_meta_expressions, write_vis_instances
 from util.misc import atomic_directory
 
@@ -86,6 +97,12 @@ MIN_VISIBLE_FRAMES = 0.6  # ... on this fraction of the frames, or the video is 
 MAX_LAYOUT_TRIES = 50
 
 VOICES = ENGLISH_VOICES
+# --speakers: "fixed", the first --num_voices of VOICES at eSpeak NG's default prosody (the datasets made before
+# the speaker pools, byte for byte); "varied", a voice of the training pool (datasets.speech.TRAINING_VOICES) and
+# a prosody drawn per recording. --held_out_speakers: "seen", the held-out videos draw as the training ones;
+# "unseen" (with "varied"), from datasets.speech.UNSEEN_VOICES, no accent nor variant of which is in training.
+SPEAKER_MODES = ("fixed", "varied")
+HELD_OUT_SPEAKER_MODES = ("seen", "unseen")
 
 
 @dataclass
@@ -110,6 +127,8 @@ class DemoConfig:
     # Voices heard only in the held-out videos (the training videos keep the others of the first num_voices);
     # empty: every video draws from the first num_voices.
     test_voices: Tuple[str, ...] = ()
+    speakers: str = "fixed"  # one of SPEAKER_MODES
+    held_out_speakers: str = "seen"  # one of HELD_OUT_SPEAKER_MODES
 
     def check(self) -> None:
         if self.num_train_videos < 0 or self.num_test_videos < 0 or self.num_train_videos + self.num_test_videos == 0:
@@ -129,6 +148,17 @@ class DemoConfig:
         for name, value in (("--p_say_size", self.p_say_size), ("--p_say_motion", self.p_say_motion)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} is a probability in [0, 1], got {value}")
+        if self.speakers not in SPEAKER_MODES:
+            raise ValueError(f"--speakers must be one of {', '.join(SPEAKER_MODES)}, got {self.speakers!r}")
+        if self.held_out_speakers not in HELD_OUT_SPEAKER_MODES:
+            raise ValueError(f"--held_out_speakers must be one of {', '.join(HELD_OUT_SPEAKER_MODES)}, "
+                             f"got {self.held_out_speakers!r}")
+        if self.speakers == "varied" and (self.test_voices or self.num_voices != len(VOICES)):
+            raise ValueError("--num_voices and --test_voices choose the voices of --speakers fixed; --speakers "
+                             "varied draws from the speaker pools (--held_out_speakers unseen for unseen ones)")
+        if self.held_out_speakers == "unseen" and self.speakers != "varied":
+            raise ValueError("--held_out_speakers unseen needs --speakers varied (with fixed voices, "
+                             "--test_voices picks the held-out ones)")
         if self.test_voices:
             if not self.train_voices():
                 raise ValueError(f"--test_voices {','.join(self.test_voices)} leave no training voice among the "
@@ -140,17 +170,27 @@ class DemoConfig:
                              f"got {self.min_objects} and {self.max_objects}")
 
     def train_voices(self) -> Tuple[str, ...]:
-        """The voices of the training videos: the first `num_voices`, less the test voices."""
+        """The voices of the training videos: the first `num_voices` less the test voices, or with "varied"
+        speakers the training pool."""
+        if self.speakers == "varied":
+            return TRAINING_VOICES
         return tuple(v for v in VOICES[:self.num_voices] if v not in self.test_voices)
 
     def held_out_voices(self) -> Tuple[str, ...]:
-        """The voices of the held-out videos: `test_voices`, or the training ones when none are given."""
+        """The voices of the held-out videos: `test_voices`, the unseen pool with "unseen" held-out speakers,
+        else the training ones."""
+        if self.held_out_speakers == "unseen":
+            return UNSEEN_VOICES
         return tuple(self.test_voices) or self.train_voices()
 
     def record(self) -> dict:
-        """What the `.complete` marker stores: the fields, `test_voices` only when given (so that a dataset
-        made without it keeps its marker byte for byte)."""
+        """What the `.complete` marker stores: the fields, `test_voices`, `speakers` and `held_out_speakers`
+        only when not the default (so that a dataset made without them keeps its marker byte for byte)."""
         record = asdict(self)
+        defaults = DemoConfig()
+        for name in ("speakers", "held_out_speakers"):
+            if record[name] == getattr(defaults, name):
+                del record[name]
         if not self.test_voices:
             del record["test_voices"]
         else:
@@ -356,11 +396,31 @@ def _video_rng(seed: int, split_index: int, video_index: int) -> np.random.Gener
     return np.random.default_rng([seed, split_index, video_index])
 
 
+def _speak(text: str, stem: str, rng: np.random.Generator, voices: Sequence[str],
+           config: DemoConfig) -> Tuple[np.ndarray, int, dict]:
+    """(samples, sample rate, speech.json entry) of one recording.
+
+    "fixed" speakers draw the voice, rate and eSpeak NG seed from the video's stream `rng`, as the datasets
+    made before the speaker pools; "varied" ones draw the whole style from a stream of the recording's own
+    (`draw_style`), so the video's stream, and with it every frame, mask and text, does not depend on the pool.
+    """
+    if config.speakers == "fixed":
+        voice = str(rng.choice(voices))
+        rate = int(rng.integers(SPEECH_RATE_WPM[0], SPEECH_RATE_WPM[1] + 1))
+        seed_speech(int(rng.integers(SPEECH_SEED_RANGE)))
+        samples, sample_rate = synthesize(text, voice, rate)
+        return samples, sample_rate, {"text": text, "voice": voice, "rate_wpm": rate}
+    style = draw_style(stem, config.seed, voices)
+    samples, sample_rate = synthesize_style(text, style)
+    return samples, sample_rate, {"text": text, **style.as_record()}
+
+
 def _write_video(root: Path, video: DemoVideo, rng: np.random.Generator, voices: Sequence[str],
-                 speech_log: Dict[str, dict]) -> Tuple[dict, dict]:
+                 config: DemoConfig, speech_log: Dict[str, dict]) -> Tuple[dict, dict]:
     """Frames, masks, audio and features of one video -> (its meta_expressions entry, its meta.json entry).
 
-    Adds `{stem: {"text", "voice", "rate_wpm"}}` of each recording to `speech_log`.
+    Adds the `_speak` entry of each recording (text, voice, rate and, with "varied" speakers, pitch, pitch
+    range, word gap and eSpeak NG seed) to `speech_log` under its stem.
     """
     frame_names = [FRAME_NAME.format(i) for i in range(len(video.frames))]
     for name, frame, label in zip(frame_names, video.frames, video.labels):
@@ -372,12 +432,8 @@ def _write_video(root: Path, video: DemoVideo, rng: np.random.Generator, voices:
         obj = video.objects[obj_index]
         exp_id = str(exp_index)
         expressions[exp_id] = {"exp": obj.expression, "obj_id": str(obj.obj_id)}
-        voice = str(rng.choice(voices))
-        rate = int(rng.integers(SPEECH_RATE_WPM[0], SPEECH_RATE_WPM[1] + 1))
-        seed_speech(int(rng.integers(SPEECH_SEED_RANGE)))
-        samples, sample_rate = synthesize(obj.expression, voice, rate)
         stem = f"{video.video_id}_{exp_id}"
-        speech_log[stem] = {"text": obj.expression, "voice": voice, "rate_wpm": rate}
+        samples, sample_rate, speech_log[stem] = _speak(obj.expression, stem, rng, voices, config)
         write_wav(root / "audio_wav" / f"{stem}.wav", samples, sample_rate)
         save_features(root / "audio_feature" / f"{stem}.npy", mfcc39(samples, sample_rate))
     for obj in video.objects:
@@ -410,7 +466,7 @@ def _write_dataset(root: Path, config: DemoConfig) -> None:
         rng = _video_rng(config.seed, split_index, video_index)
         video = make_video(vid, rng, config)
         voices = config.train_voices() if split == "train" else config.held_out_voices()
-        meta_expressions[vid], meta[vid] = _write_video(root, video, rng, voices, speech_log)
+        meta_expressions[vid], meta[vid] = _write_video(root, video, rng, voices, config, speech_log)
         rendered[split].append(video)
     write_meta_expressions(root / "meta_expressions" / SPLIT_DIR / "meta_expressions.json", meta_expressions)
     write_json(root / SPLIT_DIR / "meta.json", {"videos": meta})
@@ -490,6 +546,15 @@ def get_parser() -> argparse.ArgumentParser:
                         help="comma-separated eSpeak NG voices heard only in the held-out videos, e.g. "
                              "en-gb-x-rp,en+f3; the training videos keep the others of the first --num_voices "
                              "(unseen speakers); default: every video draws from the first --num_voices")
+    parser.add_argument("--speakers", choices=SPEAKER_MODES, default=defaults.speakers,
+                        help="fixed: the voices of --num_voices / --test_voices at eSpeak NG's default prosody; "
+                             f"varied: each recording draws one of {len(TRAINING_VOICES)} voices (every training "
+                             "accent x variant) and its pitch, pitch range, rate and word gap")
+    parser.add_argument("--held_out_speakers", choices=HELD_OUT_SPEAKER_MODES, default=defaults.held_out_speakers,
+                        help="seen: the held-out videos draw their voices as the training ones; unseen (with "
+                             f"--speakers varied): from {len(UNSEEN_VOICES)} voices whose accents and variants "
+                             "no training video speaks; with --num_train_videos 0, the unseen-voice copy of the "
+                             "held-out videos of the same --seed")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
     return parser
 
@@ -501,7 +566,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         min_objects=args.min_objects, max_objects=args.max_objects, num_colours=args.num_colours,
                         num_shapes=args.num_shapes, num_voices=args.num_voices, p_say_size=args.p_say_size,
                         p_say_motion=args.p_say_motion, speed_scale=args.speed_scale, size_scale=args.size_scale,
-                        test_voices=args.test_voices)
+                        test_voices=args.test_voices, speakers=args.speakers,
+                        held_out_speakers=args.held_out_speakers)
     if generate(args.out, config, force=args.force):
         print(f"wrote the demo dataset to {args.out}")
     else:

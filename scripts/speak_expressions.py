@@ -2,7 +2,7 @@
 loaders read them.
 
     python scripts/speak_expressions.py --format {ytvos,a2d,jhmdb} --annotations FILE --wav_dir DIR
-        --feature_dir DIR [--voices en,en-us,...] [--workers N] [--seed S]
+        --feature_dir DIR [--voices en,en-us,... | --speakers {voices,varied,unseen}] [--workers N] [--seed S]
 
 Formats and names (the official ones, SPEC §6):
 
@@ -19,7 +19,11 @@ folders as `--rvos_audio_path` / `--a2d_audio_path` (features) or `--rvos_wav_pa
 Each expression's voice, rate and eSpeak NG seed are drawn from `--voices` by a random stream of its own
 (`--seed` and its name), so they do not depend on the order, the workers or what was already done. eSpeak NG
 carries a little waveform state from one synthesis to the next inside a process, so the samples themselves
-may differ by a few samples between runs that split the work differently.
+may differ by a few samples between runs that split the work differently. `--speakers varied` draws instead
+from the training speaker pool of datasets/speech.py (every training accent with every training voice
+variant) and draws a pitch, pitch range and word gap too; `--speakers unseen` does the same with the unseen
+pool (accents and variants kept out of the training pool). Their manifest entries record the whole style:
+`{"text", "voice", "rate_wpm", "pitch", "pitch_range", "word_gap", "seed", "seconds"}`.
 
 Resumable: an expression whose WAV and features both exist (and whose manifest entry, if any, has the same
 text) is skipped. Every file is written to a temporary name and renamed, the features after the WAV, so a
@@ -43,8 +47,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import soundfile
 from tqdm import tqdm
 
-from datasets.speech import (ENGLISH_VOICES, SpeechJob, check_voices, draw_speech,
-                             parse_voices, speak_to_files)
+from datasets.speech import (ENGLISH_VOICES, TRAINING_VOICES, UNSEEN_VOICES, SpeechJob, SpeechStyle,
+                             check_voices, draw_style, parse_voices, speak_to_files)
 from scripts.extract_mfcc import available_cpus
 from util.misc import atomic_json_dump
 
@@ -56,6 +60,10 @@ MAX_JOBS_PER_CHUNK = 8  # as scripts/extract_mfcc.py: amortises the inter-proces
 CHUNKS_PER_WORKER = 4
 SIGTERM_EXIT = 128 + signal.SIGTERM
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# --speakers: "voices" draws from --voices at eSpeak NG's default prosody; "varied" and "unseen" draw from a
+# speaker pool with a prosody per expression.
+SPEAKER_POOLS = {"varied": TRAINING_VOICES, "unseen": UNSEEN_VOICES}
+SPEAKER_MODES = ("voices",) + tuple(SPEAKER_POOLS)
 
 
 @dataclass
@@ -217,11 +225,24 @@ def remove_stale_temporaries(paths: Sequence[Path]) -> int:
     return removed
 
 
+def manifest_entry(text: str, style: SpeechStyle, seconds: float, full_style: bool) -> dict:
+    """A manifest entry: text, voice, rate (`full_style`: every field of the style) and seconds."""
+    spoken = style.as_record() if full_style else {"voice": style.voice, "rate_wpm": style.rate_wpm}
+    return {"text": text, **spoken, "seconds": round(seconds, 3)}
+
+
+def speaker_voices(args) -> Tuple[str, ...]:
+    """The voices the expressions draw from: the pool of --speakers, else --voices (default ENGLISH_VOICES)."""
+    return SPEAKER_POOLS.get(args.speakers) or args.voices or ENGLISH_VOICES
+
+
 def plan(expressions: Sequence[Expression], args, manifest: Dict[str, dict]) -> Tuple[List[SpeechJob], Dict[str, dict]]:
     """(jobs to run, manifest entries of the finished expressions that are skipped)."""
     jobs, skipped = [], {}
+    voices = speaker_voices(args)
+    vary_prosody = args.speakers in SPEAKER_POOLS
     for expression in expressions:
-        voice, rate, espeak_seed = draw_speech(expression.name, args.seed, args.voices)
+        style = draw_style(expression.name, args.seed, voices, vary_prosody)
         wav_path = args.wav_dir / f"{expression.name}{WAV_SUFFIX}"
         feature_path = args.feature_dir / f"{expression.name}{FEATURE_SUFFIX}"
         known = manifest.get(expression.name)
@@ -230,10 +251,10 @@ def plan(expressions: Sequence[Expression], args, manifest: Dict[str, dict]) -> 
             if isinstance(known, dict):
                 skipped[expression.name] = known
             else:  # finished by a run killed before it wrote the manifest: the same draw made it
-                skipped[expression.name] = {"text": expression.text, "voice": voice, "rate_wpm": rate,
-                                            "seconds": round(soundfile.info(str(wav_path)).duration, 3)}
+                skipped[expression.name] = manifest_entry(expression.text, style,
+                                                          soundfile.info(str(wav_path)).duration, vary_prosody)
             continue
-        jobs.append(SpeechJob(expression.name, expression.text, voice, rate, espeak_seed, wav_path, feature_path))
+        jobs.append(SpeechJob(expression.name, expression.text, style, wav_path, feature_path))
     return jobs, skipped
 
 
@@ -255,10 +276,10 @@ def _worker_init() -> None:
 
 
 def run_jobs(jobs: Sequence[SpeechJob], workers: int, entries: Dict[str, dict],
-             stop: Optional[StopRequest] = None) -> List[Tuple[SpeechJob, str]]:
+             stop: Optional[StopRequest] = None, full_style: bool = False) -> List[Tuple[SpeechJob, str]]:
     """Speak every job (in `workers` processes; eSpeak NG is process-global state), adding the manifest entry of
-    each finished one to `entries` as it finishes. Returns the failures; raises SystemExit(128 + signal) once
-    the jobs under way are done when `stop` was signalled."""
+    each finished one to `entries` as it finishes (`full_style`: with the whole speech style). Returns the
+    failures; raises SystemExit(128 + signal) once the jobs under way are done when `stop` was signalled."""
     failures = []
     workers = min(workers, len(jobs))
     pool = ProcessPoolExecutor(workers, initializer=_worker_init) if workers > 1 else None
@@ -272,8 +293,7 @@ def run_jobs(jobs: Sequence[SpeechJob], workers: int, entries: Dict[str, dict],
             for job, (_, seconds, reason) in zip(jobs, results):
                 bar.update()
                 if reason is None:
-                    entries[job.key] = {"text": job.text, "voice": job.voice, "rate_wpm": job.rate_wpm,
-                                        "seconds": round(seconds, 3)}
+                    entries[job.key] = manifest_entry(job.text, job.style, seconds, full_style)
                 else:
                     failures.append((job, reason))
                     bar.write(f"error: {job.key}: {reason}", file=sys.stderr)
@@ -295,8 +315,13 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--annotations", required=True, type=Path, help="the annotation file")
     parser.add_argument("--wav_dir", required=True, type=Path, help="where <name>.wav and manifest.json go")
     parser.add_argument("--feature_dir", required=True, type=Path, help="where <name>.npy (MFCC-39) go")
-    parser.add_argument("--voices", type=parse_voices, default=ENGLISH_VOICES,
+    parser.add_argument("--voices", type=parse_voices, default=None,
                         help=f"comma-separated eSpeak NG voices to draw from (default: {','.join(ENGLISH_VOICES)})")
+    parser.add_argument("--speakers", choices=SPEAKER_MODES, default="voices",
+                        help="voices: draw from --voices at eSpeak NG's default prosody; varied: from the "
+                             f"{len(TRAINING_VOICES)} voices of the training speaker pool, with a pitch, pitch range "
+                             f"and word gap per expression; unseen: the same from the {len(UNSEEN_VOICES)} voices "
+                             "of the unseen pool (no accent nor variant of the training pool)")
     parser.add_argument("--workers", type=int, default=available_cpus(),
                         help="worker processes (default: the CPUs available); 1 runs in this process")
     parser.add_argument("--seed", type=int, default=0, help="seeds every expression's draw of voice and rate")
@@ -311,8 +336,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.seed < 0:
         print(f"error: --seed must be >= 0, got {args.seed}", file=sys.stderr)
         return 2
+    if args.voices is not None and args.speakers != "voices":
+        print(f"error: --voices chooses the voices of --speakers voices; --speakers {args.speakers} draws from "
+              f"its speaker pool", file=sys.stderr)
+        return 2
     try:
-        check_voices(args.voices)
+        check_voices(speaker_voices(args))
         expressions, bad = read_expressions(args.annotation_format, args.annotations)
         manifest = read_manifest(args.wav_dir)
     except (AnnotationError, ValueError) as error:
@@ -332,7 +361,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     stop = StopRequest()
     previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
     try:
-        failures = run_jobs(jobs, args.workers, entries, stop)
+        failures = run_jobs(jobs, args.workers, entries, stop, full_style=args.speakers in SPEAKER_POOLS)
     finally:
         # Also when interrupted: the manifest records whatever finished.
         atomic_json_dump(dict(sorted(entries.items())), args.wav_dir / MANIFEST_NAME, indent=1)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from datasets.audio import load_audio, mfcc39
+from datasets.speech import TRAINING_VOICES, UNSEEN_VOICES, draw_style
 from datasets.formats import read_palette_png, read_rgb
 from datasets.ytvos_format import decode_segmentation, read_meta_expressions, read_vis_instances, vis_annotations_by_video
 
@@ -255,3 +256,63 @@ def test_test_voices_are_checked():
     config = demo.DemoConfig(num_voices=3, test_voices=("en-us", "en+f3"))
     assert config.train_voices() == ("en", "en-gb-scotland") and config.held_out_voices() == ("en-us", "en+f3")
     assert demo.DemoConfig(num_voices=2).held_out_voices() == ("en", "en-us")
+
+
+def test_varied_speakers_and_the_unseen_copy_of_the_held_out_videos(tmp_path):
+    """--speakers varied: every recording draws its own style from the training pool; --held_out_speakers unseen
+    changes only the held-out recordings (from the unseen pool), and with no training video it gives the same
+    held-out videos spoken by the unseen pool."""
+    seen, unseen, copy = tmp_path / "seen", tmp_path / "unseen", tmp_path / "copy"
+    _run_script(seen, "--speakers", "varied")  # fresh processes: eSpeak NG carries state between syntheses
+    _run_script(unseen, "--speakers", "varied", "--held_out_speakers", "unseen")
+    demo.main(["--out", str(copy), "--seed", "3", *TINY_ARGS, "--num_train_videos", "0", "--speakers", "varied",
+               "--held_out_speakers", "unseen"])
+    seen_files, unseen_files = _files(seen), _files(unseen)
+    assert seen_files.keys() == unseen_files.keys()
+    differing = {name for name in seen_files if seen_files[name] != unseen_files[name]}
+    assert any(name.startswith("audio_wav/test") for name in differing)
+    assert all(name.startswith(("audio_wav/test", "audio_feature/test")) or name in ("audio_wav/speech.json", ".complete")
+               for name in differing), differing
+
+    speech = {name: json.loads((root / "audio_wav" / "speech.json").read_text()) for name, root in
+              (("seen", seen), ("unseen", unseen), ("copy", copy))}
+    for stem, entry in speech["seen"].items():
+        assert entry == {"text": entry["text"], **draw_style(stem, 3, TRAINING_VOICES).as_record()}
+    unseen_voices = {entry["voice"] for stem, entry in speech["unseen"].items() if stem.startswith("test")}
+    training_voices = {entry["voice"] for stem, entry in speech["unseen"].items() if stem.startswith("train")}
+    assert unseen_voices <= set(UNSEEN_VOICES) and training_voices <= set(TRAINING_VOICES)
+    assert unseen_voices and training_voices and not unseen_voices & training_voices
+    assert {stem: entry for stem, entry in speech["unseen"].items() if stem.startswith("test")} == speech["copy"]
+
+    copy_files = _files(copy)
+    for name, data in copy_files.items():
+        if name.startswith(("train/JPEGImages/", "train/Annotations/")):
+            assert data == seen_files[name], name
+    copy_meta = read_meta_expressions(copy / "meta_expressions" / "train" / "meta_expressions.json")
+    seen_meta = read_meta_expressions(seen / "meta_expressions" / "train" / "meta_expressions.json")
+    assert copy_meta == {vid: video for vid, video in seen_meta.items() if vid.startswith("test")}
+
+    marker = json.loads((unseen / demo.COMPLETE_MARKER).read_text())
+    assert (marker["speakers"], marker["held_out_speakers"]) == ("varied", "unseen")
+    assert "held_out_speakers" not in json.loads((seen / demo.COMPLETE_MARKER).read_text())
+
+
+def test_speaker_options_are_checked():
+    with pytest.raises(ValueError, match="--speakers must be one of"):
+        demo.DemoConfig(speakers="many").check()
+    with pytest.raises(ValueError, match="--held_out_speakers must be one of"):
+        demo.DemoConfig(held_out_speakers="new").check()
+    with pytest.raises(ValueError, match="--held_out_speakers unseen needs --speakers varied"):
+        demo.DemoConfig(held_out_speakers="unseen").check()
+    for fixed_voices in ({"num_voices": 2}, {"test_voices": ("en",)}):
+        with pytest.raises(ValueError, match="--num_voices and --test_voices choose the voices of --speakers fixed"):
+            demo.DemoConfig(speakers="varied", **fixed_voices).check()
+    config = demo.DemoConfig(speakers="varied", held_out_speakers="unseen")
+    config.check()
+    assert (config.train_voices(), config.held_out_voices()) == (TRAINING_VOICES, UNSEEN_VOICES)
+    assert demo.DemoConfig(speakers="varied").held_out_voices() == TRAINING_VOICES
+    args = demo.get_parser().parse_args(["--speakers", "varied", "--held_out_speakers", "unseen"])
+    assert (args.speakers, args.held_out_speakers) == ("varied", "unseen")
+    with pytest.raises(SystemExit):
+        demo.get_parser().parse_args(["--speakers", "many"])
+    assert "speakers" not in demo.DemoConfig().record() and "held_out_speakers" not in demo.DemoConfig().record()

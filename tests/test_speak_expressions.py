@@ -17,7 +17,7 @@ from datasets.a2d import A2DDataset
 from datasets.audio import extract_features
 from datasets.jhmdb_format import JHMDBQuery, write_jhmdb_annotations
 from datasets.jhmdb import JHMDBDataset
-from datasets.speech import draw_speech
+from datasets.speech import TRAINING_VOICES, UNSEEN_VOICES, draw_speech, draw_style
 from datasets.ytvos import RVOSDataset
 from scripts import speak_expressions
 
@@ -108,6 +108,30 @@ def test_voices_are_drawn_per_expression_whatever_the_order():
     assert all(voice in voices and 130 <= rate <= 200 for voice, rate, _ in draws.values())
     assert draw_speech("a_0", 8, voices) != draws["a_0"]
     assert len({draw_speech(f"v_{i}", 7, voices)[0] for i in range(30)}) == len(voices)
+
+
+def test_speaker_pools_with_prosody(tmp_path: Path, capsys):
+    """--speakers varied / unseen: each expression draws its whole style from the pool, and the manifest records it."""
+    annotations = tmp_path / "jhmdb_annotation.txt"
+    write_jhmdb_annotations(annotations, [JHMDBQuery(f"video{i}", f"the person number {i}") for i in range(3)])
+    voices = {}
+    for speakers, pool in (("varied", TRAINING_VOICES), ("unseen", UNSEEN_VOICES)):
+        out = tmp_path / speakers
+        assert speak_expressions.main(["--format", "jhmdb", "--annotations", str(annotations),
+                                       "--wav_dir", str(out / "wav"), "--feature_dir", str(out / "features"),
+                                       "--speakers", speakers, "--workers", "1", "--seed", "3"]) == 0
+        assert_complete(out)
+        manifest = json.loads((out / "wav" / speak_expressions.MANIFEST_NAME).read_text())
+        assert set(manifest) == {"video0", "video1", "video2"}
+        for name, entry in manifest.items():
+            assert entry == {"text": entry["text"], **draw_style(name, 3, pool).as_record(),
+                             "seconds": entry["seconds"]}
+        voices[speakers] = {entry["voice"] for entry in manifest.values()}
+    assert voices["varied"] <= set(TRAINING_VOICES) and voices["unseen"] <= set(UNSEEN_VOICES)
+
+    capsys.readouterr()
+    assert speak("jhmdb", annotations, tmp_path / "both", "--speakers", "varied") == 2
+    assert "--voices chooses the voices of --speakers voices" in capsys.readouterr().err
 
 
 def test_rerun_skips_everything_and_redoes_what_is_missing_or_changed(tmp_path: Path, capsys):
