@@ -85,6 +85,13 @@ TRAINING_ACCENTS = tuple(a for a in ENGLISH_ACCENTS if a not in HELD_OUT_ACCENTS
 TRAINING_VARIANTS = tuple(v for v in VOICE_VARIANTS if v not in HELD_OUT_VARIANTS)  # "" included
 
 
+def voice_sex(voice: str) -> str:
+    """The sex of an eSpeak NG voice name ('en-us+f3' -> 'female'): its variant's in VOICE_VARIANTS ("" is the
+    plain male voice); 'unknown' for a variant not listed."""
+    variant = voice.split("+", 1)[1] if "+" in voice else ""
+    return VOICE_VARIANTS.get(variant, "unknown")
+
+
 def speaker_pool(accents: Sequence[str], variants: Sequence[str]) -> Tuple[str, ...]:
     """Every accent with every variant, as eSpeak NG voice names: 'en-us' (variant ""), 'en-us+f3', ..."""
     return tuple(f"{accent}+{variant}" if variant else accent for accent in accents for variant in variants)
@@ -284,7 +291,12 @@ def draw_style(key: str, seed: int, voices: Sequence[str], vary_prosody: bool = 
         raise ValueError("no voices to draw from")
     digest = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "little")
     rng = np.random.default_rng([seed, digest])
-    voice = voices[int(rng.integers(len(voices)))]
+    if vary_prosody:  # male and other voices equally often (the pools hold more male variants)
+        by_sex = [[v for v in voices if voice_sex(v) == "male"], [v for v in voices if voice_sex(v) != "male"]]
+        group = [g for g in by_sex if g][int(rng.integers(sum(1 for g in by_sex if g)))]
+        voice = group[int(rng.integers(len(group)))]
+    else:
+        voice = voices[int(rng.integers(len(voices)))]
     rate = int(rng.integers(SPEECH_RATE_WPM[0], SPEECH_RATE_WPM[1] + 1))
     espeak_seed = int(rng.integers(SPEECH_SEED_RANGE))
     if not vary_prosody:
