@@ -1,7 +1,7 @@
 """torch.hub entry points: the official Wnet models with their weights, as DETR offers its own.
 
     model, postprocessors = torch.hub.load(REPO_DIR, "wnet_r50", source="local", checkpoint="wnet_r50.pth")
-    out = model(clip, audio)  # clip [36, 3, H, W] ImageNet-normalised, audio [39, L] MFCC-39 (datasets/audio.py)
+    out = model(clip, audio)  # clip [36, 3, H, W] ImageNet-normalised, audio [39, L] MFCC-39 (datasets/audio/)
     masks = postprocessors["segm"](out, torch.tensor([[H, W]]))[0]["masks"]  # [36, H, W] bool
 
 The settings of each backbone are those of its training config (configs/ytvos_r50.yaml,

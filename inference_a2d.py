@@ -9,7 +9,8 @@ frame (clamped to the video), the middle frame's mask against the instance's mas
 official mean J (and the F the official hard-codes to 0), overall/mean IoU, precision@0.5..0.9 and
 COCO mask mAP. The official falls back to `00025.h5` when a sample's file is missing; we report
 the sample (or drop it with `--skip_bad_samples`). `--a2d_wav_path` reads recordings instead of features
-(MFCC-39 on the fly), and `--audio_noise` / `--audio_snr_db` add noise to them (datasets/noise.py).
+(MFCC-39 on the fly), and `--audio_noise` / `--audio_snr_db` add noise to them
+(`--audio_rt60`, `--audio_band`, `--audio_speed` change them too; datasets/audio/perturb.py).
 """
 import argparse
 import sys

@@ -8,7 +8,8 @@ frames at `linspace(4, n - 5, 3)`, the clip of `--num_frames` frames centred on 
 frame's mask against `part_mask[:, :, frame]` (frame clamped to the .mat's length, as the official).
 Reports the official mean J and F, overall/mean IoU, precision@0.5..0.9 and COCO mask mAP.
 `--a2d_wav_path` reads recordings `<video>.wav` instead of features (MFCC-39 on the fly), and `--audio_noise` /
-`--audio_snr_db` add noise to them (datasets/noise.py).
+`--audio_snr_db` add noise to them
+(`--audio_rt60`, `--audio_band`, `--audio_speed` change them too; datasets/audio/perturb.py).
 """
 import argparse
 import sys

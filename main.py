@@ -26,7 +26,7 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 import datasets
 import util.config as config
 import util.misc as utils
-from datasets import build_dataset, set_epoch, video_names, videos_sources, without_augmentation
+from datasets import build_dataset, clip_groups, set_epoch, video_names, videos_sources, without_augmentation
 from datasets.audio import feature_sample_rate
 from datasets.common import BadSampleLog, build_for_check, report_data_check
 from engine import evaluate_loss, train_one_epoch
@@ -35,6 +35,7 @@ from models.audio_encoder import AUDIO_ENCODERS
 from util.config import ArgumentParser, HelpFormatter, is_none, parse_args
 from util.errors import DataWarning, Interrupted, OptionError, UserError, check_device, run_main
 from util.reporting import log_json
+from util.samplers import GroupedDistributedSampler
 from util.weights import load_pretrained_weights, load_wnet_checkpoint
 
 LOG_NAME = "log.txt"
@@ -111,8 +112,11 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespac
 def build_loader(dataset, args: argparse.Namespace, shuffle: bool) -> DataLoader:
     # One sampler for one or many processes: its order depends only on (seed, epoch), so a resumed run
     # draws the same batches as an uninterrupted one.
-    sampler = DistributedSampler(dataset, num_replicas=utils.get_world_size(), rank=utils.get_rank(),
-                                 shuffle=shuffle, seed=args.seed)
+    if shuffle and args.group_expressions:
+        sampler = GroupedDistributedSampler(clip_groups(dataset), utils.get_world_size(), utils.get_rank(), args.seed)
+    else:
+        sampler = DistributedSampler(dataset, num_replicas=utils.get_world_size(), rank=utils.get_rank(),
+                                     shuffle=shuffle, seed=args.seed)
     batch_sampler = BatchSampler(sampler, args.batch_size, drop_last=shuffle)
     return DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=utils.collate_fn,
                       num_workers=args.num_workers, worker_init_fn=ignore_sigint_in_worker)

@@ -5,7 +5,7 @@ readers and writers of its own files (`ytvos.py` / `ytvos_format.py`, ...). To a
 `build` and register it in `DATASETS`: the parser (`main.get_args_parser`) offers every registered name.
 """
 import argparse
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from torch.utils.data import Dataset
 
@@ -47,6 +47,18 @@ def dataset_parts(dataset: Dataset) -> Dict[str, Dataset]:
     if isinstance(dataset, avos.AVOSDataset):
         return {dataset.rvos.name: dataset.rvos, dataset.a2d.name: dataset.a2d}
     return {dataset.name: dataset}
+
+
+def clip_groups(dataset: Dataset) -> List[List[int]]:
+    """The indices of `dataset` grouped by clip (`ClipDataset.clip_key`), each group in index order, the groups in
+    order of first appearance; AVOS's A2D part is offset by the length of its Ref-YouTube-VOS part."""
+    groups: Dict[Tuple[str, object], List[int]] = {}
+    offset = 0
+    for name, part in dataset_parts(dataset).items():
+        for index in range(len(part)):
+            groups.setdefault((name, part.clip_key(index)), []).append(offset + index)
+        offset += len(part)
+    return list(groups.values())
 
 
 def set_epoch(dataset: Dataset, epoch: int) -> None:

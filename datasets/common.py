@@ -19,7 +19,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, TypeVar, Union
+from typing import Callable, Dict, Hashable, Iterable, List, Optional, Sequence, Set, Tuple, TypeVar, Union
 
 import numpy as np
 import torch
@@ -295,6 +295,11 @@ class ClipDataset(Dataset):
         """Every recording or feature file the samples hear, sorted (the babble talkers of noise)."""
         return sorted({self.sample_audio_path(i) for i in range(len(self))})
 
+    def clip_key(self, index: int) -> Hashable:
+        """What sample `index` shows (its clip): samples with the same key differ only in their expression
+        (`--group_expressions` batches them together). Default: every sample its own."""
+        return index
+
     def set_epoch(self, epoch: int) -> None:
         """Call before each epoch (as `DistributedSampler.set_epoch`): the augmentation of sample i in epoch e
         depends only on (seed, e, i), so a resumed run hears what the uninterrupted one heard. DataLoader
@@ -411,6 +416,10 @@ class MiddleFrameDataset(ClipDataset):
 
     def sample_video(self, index: int) -> str:
         return self.samples[index].video_id
+
+    def clip_key(self, index: int) -> Hashable:
+        sample = self.samples[index]
+        return sample.video_id, sample.frame_idx
 
     def clip_indices(self, index: int) -> List[int]:
         sample = self.samples[index]

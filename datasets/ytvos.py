@@ -236,6 +236,10 @@ class RVOSDataset(ClipDataset):
             raise DataFormatError(f"names object {expression.obj_id}, unknown in the video (objects {video.object_ids})")
         check_audio_file(self.audio_path(video.name, expression.exp_id))
 
+    def clip_key(self, index: int) -> Tuple[int, int]:
+        video_index, frame, _ = self.samples[index]
+        return video_index, frame
+
     def sample_audio_path(self, index: int) -> Path:
         video_index, _, exp_index = self.samples[index]
         video = self.videos[video_index]

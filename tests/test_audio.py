@@ -1,4 +1,4 @@
-"""datasets/audio.py: the official MFCC-39 (parity, framing, every storage format), the librosa features,
+"""datasets/audio/features.py and io.py: the official MFCC-39 (parity, framing, every storage format), the librosa features,
 the loader's errors, and the speed of one minute of speech."""
 import json
 import time

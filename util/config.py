@@ -186,6 +186,9 @@ def get_args_parser(*, dataset_files: Optional[Sequence[str]] = None,
     parser.add_argument("--warmup_subset", default=4, type=positive_int, metavar="N",
                         help="videos of the --warmup_epochs stage (a curriculum that ties each recording to its "
                              "object before the whole set is seen, see the README's demo section)")
+    parser.add_argument("--group_expressions", action="store_true",
+                        help="not official: training batches hold every expression of a clip together (the same "
+                             "frames with each recording), so the gradient that teaches listening is not crowded out")
     parser.add_argument("--warmup_shares_optimizer", action="store_true",
                         help="the warm-up stage trains with the main stage's optimizer, so its Adam moments carry over "
                              "into the main epochs (default: an optimizer of its own, the main stage starts fresh)")

@@ -16,8 +16,9 @@ from util.reporting import log_json
 PathLike = Union[str, Path]
 # Options the predictions depend on (with the checkpoint): a journal of an unfinished run is resumed only
 # when they are the same.
-JOURNAL_OPTIONS = ("num_frames", "data_scale", "inference_data_scale", "audio_feature", "audio_sample_rate", "inference_dropout", "seed",
-                   "audio_speed", "audio_rt60", "audio_noise", "audio_snr_db", "audio_band", "wavelet_threshold")
+JOURNAL_OPTIONS = ("num_frames", "data_scale", "inference_data_scale", "audio_feature", "audio_sample_rate",
+                   "inference_dropout", "seed", "audio_speed", "audio_rt60", "audio_noise", "audio_snr_db", "audio_band",
+                   "wavelet_threshold")
 
 
 def journal_settings(args) -> Dict[str, object]:

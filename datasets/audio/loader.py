@@ -3,9 +3,9 @@ changed, featurised, cached and checked, for training, evaluation and inference 
 
     path ──► .npy: read and checked (extracted features: nothing else can be done to them)
          └─► recording: decoded (any format `io.load_audio` reads; cached) ─► resampled to `resample_to`
-             ─► the fixed evaluation condition (`perturb.AudioCondition`) ─► the sample's random training
-             augmentation (`perturb.AudioAugment`, seeded by sample and epoch) ─► features (`features.FEATURE_TYPES`)
-             ─► float32 `[39, L]` (cached when nothing random or changed happened)
+             ─► the fixed evaluation condition (`perturb.AudioCondition`)
+             ─► the sample's random training augmentation (`perturb.AudioAugment`, seeded by sample and epoch)
+             ─► features (`features.FEATURE_TYPES`) ─► float32 `[39, L]` (cached when nothing was changed)
 
 `build_audio_loader(args, recordings, train)` reads the options; the datasets and the inference scripts only call
 the loader. A recording at another rate than the model's training features is warned about once per file.

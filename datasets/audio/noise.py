@@ -1,11 +1,12 @@
 """Noisy speech: white, pink or babble noise added to a recording at a given signal-to-noise ratio.
 
 The SNR is over the whole recording: the noise is scaled so that `10 log10(P_signal / P_noise) = snr_db`, P being
-the mean square of the samples (int16 units). The mix stays float, neither clipped nor rounded, so its SNR is
-exact. White noise is Gaussian; pink noise has a 1/f power spectrum (-3 dB per octave, the colour of much room and
-machine noise); babble is a mix of `BABBLE_TALKERS` other recordings of the same split, each looped to the
-recording's length from a random offset and brought to the same power first, so that no talker dominates. Every draw comes from a random stream seeded by the seed and the recording's file name: a recording
-gets the same noise in every run and at every SNR (only its scale changes), whatever the order of the work.
+the mean square of the samples (int16 units). The mix stays float, neither clipped nor rounded, so its SNR is exact.
+White noise is Gaussian; pink noise has a 1/f power spectrum (-3 dB per octave, the colour of much room and machine
+noise); babble is a mix of `BABBLE_TALKERS` other recordings of the same split, each looped to the recording's
+length from a random offset and brought to the same power first, so that no talker dominates. Every draw comes from
+a random stream seeded by the seed and the recording's file name: a recording gets the same noise in every run and
+at every SNR (only its scale changes), whatever the order of the work.
 """
 import hashlib
 import math
