@@ -240,12 +240,14 @@ def infer_job(model: torch.nn.Module, postprocess: PostProcessSegm, job: VideoJo
 
 
 def run(args, jobs: Sequence[VideoJob], model: Optional[torch.nn.Module] = None,
-        postprocessors: Optional[Dict[str, torch.nn.Module]] = None, dropped_before: Sequence[str] = ()) -> List[dict]:
+        postprocessors: Optional[Dict[str, torch.nn.Module]] = None, dropped_before: Sequence[str] = (),
+        progress: str = "videos") -> List[dict]:
     """Infer every job and write results.json. Each finished video goes to `<save_path>.partial` at once, so
     that an interrupted or failed run keeps it (`--resume_results` continues from there). With no `model`,
     `--model_path` is loaded (with its postprocessors) and its record of training videos checked against the
     jobs' videos (a warning on stderr when any was trained on); a given `model` comes with its `postprocessors`
-    (`load_model_for_inference`)."""
+    (`load_model_for_inference`). `progress` names the progress bar (a caller running several passes names
+    each)."""
     if model is not None and postprocessors is None:
         raise ValueError("run: a given model needs its postprocessors (load_model_for_inference returns both)")
     journal = ResultJournal(args.save_path, journal_settings(args), args.resume_results)
@@ -261,7 +263,7 @@ def run(args, jobs: Sequence[VideoJob], model: Optional[torch.nn.Module] = None,
         load_audio.warn_feature_rate(args.rvos_audio_path)
     entries, dropped, start, num_frames = [], list(dropped_before), time.time(), 0
     with journal_on_interrupt(journal):
-        for job in tqdm(jobs, desc="videos", dynamic_ncols=True):
+        for job in tqdm(jobs, desc=progress, dynamic_ncols=True):
             if job.name not in journal.done:
                 journal.add(job.name, infer_job(model, postprocessors["segm"], job, args, load_audio, journal))
             entries += journal.done[job.name]["entries"]

@@ -359,6 +359,10 @@ def test_13_plain_user_errors_are_one_line_from_every_script(tiny, tmp_path, cap
         (["scripts/extract_frames.py", "--a2d_path", missing], 1, str(missing / "Release" / "clips320H")),
         (["scripts/convert_detr_weights.py", notes, tmp_path / "out.pth"], 1, str(notes)),
         (["scripts/synthesize_speech.py", tmp_path / "wavs", "--speed", "fast"], 2, "argument --speed"),
+        (["scripts/listening_report.py", "--out", tmp_path / "report", "--conditions", "clean,loud"], 2,
+         "argument --conditions"),
+        (["scripts/listening_report.py", "--out", tmp_path / "report", "--ytvos_path", tiny["root"]], 2,
+         "--rvos_wav_path"),
     ]
     for (script, *args), code, named in cases:
         rc, err = run_entry_point(capsys, monkeypatch, script, *args)
@@ -416,7 +420,7 @@ def test_16_the_readme_commands_parse():
     for command in commands:
         script = load_script(Path(command[1]).stem)
         if hasattr(script, "get_parser"):
-            # exits 2 on an unknown argument; scripts that pass the rest on (demo, noise_sweep) to the one
+            # exits 2 on an unknown argument; scripts that pass the rest on (demo, listening_report) to the one
             # training/inference parser have it checked there
             _, rest = script.get_parser().parse_known_args(command[2:])
             if rest:
