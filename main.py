@@ -263,29 +263,34 @@ def warm_start(model: torch.nn.Module, criterion: torch.nn.Module, dataset, args
     tell the objects apart gains nothing from either recording (covering all of them is the best it can do for
     both), so nothing pushes the audio path to pick one. Memorising a few videos, recordings included, ties
     recordings to objects; the training on the whole set then starts from that. The weights are kept in
-    `output_dir/warmup.pth`; a resumed run (`--resume`) skips the stage.
+    `output_dir/warmup.pth`; a resumed run (`--resume`) skips the stage. `--curriculum_stages N:E ...` follow
+    it: E epochs on the first N videos each, so that the tie is widened step by step before the whole set.
     """
     model_without_ddp = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
-    dataset = dataset.first_videos(args.warmup_subset)  # the training set's first videos, already checked
-    without_augmentation(dataset)  # memorise the recordings as they are; --audio_augment is for the main epochs
-    loader = build_loader(dataset, args, shuffle=True)
     optimizer = optimizer or build_optimizer(model_without_ddp, args)
-    log_json({"event": "warmup_start", "videos": args.warmup_subset, "train_samples": len(dataset),
-               "epochs": args.warmup_epochs})
-    for epoch in range(args.warmup_epochs):
-        loader.batch_sampler.sampler.set_epoch(epoch)
-        set_epoch(dataset, epoch)
-        epoch_start = time.time()
-        stats = train_one_epoch(model, criterion, loader, optimizer, device, epoch, args.clip_max_norm,
-                                amp=args.amp, amp_dtype=amp_dtype, scaler=scaler, should_stop=stop.requested)
-        if stats.pop("stopped"):
-            raise Interrupted(stopped_message(stop, f"in warm-up epoch {epoch}", output_dir, None),
-                              stop.signum or signal.SIGTERM)
-        append_log(output_dir, {"stage": "warmup", **{f"train_{k}": v for k, v in stats.items()}, "epoch": epoch,
-                                "epoch_seconds": round(time.time() - epoch_start, 2)})
+    stages = [(args.warmup_subset, args.warmup_epochs), *args.curriculum_stages]
+    epoch = 0  # counted over the stages: it seeds the data order and the audio of each warm-up epoch
+    for videos, epochs in stages:
+        stage_data = dataset.first_videos(videos)  # the training set's first videos, already checked
+        without_augmentation(stage_data)  # memorise the recordings as they are; --audio_augment is for the main epochs
+        loader = build_loader(stage_data, args, shuffle=True)
+        log_json({"event": "warmup_start", "videos": videos, "train_samples": len(stage_data), "epochs": epochs})
+        for _ in range(epochs):
+            loader.batch_sampler.sampler.set_epoch(epoch)
+            set_epoch(stage_data, epoch)
+            epoch_start = time.time()
+            stats = train_one_epoch(model, criterion, loader, optimizer, device, epoch, args.clip_max_norm,
+                                    amp=args.amp, amp_dtype=amp_dtype, scaler=scaler, should_stop=stop.requested)
+            if stats.pop("stopped"):
+                raise Interrupted(stopped_message(stop, f"in warm-up epoch {epoch}", output_dir, None),
+                                  stop.signum or signal.SIGTERM)
+            append_log(output_dir, {"stage": "warmup", **{f"train_{k}": v for k, v in stats.items()}, "epoch": epoch,
+                                    "videos": videos, "epoch_seconds": round(time.time() - epoch_start, 2)})
+            epoch += 1
     if output_dir:
         utils.save_on_master({"model": model_without_ddp.state_dict(), "warmup_epochs": args.warmup_epochs,
-                              "warmup_subset": args.warmup_subset, "args": vars(args).copy()},
+                              "warmup_subset": args.warmup_subset, "curriculum_stages": args.curriculum_stages,
+                              "args": vars(args).copy()},
                              output_dir / WARMUP_CHECKPOINT)
 
 

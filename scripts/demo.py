@@ -16,10 +16,15 @@ Stages (each reported as one JSON line with its wall time):
    object the wrong recording names, so J&F drops; one that ignores the audio scores the same;
 4. new_seed: both passes on the videos of the other seed;
 5. probe: `scripts/probe_audio.py` on the held-out videos (how much each stage's output changes when another
-   expression's recording is played).
+   expression's recording is played);
+6. listening: `scripts/listening_report.py` on the held-out videos spoken by voices never heard in training
+   (`--unseen_data`: the same videos and words, accents and voice variants of the unseen pool), with their
+   deranged control, and the training voices in babble and white noise at 0 dB, in a room of RT60 0.6 s and
+   through a telephone band (`--out/listening/report.{json,md,png}`).
 
 `--out/metrics.json` (written atomically) holds J, F, J&F, J&F_audio_shuffled (and its J and F), the counts
-of evaluated videos and expressions, the other seed's figures, the probe and the stage times.
+of evaluated videos and expressions, the other seed's figures, the probe, the listening conditions
+(`listening`: J&F and, for the unseen voices, the deranged J&F) and the stage times.
 """
 import argparse
 import json
@@ -44,6 +49,8 @@ from inference_rvos import split_jobs
 from scripts.evaluate_rvos import evaluate_rvos
 from scripts.extract_mfcc import available_cpus
 from scripts.make_demo_data import DemoConfig, generate
+from scripts.listening_report import REPORT_NAME
+from scripts.listening_report import main as listening_report
 from scripts.probe_audio import probe
 from util.config import inference_scale, parse_args
 from util.errors import run_main
@@ -59,18 +66,26 @@ NEW_SEED_RESULTS_NAME = "results_new_seed.json"  # videos drawn with another see
 METRICS_NAME = "metrics.json"
 NEW_SEED_SUFFIX = "_new_seed"
 NEW_SEED_OFFSET = 1
+UNSEEN_SUFFIX = "_unseen_voices"
+LISTENING_DIR = "listening"
+# The listening conditions of metrics.json (scripts/listening_report.py has the whole table): the voices never
+# heard, then the training voices in noise at 0 dB, in a room and through a telephone.
+LISTENING_ARGS = ["--conditions", "unseen,white,babble,room,band", "--snrs", "0", "--rt60s", "0.6",
+                  "--bands", "telephone", "--deranged", "clean"]
 SCORE_KEYS = ("J", "F", "J&F", "J&F_audio_shuffled")
 VIS_DIR = "vis"
 PROBE_VIDEOS = 10  # the listening probe runs on the first 10 held-out videos (20 expressions): all 40 took 20 s
 DEFAULT_THREADS = 2  # the machine's two cores: 0.28 s per training step against 0.37 s with one thread
 
 # The demo dataset: many short videos of two shapes (many different recordings rather than few long videos),
-# a small vocabulary (red/green/blue, circle/square/triangle) in two voices, "the <colour> <shape>" only,
+# a small vocabulary (red/green/blue, circle/square/triangle), "the <colour> <shape>" only, every recording in a
+# voice drawn from eSpeak NG's training speaker pool with its own pitch, pitch range, rate and word gap
+# (datasets/speech.py; the unseen-voice copy of the held-out videos uses the disjoint unseen pool),
 # shapes fast enough to be apart except when their paths cross (the coarsest feature map is 3x4), and drawn
 # 1.4x larger than make_demo_data's default so that the edges of the 18x32 mask logits weigh less (held-out
 # J&F 0.684 -> 0.702 with the same recipe). 40 held-out videos (80 expressions) keep the figures stable; 100
 # training videos instead of 160 keep the demo within 12 minutes (held-out J&F 0.846 against 0.870 with 120).
-DEMO_VOCABULARY = dict(min_objects=2, max_objects=2, num_colours=3, num_shapes=3, num_voices=2, p_say_size=0.0,
+DEMO_VOCABULARY = dict(min_objects=2, max_objects=2, num_colours=3, num_shapes=3, speakers="varied", p_say_size=0.0,
                        p_say_motion=0.0, speed_scale=4.0, size_scale=1.4)
 DEMO_DATA = DemoConfig(seed=0, num_train_videos=100, num_test_videos=40, num_frames=8, height=72, width=128,
                        **DEMO_VOCABULARY)
@@ -86,6 +101,11 @@ def new_seed_config(config: DemoConfig) -> DemoConfig:
     return replace(config, seed=config.seed + NEW_SEED_OFFSET, num_train_videos=0)
 
 
+def unseen_voices_config(config: DemoConfig) -> DemoConfig:
+    """The held-out videos of `config` (the same frames and words) spoken by the unseen speaker pool."""
+    return replace(config, num_train_videos=0, held_out_speakers="unseen")
+
+
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -96,6 +116,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--new_seed_data", type=Path, default=None,
                         help=f"held-out videos drawn with another seed (made if absent; default: --data + "
                              f"'{NEW_SEED_SUFFIX}')")
+    parser.add_argument("--unseen_data", type=Path, default=None,
+                        help=f"the held-out videos spoken by unseen voices (made if absent; default: --data + "
+                             f"'{UNSEEN_SUFFIX}')")
     parser.add_argument("--out", type=Path, default=Path("output/demo"),
                         help="checkpoints, results, overlays and metrics.json")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
@@ -116,6 +139,12 @@ def model_args(config: Path, data: Path, out: Path, overrides: Sequence[str]) ->
             "--ytvos_ann_file", str(data / "ann" / "instances_train_sub.json"),
             "--rvos_audio_path", str(data / "audio_feature"), "--split_file", str(data / "test_videos.txt"),
             "--output_dir", str(out), "--overwrite", *overrides]  # a rerun of the demo replaces its last run
+
+
+def training_args(config: Path, data: Path, out: Path, overrides: Sequence[str]) -> List[str]:
+    """`model_args` reading the recordings (`--rvos_wav_path`: MFCC-39 on the fly, equal to the extracted
+    features, and what `--audio_augment` changes)."""
+    return model_args(config, data, out, ["--rvos_wav_path", str(data / "audio_wav"), *overrides])
 
 
 def derangement(count: int, rng: np.random.Generator) -> List[int]:
@@ -176,6 +205,19 @@ def infer_and_evaluate(infer_argv: List[str], data: Path, out: Path, name: str, 
             "audio_shuffled_from": mapping}
 
 
+def listening_conditions(infer_argv: List[str], data: Path, unseen_data: Path, out: Path,
+                         threads: int) -> Dict[str, Dict[str, object]]:
+    """The demo's listening conditions (`LISTENING_ARGS`) by `scripts/listening_report.py` into `out`:
+    `{condition: {"label", "J&F", "deranged_J&F" (None where not measured)}}`."""
+    listening_report(["--out", str(out), "--unseen_data", str(unseen_data), "--threads", str(threads),
+                      "--title", "make demo", *LISTENING_ARGS, *infer_argv,
+                      "--rvos_wav_path", str(data / "audio_wav")])
+    report = json.loads((out / REPORT_NAME).read_text())
+    return {name: {"label": entry["label"], "J&F": entry["J&F"],
+                   "deranged_J&F": entry["deranged"]["J&F"] if entry.get("deranged") else None}
+            for name, entry in report["conditions"].items()}
+
+
 def epoch_seconds(log_path: Path) -> Dict[str, float]:
     """Seconds spent in the warm-up and the main epochs, from the training log's JSON lines."""
     totals = {"warmup": 0.0, "train": 0.0}
@@ -190,9 +232,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     options, overrides = get_parser().parse_known_args(argv)
     data, out = options.data, options.out
     new_seed_data = options.new_seed_data or data.with_name(data.name + NEW_SEED_SUFFIX)
+    unseen_data = options.unseen_data or data.with_name(data.name + UNSEEN_SUFFIX)
     overrides = (QUICK_OVERRIDES if options.quick else []) + list(overrides)
     base_argv = model_args(options.config, data, out, overrides)
-    parse_args(train.get_args_parser(), base_argv)  # a bad option fails here, before any work
+    train_argv = training_args(options.config, data, out, overrides)
+    parse_args(train.get_args_parser(), train_argv)  # a bad option fails here, before any work
     if options.threads < 1:
         raise SystemExit(f"--threads must be >= 1, got {options.threads}")
     torch.set_num_threads(options.threads)
@@ -204,12 +248,13 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     start = time.time()
     made = generate(data, data_config)
     made_new = generate(new_seed_data, new_seed_config(data_config))
+    made_unseen = generate(unseen_data, unseen_voices_config(data_config))
     stages["data"] = time.time() - start
     report("data", stages["data"], path=str(data), generated=made, new_seed_path=str(new_seed_data),
-           new_seed_generated=made_new)
+           new_seed_generated=made_new, unseen_path=str(unseen_data), unseen_generated=made_unseen)
 
     start = time.time()
-    args = parse_args(argparse.ArgumentParser(parents=[train.get_args_parser()]), base_argv)
+    args = parse_args(argparse.ArgumentParser(parents=[train.get_args_parser()]), train_argv)
     train.main(args)
     stages["train"] = time.time() - start
     epochs = epoch_seconds(out / train.LOG_NAME)
@@ -237,11 +282,17 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     stages["probe"] = time.time() - start
     report("probe", stages["probe"], **{k: round(v, 4) for k, v in listening["summary"].items()})
 
+    start = time.time()
+    conditions = listening_conditions(infer_argv, data, unseen_data, out / LISTENING_DIR, options.threads)
+    stages["listening"] = time.time() - start
+    report("listening", stages["listening"], **{name: round(c["J&F"], 4) for name, c in conditions.items()})
+
     stages["total"] = time.time() - start_all
     summary = {
         **{k: v for k, v in held_out.items()},
         "new_seed": {k: new_seed[k] for k in (*SCORE_KEYS, "num_videos", "num_expressions")},
         "probe": listening["summary"],
+        "listening": conditions,
         "quick": options.quick, "config": str(options.config), "overrides": list(overrides),
         "stage_seconds": {k: round(v, 2) for k, v in {**stages, "warmup": epochs["warmup"]}.items()},
         "machine": {"cpus": available_cpus(), "platform": platform.platform()},

@@ -23,7 +23,8 @@ def test_quick_demo_runs_every_stage(quick_run):
         assert 0.0 <= metrics[key] <= 1.0, key
     assert metrics["J&F"] == pytest.approx((metrics["J"] + metrics["F"]) / 2)
     assert metrics["quick"] is True
-    assert set(metrics["stage_seconds"]) == {"data", "warmup", "train", "evaluate", "new_seed", "probe", "total"}
+    assert set(metrics["stage_seconds"]) == {"data", "warmup", "train", "evaluate", "new_seed", "probe", "listening",
+                                             "total"}
     assert 0.0 < metrics["stage_seconds"]["warmup"] < metrics["stage_seconds"]["train"]
     for key in ("J&F", "J&F_audio_shuffled"):
         assert 0.0 <= metrics["new_seed"][key] <= 1.0, key

@@ -403,3 +403,24 @@ def test_one_launched_process_sets_up_the_process_group(monkeypatch):
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def test_curriculum_stages_widen_the_warm_up_and_can_share_the_optimizer(tmp_path: Path, capsys):
+    data = make_ytvos(tmp_path / "ytvos", num_videos=2, num_frames=2)
+    out = tmp_path / "out"
+    run_main(train_argv(data, out, "--warmup_epochs", "1", "--warmup_subset", "1", "--curriculum_stages", "2:2",
+                        "--warmup_shares_optimizer", "--group_expressions"))
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    stages = [e for e in events if e.get("event") == "warmup_start"]
+    start = next(e for e in events if e.get("event") == "start")
+    assert [(e["videos"], e["epochs"]) for e in stages] == [(1, 1), (2, 2)]
+    assert stages[1]["train_samples"] == start["train_samples"] == 2 * stages[0]["train_samples"]
+    logs = [json.loads(line) for line in (out / "log.txt").read_text().splitlines()]
+    assert [(r.get("stage", "train"), r["epoch"], r.get("videos")) for r in logs] == [
+        ("warmup", 0, 1), ("warmup", 1, 2), ("warmup", 2, 2), ("train", 0, None)]
+    # the main optimizer took the warm-up's steps: its Adam step count is theirs plus the main epoch's
+    optimizer = load(out / "checkpoint.pth")["optimizer"]
+    steps = {int(state["step"]) for state in optimizer["state"].values()}
+    assert steps == {sum(r["train_steps"] for r in logs)}
+    with pytest.raises(SystemExit):
+        parse_args(get_args_parser(), ["--curriculum_stages", "16"])

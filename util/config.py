@@ -12,7 +12,7 @@ import copy
 import math
 import sys
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Tuple
 
 import yaml
 
@@ -186,6 +186,9 @@ def get_args_parser(*, dataset_files: Optional[Sequence[str]] = None,
     parser.add_argument("--warmup_subset", default=4, type=positive_int, metavar="N",
                         help="videos of the --warmup_epochs stage (a curriculum that ties each recording to its "
                              "object before the whole set is seen, see the README's demo section)")
+    parser.add_argument("--curriculum_stages", default=[], type=videos_epochs, nargs="*", metavar="N:E",
+                        help="after the --warmup_epochs stage, E epochs on the first N training videos, stage by "
+                             "stage (e.g. 16:8 32:4), before the main epochs")
     parser.add_argument("--group_expressions", action="store_true",
                         help="not official: training batches hold every expression of a clip together (the same "
                              "frames with each recording), so the gradient that teaches listening is not crowded out")
@@ -282,6 +285,17 @@ def inference_scale(args: argparse.Namespace) -> float:
     return args.inference_data_scale or args.data_scale
 
 
+def videos_epochs(text: str) -> Tuple[int, int]:
+    """'16:8' -> (16 videos, 8 epochs), both positive (an argparse `type`)."""
+    try:
+        videos, epochs = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected VIDEOS:EPOCHS such as 16:8, got {text!r}") from None
+    if videos < 1 or epochs < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: videos and epochs must be >= 1")
+    return videos, epochs
+
+
 def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse `argv`, taking defaults from `--config FILE` when given."""
     pre, _ = parser.parse_known_args(argv)
@@ -324,7 +338,10 @@ def load_config(path: str, parser: argparse.ArgumentParser) -> dict:
         # set_defaults() bypasses argparse's checks: apply the option's type and choices here.
         if action.type is not None and value is not None:
             try:
-                value = values[key] = action.type(value if isinstance(value, str) else str(value))
+                if isinstance(value, list) and action.nargs in ("*", "+"):  # a YAML list: each item as on the line
+                    value = values[key] = [action.type(v if isinstance(v, str) else str(v)) for v in value]
+                else:
+                    value = values[key] = action.type(value if isinstance(value, str) else str(value))
             except (argparse.ArgumentTypeError, ValueError) as error:
                 raise OptionError(f"config file {path}: {key}: {error}") from None
         if action.choices is not None and value not in action.choices:
