@@ -46,6 +46,7 @@ from datasets.ytvos import audio_feature_path, split_paths
 from datasets.ytvos_format import read_meta_expressions
 from engine import load_model_for_inference
 from inference_rvos import split_jobs
+from scripts.demo_args import SPLIT, derangement, model_args
 from scripts.evaluate_rvos import evaluate_rvos
 from scripts.extract_mfcc import available_cpus
 from scripts.make_demo_data import DemoConfig, generate
@@ -59,7 +60,6 @@ from util.misc import atomic_json_dump
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
-SPLIT = "train"  # the demo data keeps every video in the train split; split files say which are held out
 RESULTS_NAME = "results.json"  # the held-out videos with their own recordings ...
 SHUFFLED_RESULTS_NAME = "results_audio_shuffled.json"  # ... and with each video's recordings deranged
 NEW_SEED_RESULTS_NAME = "results_new_seed.json"  # videos drawn with another seed (and its deranged pass)
@@ -133,28 +133,10 @@ def report(stage: str, seconds: float, **values) -> None:
     print(json.dumps({"stage": stage, "seconds": round(seconds, 2), **values}), flush=True)
 
 
-def model_args(config: Path, data: Path, out: Path, overrides: Sequence[str]) -> List[str]:
-    """The training/inference parser's argv: the demo config, the data and output paths, then the overrides."""
-    return ["--config", str(config), "--ytvos_path", str(data), "--ytvos_split", SPLIT,
-            "--ytvos_ann_file", str(data / "ann" / "instances_train_sub.json"),
-            "--rvos_audio_path", str(data / "audio_feature"), "--split_file", str(data / "test_videos.txt"),
-            "--output_dir", str(out), "--overwrite", *overrides]  # a rerun of the demo replaces its last run
-
-
 def training_args(config: Path, data: Path, out: Path, overrides: Sequence[str]) -> List[str]:
     """`model_args` reading the recordings (`--rvos_wav_path`: MFCC-39 on the fly, equal to the extracted
     features, and what `--audio_augment` changes)."""
     return model_args(config, data, out, ["--rvos_wav_path", str(data / "audio_wav"), *overrides])
-
-
-def derangement(count: int, rng: np.random.Generator) -> List[int]:
-    """A random permutation of `range(count)` without a fixed point (count >= 2)."""
-    if count < 2:
-        raise ValueError(f"cannot shuffle {count} recording(s) so that none keeps its own; need at least 2")
-    while True:
-        order = rng.permutation(count)
-        if not np.any(order == np.arange(count)):
-            return [int(i) for i in order]
 
 
 def write_shuffled_audio(data: Path, videos: Sequence[str], audio_dir: Path, out_dir: Path,

@@ -62,7 +62,7 @@ from datasets.ytvos import TEST_PART, resolve_split_file, split_paths
 from datasets.ytvos_format import read_meta_expressions
 from engine import load_model_for_inference
 from inference_rvos import VideoJob
-from scripts.demo import derangement, model_args
+from scripts.demo_args import derangement, model_args
 from scripts.evaluate_rvos import evaluate_rvos
 from util.config import ArgumentParser, non_negative_int, parse_args, positive_float
 from util.errors import OptionError, run_main
