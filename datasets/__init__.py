@@ -37,16 +37,23 @@ def build_dataset(image_set: str, args: argparse.Namespace, transforms: Optional
     dataset = DATASETS[args.dataset_file](image_set, args, transforms)
     if image_set == "train" and args.subset:
         dataset = dataset.first_videos(args.subset)
-    for part in dataset_parts(dataset).values():  # the audio options (and, for training, the augmentation)
+    for part in audio_parts(dataset):  # the audio options (and, for training, the augmentation)
         part.audio_loader = build_audio_loader(args, part.audio_paths(), train=image_set == "train")
     return dataset
 
 
 def dataset_parts(dataset: Dataset) -> Dict[str, Dataset]:
-    """`{name: part}`: the RVOS and A2D parts of AVOS, else the dataset itself under its name."""
+    """`{name: part}`: the RVOS and A2D parts of AVOS, else the dataset itself under its name (its class name for
+    a registered dataset without one)."""
     if isinstance(dataset, avos.AVOSDataset):
         return {dataset.rvos.name: dataset.rvos, dataset.a2d.name: dataset.a2d}
-    return {dataset.name: dataset}
+    return {getattr(dataset, "name", type(dataset).__name__): dataset}
+
+
+def audio_parts(dataset: Dataset) -> List[Dataset]:
+    """The parts that read recordings through an `AudioLoader` (`audio_paths`, `audio_loader`, `set_epoch`); a
+    registered dataset that brings its own audio has none."""
+    return [part for part in dataset_parts(dataset).values() if hasattr(part, "audio_paths")]
 
 
 def clip_groups(dataset: Dataset) -> List[List[int]]:
@@ -56,20 +63,21 @@ def clip_groups(dataset: Dataset) -> List[List[int]]:
     offset = 0
     for name, part in dataset_parts(dataset).items():
         for index in range(len(part)):
-            groups.setdefault((name, part.clip_key(index)), []).append(offset + index)
+            key = part.clip_key(index) if hasattr(part, "clip_key") else index  # no clip key: a group per sample
+            groups.setdefault((name, key), []).append(offset + index)
         offset += len(part)
     return list(groups.values())
 
 
 def set_epoch(dataset: Dataset, epoch: int) -> None:
     """`set_epoch` on every part (the audio augmentation is seeded by sample and epoch)."""
-    for part in dataset_parts(dataset).values():
+    for part in audio_parts(dataset):
         part.set_epoch(epoch)
 
 
 def without_augmentation(dataset: Dataset) -> None:
     """Every part of `dataset` (a copy, e.g. `first_videos`) hears its recordings without `--audio_augment`."""
-    for part in dataset_parts(dataset).values():
+    for part in audio_parts(dataset):
         part.audio_loader = part.audio_loader.without_augment()
 
 

@@ -24,7 +24,7 @@ MODEL_ARGV = ["--backbone", "resnet18", "--hidden_dim", "48", "--nheads", "4", "
               "--device", "cpu", "--seed", "0", "--data_scale", "0.2", "--pretrained_weights", "none"]
 # Two training and two held-out videos of four small frames, every recording a voice of the training pool; the
 # unseen copy speaks the same held-out videos with the unseen pool.
-VOCABULARY = {key: value for key, value in demo.DEMO_VOCABULARY.items() if key != "num_voices"}
+VOCABULARY = {key: value for key, value in demo.DEMO_VOCABULARY.items() if key != "speakers"}
 DATA = DemoConfig(seed=0, num_train_videos=2, num_test_videos=2, num_frames=4, height=48, width=80,
                   speakers="varied", **VOCABULARY)
 UNSEEN_DATA = replace(DATA, num_train_videos=0, held_out_speakers="unseen")
