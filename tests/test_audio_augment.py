@@ -2,6 +2,7 @@
 it promises, and the training augmentation: seeded per sample and epoch, exact under --resume."""
 import argparse
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +161,36 @@ def test_every_step_is_applied_when_its_probability_is_one(tmp_path: Path):
     assert out.size > signal.size / 1.25 + 0.2 * rate
     with pytest.raises(ValueError, match="p_noise"):
         AugmentRanges(p_noise=1.5).check()
+
+
+def test_augment_prob_leaves_that_share_of_samples_as_recorded(tmp_path: Path):
+    always = AugmentRanges(p_gain=1.0, gain_db=(6.0, 6.0))  # every changed sample is at least 6 dB louder
+    augment, paths = augmenter(tmp_path, always)
+    signal, rate = load_audio(paths[0])
+    full = [augment(signal, rate, paths[0], 0, s) for s in range(200)]
+    half_augment = AudioAugment(5, paths, load_audio, replace(always, p_augment=0.5))
+    half = [half_augment(signal, rate, paths[0], 0, s) for s in range(200)]
+    unchanged = [h.shape == signal.shape and np.array_equal(h, signal) for h in half]
+    assert 0.4 < np.mean(unchanged) < 0.6
+    # a changed sample is the one p_augment 1 gives: the share draw comes after the steps' draws
+    for h, f, same in zip(half, full, unchanged):
+        if not same:
+            np.testing.assert_array_equal(h, f)
+    assert not any(f.shape == signal.shape and np.array_equal(f, signal) for f in full)
+    with pytest.raises(ValueError, match="p_augment"):
+        AugmentRanges(p_augment=-0.1).check()
+
+
+def test_augment_from_leaves_the_first_epochs_as_recorded(tmp_path: Path):
+    augment, paths = augmenter(tmp_path, AugmentRanges(p_gain=1.0, gain_db=(6.0, 6.0)))
+    later = AudioAugment(5, paths, load_audio, augment.ranges, first_epoch=2)
+    signal, rate = load_audio(paths[0])
+    for sample in range(3):
+        for epoch in (0, 1):
+            np.testing.assert_array_equal(later(signal, rate, paths[0], epoch, sample), signal)
+        np.testing.assert_array_equal(later(signal, rate, paths[0], 2, sample), augment(signal, rate, paths[0], 2, sample))
+    with pytest.raises(ValueError, match="first augmented epoch"):
+        AudioAugment(5, paths, load_audio, first_epoch=-1)
 
 
 def test_the_loader_augments_only_training_samples_it_is_given(tmp_path: Path):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datasets.audio import load_audio, mfcc39
+from datasets.audio import AudioLoader, load_audio, mfcc39
 from datasets.speech import TRAINING_VOICES, UNSEEN_VOICES, draw_style
 from datasets.formats import read_palette_png, read_rgb
 from datasets.ytvos_format import decode_segmentation, read_meta_expressions, read_vis_instances, vis_annotations_by_video
@@ -316,3 +316,13 @@ def test_speaker_options_are_checked():
     with pytest.raises(SystemExit):
         demo.get_parser().parse_args(["--speakers", "many"])
     assert "speakers" not in demo.DemoConfig().record() and "held_out_speakers" not in demo.DemoConfig().record()
+
+
+def test_the_audio_loader_on_the_recordings_equals_the_extracted_features(tiny_dataset):
+    """What training reads with --rvos_wav_path (features on the fly) is what it reads from the .npy files."""
+    loader = AudioLoader()
+    for wav in sorted((tiny_dataset / "audio_wav").glob("*.wav")):
+        from_npy = loader(tiny_dataset / "audio_feature" / f"{wav.stem}.npy")
+        from_wav = loader(wav)
+        assert from_wav.shape == from_npy.shape and from_wav.shape[0] == 39
+        assert float((from_wav - from_npy).abs().max()) <= 1e-6 * max(1.0, float(from_npy.abs().max()))

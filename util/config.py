@@ -264,6 +264,13 @@ def get_args_parser(*, dataset_files: Optional[Sequence[str]] = None,
                         help="not official: training recordings changed at random per sample and epoch (speed, "
                              "pitch, vocal-tract length, silence, room, noise, telephone band, gain; "
                              "datasets/audio/perturb.py); needs the recordings (--rvos_wav_path)")
+    parser.add_argument("--audio_augment_prob", default=1.0, type=probability, metavar="P",
+                        help="with --audio_augment: the share of training samples changed at all (the others are "
+                             "heard as recorded, so the words stay clear in part of every epoch)")
+    parser.add_argument("--audio_augment_from", default=0, type=non_negative_int, metavar="E",
+                        help="with --audio_augment: the first main epoch (counted from 0) whose recordings are "
+                             "changed; the earlier ones hear them as recorded, so the model learns to listen "
+                             "before it learns to listen through noise")
 
     # Bad inputs and faults (README "When something goes wrong")
     parser.add_argument("--check_data", action="store_true",

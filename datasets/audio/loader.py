@@ -28,7 +28,7 @@ from datasets.audio.io import (AudioDecodeError, AudioWarning, FEATURE_SUFFIX, c
                                check_recording, check_recording_file, feature_sample_rate, is_recording, load_audio,
                                read_feature_file, resample)
 from datasets.audio.noise import AudioNoise
-from datasets.audio.perturb import AudioAugment, AudioCondition, parse_band
+from datasets.audio.perturb import AudioAugment, AudioCondition, AugmentRanges, parse_band
 from datasets.formats import DataFormatError
 from util.errors import OptionError
 
@@ -229,7 +229,8 @@ def build_audio_loader(args, recordings: Sequence[PathLike] = (), train: bool = 
     condition = build_condition(args, recordings)
     augment = None
     if train and args.audio_augment:
-        augment = AudioAugment(args.seed, [p for p in recordings if is_recording(p)], decode)
+        augment = AudioAugment(args.seed, [p for p in recordings if is_recording(p)], decode,
+                               AugmentRanges(p_augment=args.audio_augment_prob), args.audio_augment_from)
     loader = AudioLoader(args.audio_feature, args.audio_sample_rate, model_rate, condition, augment, args.seed)
     if loader.changes_audio:
         features = [Path(p) for p in recordings if not is_recording(p)]

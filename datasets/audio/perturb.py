@@ -161,6 +161,7 @@ class AugmentRanges:
     (uniformly). The defaults cover the evaluation conditions of `scripts/listening_report.py` with margin:
     speed 0.8-1.2, rooms up to RT60 1.0 s, 0 dB SNR and the telephone band."""
 
+    p_augment: float = 1.0  # a sample is changed at all (else heard as recorded), drawn after the steps' draws
     p_speed: float = 0.5
     speed: Tuple[float, float] = (0.8, 1.25)
     p_pitch: float = 0.4
@@ -192,9 +193,13 @@ class AudioAugment:
     """Draws and applies a random condition per training sample (`AugmentRanges`); `pool` are the training
     recordings (babble talkers), decoded by `decode`."""
 
-    def __init__(self, seed: int, pool: Sequence[PathLike], decode: Decoder, ranges: AugmentRanges = AugmentRanges()):
+    def __init__(self, seed: int, pool: Sequence[PathLike], decode: Decoder, ranges: AugmentRanges = AugmentRanges(),
+                 first_epoch: int = 0):
         ranges.check()
+        if first_epoch < 0:
+            raise ValueError(f"the first augmented epoch must be >= 0, got {first_epoch}")
         self.seed, self.ranges, self.decode = int(seed), ranges, decode
+        self.first_epoch = int(first_epoch)  # earlier epochs hear the recordings as they are
         self.pool = sorted({Path(p) for p in pool})
         self.babble = (AudioNoise("babble", 0.0, self.seed, self.pool, load=decode)
                        if "babble" in ranges.noise_types and len(self.pool) >= 2 else None)
@@ -205,6 +210,8 @@ class AudioAugment:
 
     def __call__(self, samples: np.ndarray, sample_rate: int, path: PathLike, epoch: int, sample: int
                  ) -> np.ndarray:
+        if epoch < self.first_epoch:
+            return samples
         r, rng = self.ranges, self.rng(epoch, sample)
         samples = np.asarray(samples, dtype=np.float64)
         # Every draw happens whether or not its step applies, so one step's probability does not shift the
@@ -215,6 +222,8 @@ class AudioAugment:
         rt60, snr = rng.uniform(*r.rt60_seconds), rng.uniform(*r.snr_db)
         noise_type, gain = r.noise_types[int(rng.integers(len(r.noise_types)))], rng.uniform(*r.gain_db)
         step_rng = np.random.default_rng(rng.integers(2 ** 63))
+        if rng.random() >= r.p_augment:
+            return samples
         if steps[0] < r.p_speed:
             samples = change_speed(samples, speed)
         if steps[1] < r.p_pitch:
