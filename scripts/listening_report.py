@@ -66,7 +66,7 @@ from scripts.demo_args import derangement, model_args
 from scripts.evaluate_rvos import evaluate_rvos
 from util.config import ArgumentParser, non_negative_int, parse_args, positive_float
 from util.errors import OptionError, run_main
-from util.misc import atomic_json_dump, atomic_write
+from util.misc import atomic_json_dump, atomic_write, set_cpu_threads
 from util.reporting import log_json
 from util.weights import load_weights_file
 
@@ -814,7 +814,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         if rest:
             raise OptionError(f"--compare runs no inference; unexpected options {' '.join(rest)}")
         return compare(options)
-    torch.set_num_threads(options.threads)
+    set_cpu_threads(options.threads)
     if options.seeds is not None:
         return seed_study(options, rest)
     return listening_report(options, rest)

@@ -424,3 +424,17 @@ def test_curriculum_stages_widen_the_warm_up_and_can_share_the_optimizer(tmp_pat
     assert steps == {sum(r["train_steps"] for r in logs)}
     with pytest.raises(SystemExit):
         parse_args(get_args_parser(), ["--curriculum_stages", "16"])
+
+
+def test_set_cpu_threads_limits_torch_and_the_blas_pools():
+    from threadpoolctl import threadpool_info, threadpool_limits
+    from util.misc import set_cpu_threads
+    before_torch, before_pools = torch.get_num_threads(), threadpool_info()
+    try:
+        set_cpu_threads(1)
+        assert torch.get_num_threads() == 1
+        assert before_pools and all(pool["num_threads"] == 1 for pool in threadpool_info())
+    finally:
+        torch.set_num_threads(before_torch)
+        for pool in before_pools:
+            threadpool_limits(pool["num_threads"], user_api=pool["user_api"])

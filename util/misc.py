@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 import torch.distributed as dist
+from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from util.errors import WriteError, write_error
@@ -95,6 +96,13 @@ def seed_everything(seed: int) -> None:
 
 
 # ----------------------------------------------------------------------------- distributed
+def set_cpu_threads(threads: int) -> None:
+    """Use `threads` CPU threads in torch and in the BLAS and OpenMP pools that numpy, scipy and the extension
+    use: their idle threads otherwise spin on the other cores, which slows a job that shares the machine."""
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)
+
+
 def is_dist_avail_and_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 
