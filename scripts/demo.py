@@ -1,6 +1,6 @@
 """The CPU demo, end to end: spoken-shapes data -> training -> inference -> J&F, with and without the right audio.
 
-    python scripts/demo.py                      # what `make demo` runs (about 10 minutes on 2 cores)
+    python scripts/demo.py                      # what `make demo` runs (about 12-13 minutes on 2 cores, README "Demo")
     python scripts/demo.py --quick --data /tmp/demo_data --out /tmp/demo_out     # the seconds-long CI version
     python scripts/demo.py --epochs 2 --lr 1e-3  # any option of the training parser overrides configs/demo.yaml
 
@@ -82,8 +82,9 @@ DEFAULT_THREADS = 1  # measured on the 2-core machine: 0.19 s per training step 
 # (datasets/speech.py; the unseen-voice copy of the held-out videos uses the disjoint unseen pool),
 # shapes fast enough to be apart except when their paths cross (the coarsest feature map is 3x4), and drawn
 # 1.4x larger than make_demo_data's default so that the edges of the 18x32 mask logits weigh less (held-out
-# J&F 0.684 -> 0.702 with the same recipe). 40 held-out videos (80 expressions) keep the figures stable; 100
-# training videos instead of 160 keep the demo within 12 minutes (held-out J&F 0.846 against 0.870 with 120).
+# J&F 0.684 -> 0.702 with the same recipe, two voices). 40 held-out videos (80 expressions) keep the figures
+# stable; 100 training videos instead of 160 keep the demo near 12 minutes (two voices: held-out J&F 0.846
+# against 0.870 with 120).
 DEMO_VOCABULARY = dict(min_objects=2, max_objects=2, num_colours=3, num_shapes=3, speakers="varied", p_say_size=0.0,
                        p_say_motion=0.0, speed_scale=4.0, size_scale=1.4)
 DEMO_DATA = DemoConfig(seed=0, num_train_videos=100, num_test_videos=40, num_frames=8, height=72, width=128,
