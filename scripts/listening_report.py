@@ -777,6 +777,9 @@ def seed_study(options: argparse.Namespace, overrides: Sequence[str]) -> dict:
     for seed in options.seeds:
         folder = options.out / SEED_DIR.format(seed=seed)
         argv = model_args(options.train_config, options.train_data, folder, overrides)
+        if not any(a == "--rvos_wav_path" or a.startswith("--rvos_wav_path=") for a in overrides):
+            # trained from the recordings, as the demo is (the same features, and what --audio_augment changes)
+            argv += ["--rvos_wav_path", str(options.train_data / RECORDINGS_DIR)]
         train_args = parse_args(training_parser, [*argv, "--seed", str(seed)])
         if train_args.model_path:
             raise OptionError("--seeds reports the model it trains; leave --model_path out")
@@ -788,8 +791,6 @@ def seed_study(options: argparse.Namespace, overrides: Sequence[str]) -> dict:
         # The report's --seed is the config's, the same for every run: each model hears the same noise, rooms
         # and derangement, so the spread is the training's.
         report_argv = [*argv, "--model_path", str(folder / train.LATEST_CHECKPOINT)]
-        if not train_args.rvos_wav_path:
-            report_argv += ["--rvos_wav_path", str(options.train_data / RECORDINGS_DIR)]
         seed_options = copy(options)
         seed_options.out, seed_options.resume = folder, reused  # a model trained again is reported again
         seed_options.title = f"{options.title or options.train_config}, training seed {seed}"
