@@ -768,16 +768,21 @@ def finished_training(folder: Path, args: argparse.Namespace) -> bool:
     return checkpoint.get("epoch") == args.epochs - 1 and stored.get("seed") == args.seed
 
 
+def passes_option(argv: Sequence[str], option: str) -> bool:
+    """Whether `argv` sets `option` (`--name VALUE` or `--name=VALUE`)."""
+    return any(a == option or a.startswith(option + "=") for a in argv)
+
+
 def seed_study(options: argparse.Namespace, overrides: Sequence[str]) -> dict:
     """Train one model per seed, report each, and the spread of every condition over the seeds (seeds.json)."""
-    if any(a == "--seed" or a.startswith("--seed=") for a in overrides):
+    if passes_option(overrides, "--seed"):
         raise OptionError("--seeds sets each training run's --seed; leave --seed out")
     training_parser = train.get_parser()
     reports: Dict[int, dict] = {}
     for seed in options.seeds:
         folder = options.out / SEED_DIR.format(seed=seed)
         argv = model_args(options.train_config, options.train_data, folder, overrides)
-        if not any(a == "--rvos_wav_path" or a.startswith("--rvos_wav_path=") for a in overrides):
+        if not passes_option(overrides, "--rvos_wav_path"):
             # trained from the recordings, as the demo is (the same features, and what --audio_augment changes)
             argv += ["--rvos_wav_path", str(options.train_data / RECORDINGS_DIR)]
         train_args = parse_args(training_parser, [*argv, "--seed", str(seed)])

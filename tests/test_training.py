@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from threadpoolctl import threadpool_info, threadpool_limits
 
 import main as train
 from data_factory import make_ytvos
@@ -17,6 +18,7 @@ from engine import NonFiniteLossError
 from main import get_args_parser
 from util.config import parse_args
 from util.errors import OptionError
+from util.misc import set_cpu_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = ["--backbone", "resnet18", "--hidden_dim", "48", "--nheads", "4", "--dim_feedforward", "64",
@@ -427,8 +429,6 @@ def test_curriculum_stages_widen_the_warm_up_and_can_share_the_optimizer(tmp_pat
 
 
 def test_set_cpu_threads_limits_torch_and_the_blas_pools():
-    from threadpoolctl import threadpool_info, threadpool_limits
-    from util.misc import set_cpu_threads
     before_torch, before_pools = torch.get_num_threads(), threadpool_info()
     try:
         set_cpu_threads(1)

@@ -95,7 +95,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-# ----------------------------------------------------------------------------- distributed
 def set_cpu_threads(threads: int) -> None:
     """Use `threads` CPU threads in torch and in the BLAS and OpenMP pools that numpy, scipy and the extension
     use: their idle threads otherwise spin on the other cores, which slows a job that shares the machine."""
@@ -103,6 +102,7 @@ def set_cpu_threads(threads: int) -> None:
     threadpool_limits(threads)
 
 
+# ----------------------------------------------------------------------------- distributed
 def is_dist_avail_and_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 
