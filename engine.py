@@ -36,6 +36,7 @@ from util.config import inference_scale
 from util.errors import USER_OS_ERRORS, OptionError, UserError, check_device, one_line
 from util.journal import ResultJournal, journal_on_interrupt, journal_settings, unfinished_hint
 from util.metrics import db_eval_boundary, db_eval_iou, referring_metrics
+from util.names import natural_sorted
 from util.reporting import log_json, report_metrics
 from util.results import decode_masks, encode_rle
 from util.weights import checkpoint_train_videos, load_wnet_checkpoint
@@ -253,14 +254,15 @@ def frame_transform(scale: float = 1.0):
 
 
 def list_frames(folder: PathLike) -> List[Path]:
-    """Image files of a folder, sorted by name (numeric names sort by number)."""
+    """Image files of a folder in the natural order of their names (`frame_2` before `frame_10`); names that order
+    cannot tell apart (`1.jpg`, `01.jpg`) are refused."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"frame folder not found: {folder}")
     frames = [p for p in folder.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS and not p.name.startswith(".")]
     if not frames:
         raise FileNotFoundError(f"no frames ({', '.join(FRAME_EXTENSIONS)}) in {folder}")
-    return sorted(frames, key=lambda p: (int(p.stem), p.name) if p.stem.isdigit() else (math.inf, p.name))
+    return natural_sorted(frames, folder)
 
 
 def load_frame(path: PathLike, scale: float = 1.0) -> Tuple[Tensor, Image.Image]:

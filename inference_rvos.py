@@ -42,6 +42,7 @@ from datasets.common import (SKIP_HINT, BadSampleWarning, SampleError, build_for
                              decode_images, report_data_check)
 from datasets.formats import DataFormatError, read_rgb
 from datasets.ytvos import TEST_PART, audio_stem, read_ytvos_videos, resolve_split_file, video_frame_paths
+from datasets.ytvos_format import read_video_list
 from engine import list_frames, load_frame, load_model_for_inference, predict_video_masks
 from models.postprocess import PostProcessSegm
 from main import get_args_parser
@@ -49,6 +50,7 @@ from util.config import ArgumentParser, HelpFormatter, inference_scale, parse_ar
 from util.errors import USER_OS_ERRORS, OptionError, UserError, one_line, run_main
 from util.journal import ResultJournal, journal_on_interrupt, journal_settings, unfinished_hint
 from util.misc import atomic_write
+from util.names import child_path
 from util.reporting import log_json
 from util.results import make_entry, write_results
 from util.visualize import PALETTE, contact_sheet, labelled_rows, overlay, save_gif
@@ -97,7 +99,7 @@ def split_jobs(args, dropped: Optional[List[str]] = None) -> List[VideoJob]:
     videos = read_ytvos_videos(args.ytvos_path, args.ytvos_split, split_file if split_file.endswith(".json") else "")
     if split_file and not split_file.endswith(".json"):
         by_name = {video.name: video for video in videos}
-        names = [line.strip() for line in Path(split_file).read_text().splitlines() if line.strip()]
+        names = read_video_list(split_file)
         unknown = [name for name in names if name not in by_name]
         if unknown:
             raise OptionError(f"--split_file {split_file}: videos not in the {args.ytvos_split} split: {unknown[:5]}")
@@ -157,7 +159,7 @@ def save_png(path: Path, mask: np.ndarray) -> None:
 def write_visualisation(out_dir: Path, job: VideoJob, masks: Dict[str, np.ndarray]) -> None:
     """Per video: an overlay per frame (each expression in its colour), a contact sheet, a GIF, and one row of
     frames per expression with only its mask, captioned with its words (`<video>_expressions.jpg`)."""
-    video_dir = out_dir / job.name
+    video_dir = child_path(out_dir, job.name)
     overlays = []
     rows: List[List[np.ndarray]] = [[] for _ in masks]
     for index, frame_path in enumerate(job.frame_paths):
@@ -169,14 +171,15 @@ def write_visualisation(out_dir: Path, job: VideoJob, masks: Dict[str, np.ndarra
             rows[number].append(overlay(frame, masks[exp_id][index], color=color))
         overlays.append(image)
         picture = Image.fromarray(image)
-        atomic_write(video_dir / f"{frame_path.stem}.jpg", lambda tmp: picture.save(tmp, format="JPEG", quality=90))
+        atomic_write(child_path(video_dir, f"{frame_path.stem}.jpg"),
+                     lambda tmp: picture.save(tmp, format="JPEG", quality=90))
     sheet = Image.fromarray(contact_sheet(overlays, columns=CONTACT_SHEET_COLUMNS))
-    atomic_write(out_dir / f"{job.name}_sheet.jpg", lambda tmp: sheet.save(tmp, format="JPEG", quality=90))
-    save_gif(overlays, out_dir / f"{job.name}.gif", fps=GIF_FPS)
+    atomic_write(child_path(out_dir, f"{job.name}_sheet.jpg"), lambda tmp: sheet.save(tmp, format="JPEG", quality=90))
+    save_gif(overlays, child_path(out_dir, f"{job.name}.gif"), fps=GIF_FPS)
     texts = {e.exp_id: e.text or e.exp_id for e in job.expressions}
     labels = [f'"{texts.get(exp_id, exp_id)}"' for exp_id in masks]
     rows_picture = Image.fromarray(labelled_rows(rows, labels))
-    atomic_write(out_dir / f"{job.name}_expressions.jpg",
+    atomic_write(child_path(out_dir, f"{job.name}_expressions.jpg"),
                  lambda tmp: rows_picture.save(tmp, format="JPEG", quality=90))
 
 
@@ -229,10 +232,10 @@ def infer_job(model: torch.nn.Module, postprocess: PostProcessSegm, job: VideoJo
         if expression.exp_id not in masks:
             continue
         entries.append(make_entry(job.video_id, expression.obj_id, job.name, expression.exp_id,
-                                  masks[expression.exp_id]))
+                                  masks[expression.exp_id], [path.stem for path in job.frame_paths]))
         if args.png_dir:
             for frame_path, mask in zip(job.frame_paths, masks[expression.exp_id]):
-                save_png(Path(args.png_dir) / job.name / expression.exp_id / f"{frame_path.stem}.png", mask)
+                save_png(child_path(args.png_dir, job.name, expression.exp_id, f"{frame_path.stem}.png"), mask)
     if args.visualize and masks:
         write_visualisation(Path(args.visualize), job, masks)
     log_json({"video": job.name, "frames": len(job.frame_paths), "expressions": len(entries), "dropped": len(dropped)})

@@ -34,6 +34,7 @@ from datasets.common import (AnnotatedFrame, MiddleFrameDataset, check_feature, 
                              decode_images)
 from datasets.formats import DataFormatError, PathLike, read_rgb
 from datasets.transforms import video_transforms_from_args
+from util.names import natural_sorted
 
 A2D_SPLITS = {"train": A2D_TRAIN_SPLIT, "val": A2D_TEST_SPLIT, "test": A2D_TEST_SPLIT}
 FRAME_EXTENSION = ".png"
@@ -80,11 +81,12 @@ def audio_feature_path(audio_root: PathLike, video_id: str, instance_id: str) ->
 
 
 def a2d_frame_paths(root: PathLike, video_id: str) -> List[Path]:
-    """The video's frames: the sorted listing of its PNG folder (hidden files ignored)."""
+    """The video's frames: its PNG folder in the natural order of the names (hidden files ignored)."""
     folder = a2d_paths(root)["frames"] / video_id
     if not folder.is_dir():
         raise FileNotFoundError(f"frame folder not found: {folder} (run scripts/extract_frames.py)")
-    return sorted(p for p in folder.iterdir() if p.suffix == FRAME_EXTENSION and not p.name.startswith("."))
+    return natural_sorted((p for p in folder.iterdir() if p.suffix == FRAME_EXTENSION and not p.name.startswith(".")),
+                          folder)
 
 
 def parse_instance_id(instance_id: str) -> int:

@@ -6,15 +6,17 @@
 import csv
 import io
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import h5py
 import numpy as np
 
 from datasets.formats import DataFormatError, PathLike, read_csv_rows, write_csv_rows, write_text
 from util.misc import atomic_write
+from util.names import check_name
 
 A2D_TRAIN_SPLIT, A2D_TEST_SPLIT = 0, 1
+FIRST_DATA_LINE = 2  # of a table with a header row
 _VIDEOSET_COLUMNS = 9
 
 
@@ -43,6 +45,7 @@ def read_videoset_csv(path: PathLike) -> Dict[str, A2DVideo]:
                     continue
                 if len(row) != _VIDEOSET_COLUMNS:
                     raise DataFormatError(f"{path}:{line_number}: expected {_VIDEOSET_COLUMNS} columns, got {len(row)}")
+                check_name(row[0], "video id", f"{path}:{line_number}")
                 try:
                     videos[row[0]] = A2DVideo(row[0], int(row[1]), row[2], row[3], int(row[4]), int(row[5]),
                                               int(row[6]), int(row[7]), int(row[8]))
@@ -134,6 +137,12 @@ def write_a2d_h5(path: PathLike, annotation: A2DFrameAnnotation) -> None:
     atomic_write(path, write)
 
 
+def check_ids(path: PathLike, line_number: int, video_id: str, instance_id: str) -> Tuple[str, str]:
+    """The video and instance ids of a row (they name the recordings `<video>_<instance>`), checked as names."""
+    where = f"{path}:{line_number}"
+    return check_name(video_id, "video id", where), check_name(instance_id, "instance id", where)
+
+
 @dataclass
 class A2DQuery:
     """One row of `a2d_annotation.txt` (header `video_id,instance_id,query`)."""
@@ -154,8 +163,9 @@ class A2DSample:
 
 
 def read_a2d_annotations(path: PathLike) -> List[A2DQuery]:
-    return [A2DQuery(r["video_id"], r["instance_id"], r["query"])
-            for r in read_csv_rows(path, ("video_id", "instance_id", "query"))]
+    rows = read_csv_rows(path, ("video_id", "instance_id", "query"))
+    return [A2DQuery(*check_ids(path, line_number, r["video_id"], r["instance_id"]), r["query"])
+            for line_number, r in enumerate(rows, start=FIRST_DATA_LINE)]
 
 
 def write_a2d_annotations(path: PathLike, queries: Sequence[A2DQuery]) -> None:
@@ -164,7 +174,9 @@ def write_a2d_annotations(path: PathLike, queries: Sequence[A2DQuery]) -> None:
 
 def read_a2d_annotation_info(path: PathLike) -> List[A2DSample]:
     samples = []
-    for line_number, r in enumerate(read_csv_rows(path, ("video_id", "instance_id", "frame_idx", "query")), start=2):
+    for line_number, r in enumerate(read_csv_rows(path, ("video_id", "instance_id", "frame_idx", "query")),
+                                    start=FIRST_DATA_LINE):
+        check_ids(path, line_number, r["video_id"], r["instance_id"])
         try:
             frame_idx = int(r["frame_idx"])
         except ValueError:

@@ -12,8 +12,9 @@ file (and the video / row) when the content is not what the format says.
 import csv
 import io
 import json
+from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image
@@ -121,15 +122,31 @@ def write_text(path: PathLike, text: str) -> None:
     atomic_write(path, write)
 
 
-def read_json(path: PathLike) -> Any:
-    """Any JSON file (e.g. JHMDB `video_info.json`), with errors naming the file."""
+class JSONObject(dict):
+    """A JSON object as `read_json(path, note_duplicates=True)` reads it (its `(key, value)` pairs in file order):
+    `duplicates` lists the keys it holds more than once (the last value is kept, as `json.load` keeps it silently)."""
+
+    def __init__(self, pairs: List[Tuple[str, Any]]):
+        super().__init__(pairs)
+        counts = Counter(key for key, _ in pairs)
+        self.duplicates: List[str] = [key for key in counts if counts[key] > 1]
+
+
+def read_json(path: PathLike, note_duplicates: bool = False) -> Any:
+    """Any JSON file (e.g. JHMDB `video_info.json`), with errors naming the file. With `note_duplicates` its
+    objects are `JSONObject`s that list their repeated keys (`duplicate_keys`)."""
     try:
         with open(path) as f:
-            return json.load(f)
+            return json.load(f, object_pairs_hook=JSONObject if note_duplicates else None)
     except FileNotFoundError:
         raise FileNotFoundError(f"file not found: {path}") from None
     except json.JSONDecodeError as error:
         raise DataFormatError(f"{path}: not valid JSON ({error})") from None
+
+
+def duplicate_keys(obj: Any) -> List[str]:
+    """The keys a JSON object read with `note_duplicates` holds more than once ([] for anything else)."""
+    return obj.duplicates if isinstance(obj, JSONObject) else []
 
 
 def write_json(path: PathLike, obj: Any) -> None:

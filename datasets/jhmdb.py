@@ -25,6 +25,7 @@ from datasets.formats import DataFormatError, PathLike, read_json, read_rgb
 from datasets.jhmdb_format import JHMDBQuery, read_jhmdb_annotations, read_puppet_mask
 from datasets.transforms import video_transforms_from_args
 from util.errors import OptionError
+from util.names import check_name, natural_sorted
 
 FRAME_EXTENSION = ".png"
 # linspace(FIRST_FRAME_OFFSET, n - LAST_FRAME_OFFSET, FRAMES_PER_QUERY): the official evaluated frames
@@ -63,8 +64,7 @@ def jhmdb_frame_paths(root: PathLike, class_name: str, video_id: str) -> List[Pa
     folder = jhmdb_paths(root)["frames"] / class_name / video_id
     if not folder.is_dir():
         raise FileNotFoundError(f"frame folder not found: {folder}")
-    return sorted((p for p in folder.iterdir() if p.suffix == FRAME_EXTENSION and p.stem.isdigit()),
-                  key=lambda p: int(p.stem))
+    return natural_sorted((p for p in folder.iterdir() if p.suffix == FRAME_EXTENSION and p.stem.isdigit()), folder)
 
 
 def read_video_classes(root: PathLike) -> Dict[str, str]:
@@ -74,7 +74,9 @@ def read_video_classes(root: PathLike) -> Dict[str, str]:
         info = read_json(paths["video_info"])
         if not isinstance(info, dict) or not all(isinstance(v, dict) and "class" in v for v in info.values()):
             raise DataFormatError(f"{paths['video_info']}: expected {{video: {{'class': ..., 'frames': ...}}}}")
-        return {video: str(v["class"]) for video, v in info.items()}
+        source = paths["video_info"]
+        return {check_name(video, "video id", source): check_name(str(v["class"]), f"video {video!r}: class", source)
+                for video, v in info.items()}
     if not paths["frames"].is_dir():
         raise FileNotFoundError(f"JHMDB frames not found: {paths['frames']}")
     return {video.name: class_dir.name for class_dir in sorted(paths["frames"].iterdir()) if class_dir.is_dir()

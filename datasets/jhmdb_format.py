@@ -11,6 +11,9 @@ import scipy.io
 
 from datasets.formats import DataFormatError, PathLike, read_csv_rows, write_csv_rows
 from util.misc import atomic_write
+from util.names import check_name
+
+FIRST_DATA_LINE = 2  # of a table with a header row
 
 
 def read_puppet_mask(path: PathLike) -> np.ndarray:
@@ -53,7 +56,10 @@ class JHMDBQuery:
 
 
 def read_jhmdb_annotations(path: PathLike) -> List[JHMDBQuery]:
-    return [JHMDBQuery(r["video_id"], r["query"]) for r in read_csv_rows(path, ("video_id", "query"))]
+    """The queries, their video ids checked as names (they name the recordings `<video>`)."""
+    rows = read_csv_rows(path, ("video_id", "query"))
+    return [JHMDBQuery(check_name(r["video_id"], "video id", f"{path}:{line_number}"), r["query"])
+            for line_number, r in enumerate(rows, start=FIRST_DATA_LINE)]
 
 
 def write_jhmdb_annotations(path: PathLike, queries: Sequence[JHMDBQuery]) -> None:

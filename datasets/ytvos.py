@@ -31,10 +31,11 @@ from datasets.audio.loader import audio_source, check_audio_file
 from datasets.common import (ClipDataset, apply_transforms, boxes_from_masks, check_feature, check_frame_sizes,
                              check_items, decode_images, make_target, read_frames, rvos_clip_indices)
 from datasets.formats import DataFormatError, read_json, read_palette_png, read_rgb
-from datasets.ytvos_format import (decode_segmentation, read_meta_expressions, read_vis_instances,
+from datasets.ytvos_format import (decode_segmentation, read_meta_expressions, read_vis_instances, refuse_duplicates,
                                    vis_annotations_by_video)
 from datasets.transforms import video_transforms_from_args
 from util.config import is_none
+from util.names import check_name
 
 PathLike = Union[str, Path]
 FRAME_EXTENSION = ".jpg"
@@ -146,12 +147,16 @@ def read_ytvos_videos(root: PathLike, split: str = "train", ann_file: PathLike =
 
     instances = read_vis_instances(ann_file)
     by_video = vis_annotations_by_video(instances)
-    videos = []
+    videos, seen = [], set()
     for vis_video in instances["videos"]:
         names = {Path(f).parent.name for f in vis_video["file_names"]}
         if len(names) != 1:
             raise DataFormatError(f"{ann_file}: video {vis_video['id']} has file names in several folders {sorted(names)}")
         (name,) = names
+        check_name(name, "video id", ann_file)
+        if name in seen:
+            refuse_duplicates(ann_file, "video id", [name])
+        seen.add(name)
         info = meta_expressions.get(name, {"expressions": {}})
         videos.append(RVOSVideo(name, [Path(f).stem for f in vis_video["file_names"]], expressions_of(name, info),
                                 annotations=by_video[vis_video["id"]], height=int(vis_video["height"]),

@@ -4,12 +4,15 @@
 `instances_*_sub.json` (per-frame RLE / polygon segmentations of every object). The frames and palette PNG
 masks use the shared readers of `datasets/formats.py`.
 """
+from collections import Counter
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 from pycocotools import mask as coco_mask
 
-from datasets.formats import DataFormatError, PathLike, read_json, write_json
+from datasets.formats import DataFormatError, PathLike, duplicate_keys, read_json, write_json
+from util.names import check_name
 from util.results import encode_rle
 
 
@@ -17,27 +20,53 @@ def read_meta_expressions(path: PathLike) -> Dict[str, dict]:
     """Read `meta_expressions.json` -> its `videos` mapping, validated.
 
     `{vid: {"expressions": {exp_id: {"exp": str, "obj_id": str}}, "frames": [frame names]}}`.
-    (The test split's file has no `obj_id`; it is then absent.)
+    (The test split's file has no `obj_id`; it is then absent.) Video and expression ids and frame names are
+    checked as file names (`util.names`), and an id written twice is an error (`json.load` keeps the last).
     """
-    data = read_json(path)
+    data = read_json(path, note_duplicates=True)
     if not isinstance(data, dict) or not isinstance(data.get("videos"), dict):
         raise DataFormatError(f"{path}: expected an object with a 'videos' mapping")
     videos = data["videos"]
+    refuse_duplicates(path, "video id", duplicate_keys(videos))
     for vid, video in videos.items():
+        check_name(vid, "video id", path)
         if not isinstance(video, dict):
             raise DataFormatError(f"{path}: video {vid!r} is not an object")
         frames, expressions = video.get("frames"), video.get("expressions")
         if not isinstance(frames, list) or not all(isinstance(f, str) for f in frames):
             raise DataFormatError(f"{path}: video {vid!r} has no list of frame names")
+        for frame in frames:
+            check_name(frame, f"video {vid!r}: frame name", path)
         if not isinstance(expressions, dict):
             raise DataFormatError(f"{path}: video {vid!r} has no 'expressions' mapping")
+        refuse_duplicates(path, f"video {vid!r}: expression id", duplicate_keys(expressions))
         for exp_id, expression in expressions.items():
+            check_name(exp_id, f"video {vid!r}: expression id", path)
             if not isinstance(expression, dict) or not isinstance(expression.get("exp"), str):
                 raise DataFormatError(f"{path}: video {vid!r} expression {exp_id!r} has no 'exp' text")
             obj_id = expression.get("obj_id")
             if obj_id is not None and not str(obj_id).isdigit():
                 raise DataFormatError(f"{path}: video {vid!r} expression {exp_id!r} has a non-integer obj_id {obj_id!r}")
     return videos
+
+
+def refuse_duplicates(path: PathLike, what: str, duplicates: Sequence[str]) -> None:
+    """A `DataFormatError` naming the first of `duplicates` (ids `path` holds twice), when there is one."""
+    if duplicates:
+        raise DataFormatError(f"{path}: {what} {duplicates[0]!r} appears twice (an id names one thing)")
+
+
+def read_video_list(path: PathLike) -> List[str]:
+    """A text split file: one video id per line (blank lines skipped), each checked as a name and named once."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"split file not found: {path}") from None
+    except UnicodeDecodeError as error:
+        raise DataFormatError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    names = [check_name(line.strip(), "video id", path) for line in lines if line.strip()]
+    refuse_duplicates(path, "video id", [name for name, count in Counter(names).items() if count > 1])
+    return names
 
 
 def write_meta_expressions(path: PathLike, videos: Dict[str, dict]) -> None:

@@ -12,7 +12,9 @@ the YouTube-VIS json lists, else those of meta_expressions. With `--model_path` 
 made the results), evaluated videos it was trained on are counted (`trained_on_evaluated_videos` in
 the metrics JSON) and reported on stderr. Unlike the official script, an
 expression missing from the results, or predicted empty, is scored as empty masks, and every frame
-counts. J and F are averaged over every frame of every evaluated expression.
+counts. J and F are averaged over every frame of every evaluated expression. An expression whose
+object no annotation of its video holds is an error (an empty ground truth would score anything), and so are
+results whose recorded frame names (`frames`) follow another order than the video's.
 
 In-process: `from scripts.evaluate_rvos import evaluate_rvos`.
 """
@@ -29,16 +31,18 @@ from tqdm import tqdm
 from datasets.common import SKIP_HINT, BadSampleWarning, SampleError
 from datasets.formats import DataFormatError, read_json, read_palette_png
 from datasets.ytvos import TEST_PART, resolve_split_file
-from datasets.ytvos_format import read_meta_expressions
+from datasets.ytvos_format import read_meta_expressions, read_video_list, refuse_duplicates
 from util.config import OFFICIAL_YTVOS_PATH, ArgumentParser, HelpFormatter, ImgPathAction
 from util.errors import USER_OS_ERRORS, UserError, one_line, run_main
 from util.metrics import db_eval_boundary, db_eval_iou
 from util.misc import atomic_json_dump
-from util.results import (ResultsFormatError, decode_masks, describe_entry, read_results,
+from util.names import check_name, child_path
+from util.results import (FRAMES_KEY, ResultsFormatError, decode_masks, describe_entry, read_results,
                           validate_results)
 from util.weights import count_trained_on, read_train_videos
 
 ANNOTATION_SUFFIX = ".png"
+BACKGROUND = 0  # the annotation PNGs' pixel value where no object is
 ExpressionKey = Tuple[str, str]  # (video name, exp_id)
 
 
@@ -46,7 +50,7 @@ def read_split_videos(path: Path) -> Dict[str, Optional[List[str]]]:
     """Videos of a split file -> `{vid: frame names, or None when the file lists none}`, in order.
 
     A YouTube-VIS style json gives each video's frames (`file_names` = 'vid/frame.jpg'); a text
-    file gives one video id per line.
+    file gives one video id per line. A video id that is a path, or a video named twice, is an error naming it.
     """
     path = Path(path)
     if path.suffix == ".json":
@@ -60,14 +64,14 @@ def read_split_videos(path: Path) -> Dict[str, Optional[List[str]]]:
             if (not isinstance(file_names, list) or not file_names
                     or not all(isinstance(name, str) and name.count("/") == 1 for name in file_names)):
                 raise DataFormatError(f"{path}: video {index} has no 'file_names' of the form 'vid/frame.jpg'")
-            vid = file_names[0].split("/")[0]
+            vid = check_name(file_names[0].split("/")[0], "video id", path)
             if any(name.split("/")[0] != vid for name in file_names):
                 raise DataFormatError(f"{path}: video {index} ({vid!r}) has 'file_names' of several videos")
+            if vid in frames_by_video:
+                refuse_duplicates(path, "video id", [vid])
             frames_by_video[vid] = [Path(name).stem for name in file_names]
         return frames_by_video
-    if not path.is_file():
-        raise FileNotFoundError(f"split file not found: {path}")
-    return {line.strip(): None for line in path.read_text().splitlines() if line.strip()}
+    return {vid: None for vid in read_video_list(path)}
 
 
 def evaluated_videos(meta: Dict[str, dict], annotations_dir: Path, split_file: str) -> Dict[str, List[str]]:
@@ -79,10 +83,10 @@ def evaluated_videos(meta: Dict[str, dict], annotations_dir: Path, split_file: s
         for vid in videos:
             if vid not in meta:
                 raise DataFormatError(f"{split_file}: video {vid!r} is not in meta_expressions")
-            if not (annotations_dir / vid).is_dir():
+            if not child_path(annotations_dir, vid).is_dir():
                 raise FileNotFoundError(f"{split_file}: video {vid!r} has no annotations ({annotations_dir / vid} missing)")
         return {vid: frames if frames is not None else meta[vid]["frames"] for vid, frames in videos.items()}
-    videos = {vid: meta[vid]["frames"] for vid in meta if (annotations_dir / vid).is_dir()}
+    videos = {vid: meta[vid]["frames"] for vid in meta if child_path(annotations_dir, vid).is_dir()}
     if not videos:
         raise FileNotFoundError(f"no video of meta_expressions has annotations under {annotations_dir}")
     return videos
@@ -92,7 +96,8 @@ def index_entries(entries: Sequence[Dict[str, Any]], meta: Dict[str, dict], vide
                   results_path: str) -> Dict[ExpressionKey, Tuple[int, Dict[str, Any]]]:
     """`{(vid, exp_id): (entry index, entry)}`; an unknown video or expression, an obj_id that is
     not the expression's, a frame count other than the video's (its evaluated frames, else those
-    of meta_expressions) or a duplicate is an error naming the entry."""
+    of meta_expressions), frame names (when the entry records them) other than those frames in their
+    order, or a duplicate is an error naming the entry."""
     indexed: Dict[ExpressionKey, Tuple[int, Dict[str, Any]]] = {}
     for index, entry in enumerate(entries):
         where = f"{results_path}: {describe_entry(entry, index)}"
@@ -105,9 +110,14 @@ def index_entries(entries: Sequence[Dict[str, Any]], meta: Dict[str, dict], vide
         if expression.get("obj_id") is not None and int(expression["obj_id"]) != entry["obj_id"]:
             raise ResultsFormatError(f"{where}: obj_id {entry['obj_id']} but the expression refers to "
                                      f"object {expression['obj_id']}")
-        num_frames = len(video_frames.get(vid, meta[vid]["frames"]))
-        if len(entry["segmentations"]) != num_frames:
-            raise ResultsFormatError(f"{where}: {len(entry['segmentations'])} frames, the video has {num_frames}")
+        frames = list(video_frames.get(vid, meta[vid]["frames"]))
+        if len(entry["segmentations"]) != len(frames):
+            raise ResultsFormatError(f"{where}: {len(entry['segmentations'])} frames, the video has {len(frames)}")
+        recorded = entry.get(FRAMES_KEY)
+        if recorded is not None and recorded != frames:
+            position = next(i for i, (ours, theirs) in enumerate(zip(recorded, frames)) if ours != theirs)
+            raise ResultsFormatError(f"{where}: frame {position} is {recorded[position]!r}, the video's is "
+                                     f"{frames[position]!r} (the masks follow another frame order)")
         if (vid, exp_id) in indexed:
             raise ResultsFormatError(f"{where}: duplicates entry {indexed[(vid, exp_id)][0]}")
         indexed[(vid, exp_id)] = (index, entry)
@@ -138,7 +148,7 @@ def read_video_labels(annotations_dir: Path, vid: str, frames: Sequence[str], si
     """Object-id maps `[num_frames, H, W]` of one video."""
     labels = np.empty((len(frames), *size), dtype=np.uint8)
     for i, frame in enumerate(frames):
-        path = annotations_dir / vid / f"{frame}{ANNOTATION_SUFFIX}"
+        path = child_path(annotations_dir, vid, f"{frame}{ANNOTATION_SUFFIX}")
         label = read_palette_png(path)
         if label.shape != size:
             raise DataFormatError(f"{path}: size {list(label.shape)}, the video's first annotation is {list(size)}")
@@ -183,7 +193,7 @@ def evaluate_rvos(results: Union[str, Path, Sequence[Dict[str, Any]]], ytvos_pat
         if not frames:
             raise DataFormatError(f"{meta_path}: video {vid!r} lists no frames")
         try:
-            video_sizes[vid] = annotation_size(annotations_dir / vid / f"{frames[0]}{ANNOTATION_SUFFIX}")
+            video_sizes[vid] = annotation_size(child_path(annotations_dir, vid, f"{frames[0]}{ANNOTATION_SUFFIX}"))
         except (UserError,) + USER_OS_ERRORS as error:
             drop(vid, error)
     check_rle_sizes(indexed, video_sizes, results_path)
@@ -201,10 +211,15 @@ def evaluate_rvos(results: Union[str, Path, Sequence[Dict[str, Any]]], ytvos_pat
             except (UserError,) + USER_OS_ERRORS as error:
                 drop(vid, error)
                 continue
+            objects = sorted(set(np.unique(labels).tolist()) - {BACKGROUND})
             for exp_id, expression in meta[vid]["expressions"].items():
                 if expression.get("obj_id") is None:
                     raise DataFormatError(f"{meta_path}: video {vid!r} expression {exp_id!r} has no obj_id "
                                           f"(split {split!r} has no ground truth)")
+                if int(expression["obj_id"]) not in objects:  # scored against empty masks, it would score anything
+                    raise DataFormatError(f"{meta_path}: video {vid!r} expression {exp_id!r} refers to object "
+                                          f"{expression['obj_id']}, which no annotation of the video holds "
+                                          f"(objects {objects})")
                 gt = labels == int(expression["obj_id"])  # [num_frames, H, W]
                 if (vid, exp_id) in indexed:
                     pred = decode_masks(indexed[(vid, exp_id)][1]["segmentations"])

@@ -51,6 +51,7 @@ from datasets.speech import (ENGLISH_VOICES, TRAINING_VOICES, UNSEEN_VOICES, Spe
                              check_voices, draw_style, parse_voices, speak_to_files)
 from scripts.extract_mfcc import available_cpus
 from util.misc import atomic_json_dump
+from util.names import child_path, name_problem
 
 FORMATS = ("ytvos", "a2d", "jhmdb")
 MANIFEST_NAME = "manifest.json"
@@ -86,13 +87,6 @@ class AnnotationError(ValueError):
 
 
 # ----------------------------------------------------------------------------- reading the annotations
-def _check_name(name: str) -> Optional[str]:
-    """Why `name` cannot be a file name in one folder, or None."""
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
-        return f"{name!r} is not a file name"
-    return None
-
-
 def _json_line(text: str, video: str, exp_id: Optional[str] = None) -> Optional[int]:
     """Best effort: the line of `video` (of its expression `exp_id`) in the raw JSON text (json keeps no
     positions): the first `"<video>":` and the first `"<exp_id>":` after it."""
@@ -189,7 +183,8 @@ def read_expressions(annotation_format: str, path: Path) -> Tuple[List[Expressio
         raise ValueError(f"unknown format {annotation_format!r}; expected one of {FORMATS}")
     kept, first_line = [], {}
     for expression in expressions:
-        reason = _check_name(expression.name)
+        problem = name_problem(expression.name)
+        reason = None if problem is None else f"{expression.name!r} is not a file name: it {problem}"
         if reason is None and expression.name in first_line:
             where = f" at line {first_line[expression.name]}" if first_line[expression.name] else ""
             reason = f"{expression.name} already named{where}"
@@ -243,8 +238,8 @@ def plan(expressions: Sequence[Expression], args, manifest: Dict[str, dict]) -> 
     vary_prosody = args.speakers in SPEAKER_POOLS
     for expression in expressions:
         style = draw_style(expression.name, args.seed, voices, vary_prosody)
-        wav_path = args.wav_dir / f"{expression.name}{WAV_SUFFIX}"
-        feature_path = args.feature_dir / f"{expression.name}{FEATURE_SUFFIX}"
+        wav_path = child_path(args.wav_dir, f"{expression.name}{WAV_SUFFIX}")
+        feature_path = child_path(args.feature_dir, f"{expression.name}{FEATURE_SUFFIX}")
         known = manifest.get(expression.name)
         same_text = not isinstance(known, dict) or known.get("text") == expression.text
         if wav_path.is_file() and feature_path.is_file() and same_text:

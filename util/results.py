@@ -2,22 +2,26 @@
 
 The official layout is a list of `{"video_id": int, "obj_id": int, "file_name": vid,
 "segmentations": [COCO RLE per frame]}` (SPEC section 7); our entries also carry `exp_id`, the key
-of the expression in `meta_expressions.json`, because several expressions can share one object.
-RLE `counts` are stored as str so that the file is plain JSON.
+of the expression in `meta_expressions.json`, because several expressions can share one object, and
+`frames`, the frame names in the order of `segmentations` (optional: files written before it lack it).
+RLE `counts` are stored as str so that the file is plain JSON. `file_name`, `exp_id` and the frame names
+become file names (`util.names`): one that is a path is refused where the file is read.
 """
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
 from util.errors import UserError
 from util.misc import atomic_json_dump
+from util.names import name_problem
 
 PathLike = Union[str, Path]
 RESULT_KEYS = ("video_id", "obj_id", "file_name", "exp_id", "segmentations")
+FRAMES_KEY = "frames"  # optional: the frame names, one per segmentation
 # The compressed COCO RLE alphabet: characters 48 + (5 value bits | 0x20 "more follows").
 _RLE_CHAR_OFFSET = 48
 _RLE_CHUNK_MAX = 0x3F
@@ -95,10 +99,15 @@ def rle_run_lengths(counts: str) -> np.ndarray:
     return values
 
 
-def make_entry(video_id: int, obj_id: int, file_name: str, exp_id: str, masks: np.ndarray) -> Dict[str, Any]:
-    """One results.json entry from the masks `[num_frames, H, W]` of one expression."""
-    return {"video_id": int(video_id), "obj_id": int(obj_id), "file_name": str(file_name),
-            "exp_id": str(exp_id), "segmentations": encode_masks(masks)}
+def make_entry(video_id: int, obj_id: int, file_name: str, exp_id: str, masks: np.ndarray,
+               frames: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """One results.json entry from the masks `[num_frames, H, W]` of one expression; with `frames` (their names,
+    in the order of the masks) recorded under `frames`."""
+    entry = {"video_id": int(video_id), "obj_id": int(obj_id), "file_name": str(file_name),
+             "exp_id": str(exp_id), "segmentations": encode_masks(masks)}
+    if frames is not None:
+        entry[FRAMES_KEY] = [str(name) for name in frames]
+    return entry
 
 
 def write_results(path: PathLike, entries: Sequence[Dict[str, Any]]) -> None:
@@ -157,9 +166,22 @@ def validate_entry(entry: Any, index: int, path: PathLike) -> None:
         raise ResultsFormatError(f"{where}: 'file_name' must be the video name, got {entry['file_name']!r}")
     if not (isinstance(entry["exp_id"], str) or _is_int(entry["exp_id"])):
         raise ResultsFormatError(f"{where}: 'exp_id' must be the expression key, got {entry['exp_id']!r}")
+    for key in ("file_name", "exp_id"):
+        problem = name_problem(str(entry[key]))
+        if problem is not None:
+            raise ResultsFormatError(f"{where}: '{key}' {entry[key]!r} {problem}; ids become file names, "
+                                     f"so they may not be paths")
     segmentations = entry["segmentations"]
     if not isinstance(segmentations, list):
         raise ResultsFormatError(f"{where}: 'segmentations' must be a list of RLEs, one per frame")
+    frames = entry.get(FRAMES_KEY)
+    if frames is not None:
+        if not isinstance(frames, list) or len(frames) != len(segmentations):
+            raise ResultsFormatError(f"{where}: '{FRAMES_KEY}' must list one frame name per segmentation "
+                                     f"({len(segmentations)})")
+        bad = next((name for name in frames if name_problem(name) is not None), None)
+        if bad is not None:
+            raise ResultsFormatError(f"{where}: frame name {bad!r} {name_problem(bad)}")
     sizes = set()
     for frame, rle in enumerate(segmentations):
         if not isinstance(rle, dict) or not isinstance(rle.get("counts"), str):
