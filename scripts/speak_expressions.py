@@ -47,6 +47,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import soundfile
 from tqdm import tqdm
 
+from datasets.formats import JSONObject, duplicate_keys
 from datasets.speech import (ENGLISH_VOICES, TRAINING_VOICES, UNSEEN_VOICES, SpeechJob, SpeechStyle,
                              check_voices, draw_style, parse_voices, speak_to_files)
 from scripts.extract_mfcc import available_cpus
@@ -102,7 +103,7 @@ def read_ytvos(path: Path) -> Tuple[List[Expression], List[BadRow]]:
     """`meta_expressions.json` -> expressions `<video>_<exp_id>` in file order, and the bad ones."""
     try:
         text = path.read_text(encoding="utf-8")
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=JSONObject)  # notes repeated ids (json keeps the last)
     except (OSError, UnicodeDecodeError) as error:
         raise AnnotationError(f"cannot read {path}: {error}") from None
     except json.JSONDecodeError as error:
@@ -111,13 +112,20 @@ def read_ytvos(path: Path) -> Tuple[List[Expression], List[BadRow]]:
     if not isinstance(videos, dict):
         raise AnnotationError(f"{path}: expected an object with a 'videos' mapping (a meta_expressions.json)")
     expressions, bad = [], []
+    for video in duplicate_keys(videos):
+        bad.append(BadRow(_json_line(text, video), f"video {video!r} appears twice"))
     for video, info in videos.items():
         entries = info.get("expressions") if isinstance(info, dict) else None
+        if video in duplicate_keys(videos):
+            continue
         if not isinstance(entries, dict):
             bad.append(BadRow(_json_line(text, video), f"video {video!r} has no 'expressions' mapping"))
             continue
         for exp_id, entry in entries.items():
             line = _json_line(text, video, exp_id)
+            if exp_id in duplicate_keys(entries):
+                bad.append(BadRow(line, f"video {video!r} expression {exp_id!r} appears twice"))
+                continue
             phrase = entry.get("exp") if isinstance(entry, dict) else None
             if not isinstance(phrase, str) or not phrase.strip():
                 bad.append(BadRow(line, f"video {video!r} expression {exp_id!r} has no 'exp' text"))

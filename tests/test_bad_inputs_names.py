@@ -22,7 +22,7 @@ from datasets.formats import read_palette_png, write_jpeg
 from datasets.ytvos import read_ytvos_videos
 from engine import list_frames
 from model_helpers import save_untrained_checkpoint
-from scripts import evaluate_rvos
+from scripts import evaluate_rvos, speak_expressions
 from util.errors import EXIT_DATA, run_main
 from util.names import UnsafeNameError, check_name, child_path, natural_key
 from util.results import ResultsFormatError, make_entry, read_results
@@ -143,6 +143,13 @@ def test_02_an_absolute_expression_id_replaces_no_file(checkpoint, tmp_path, cap
             check_name(bad, "expression id", path)
     with pytest.raises(UnsafeNameError, match="outside"):
         child_path(png_dir, "vid000", str(target), "00000.png")
+    # speak_expressions.py, which names its recordings by the ids, skips such a row by the same rule
+    queries = tmp_path / "a2d_annotation.txt"
+    queries.write_text("video_id,instance_id,query\nv1,1,the man\nv\x012,1,the woman\n")
+    expressions, bad = speak_expressions.read_expressions("a2d", queries)
+    assert [e.name for e in expressions] == ["v1_1"]
+    assert [(row.line, row.reason) for row in bad] == [
+        (3, "'v\\x012_1' is not a file name: it holds a control character")]
 
 
 def test_03_evaluation_reads_no_ground_truth_outside_annotations(tmp_path, capsys):
@@ -227,6 +234,9 @@ def test_11_a_duplicate_expression_id_is_refused(checkpoint, tmp_path, capsys):
                       str(path), "video 'vid000': expression id '0' appears twice")
     with pytest.raises(ValueError, match="appears twice"):  # training reads the file with the same reader
         read_ytvos_videos(data["root"])
+    expressions, bad = speak_expressions.read_expressions("ytvos", path)  # nor is either spoken
+    assert [e.name for e in expressions] == [] and [row.reason for row in bad] == [
+        "video 'vid000' expression '0' appears twice"]
     # a video id repeated in the file
     video = json.dumps(json.loads(text)["videos"]["vid000"])
     path.write_text(json.dumps({"videos": {}}).replace("{}", f'{{"vid000": {video}, "vid000": {video}}}'))
