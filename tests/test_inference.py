@@ -16,7 +16,8 @@ from data_factory import make_a2d, make_jhmdb, make_ytvos
 import datasets.a2d
 import datasets.jhmdb
 from datasets.formats import read_palette_png
-from engine import evaluate_middle_frame, load_frame, middle_frame_samples
+from engine.inference import load_frame
+from engine.middle_frame import evaluate_middle_frame, middle_frame_samples
 from model_helpers import save_untrained_checkpoint
 from models import build_model
 from models.postprocess import PostProcessSegm
