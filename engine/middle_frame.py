@@ -1,24 +1,22 @@
-"""The A2D-Sentences / JHMDB-Sentences protocol: each annotated frame scored at the middle of the clip centred on it."""
+"""The A2D-Sentences / JHMDB-Sentences protocol: each annotated frame scored at its position in the clip centred on
+it. Evaluation reads every sample through the dataset's own `MiddleFrameDataset.load_with_ground_truth` (the clip
+selection and loading of training, the frames through the inference transform that `build_test_set` gives), so
+training and evaluation cannot disagree on the frames of a sample.
+"""
 import argparse
-import functools
 import time
 import warnings
-from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
-import torch
-from torch import Tensor, nn
+from torch import nn
 from tqdm import tqdm
 
-from datasets.audio import AudioLoader, build_audio_loader
+from datasets.audio import build_audio_loader
 from datasets.common import (SKIP_HINT, BadSampleWarning, MiddleFrameDataset, SampleError, build_for_check,
-                             centred_clip_indices, report_data_check)
-from datasets.formats import DataFormatError
-from engine.inference import PathLike, load_frame, load_model_for_inference, predict_clip_masks
+                             report_data_check)
+from engine.inference import load_model_for_inference, predict_clip_masks
 from models.postprocess import PostProcessSegm
-from util.clips import middle_frame_index
-from util.config import inference_scale
 from util.errors import USER_OS_ERRORS, OptionError, UserError, one_line
 from util.journal import ResultJournal, journal_on_interrupt, journal_settings, unfinished_hint
 from util.metrics import db_eval_boundary, db_eval_iou, referring_metrics
@@ -28,42 +26,25 @@ from util.results import decode_masks, encode_rle
 SAMPLE_RECORD_KEYS = ("sample", "frame_idx", "J", "F")  # what the metrics JSON keeps of each sample
 
 
-class MiddleFrameSample:
-    """One evaluation sample: a clip centred on an annotated frame, a recording, the ground truth."""
-
-    def __init__(self, name: str, frame_paths: Sequence[Path], frame_idx: int, audio_path: Path,
-                 load_gt: Callable[[], np.ndarray]):
-        self.name, self.frame_paths, self.frame_idx = name, list(frame_paths), frame_idx
-        self.audio_path, self.load_gt = audio_path, load_gt
-
-
-def predict_middle_frame(model: nn.Module, postprocess: PostProcessSegm, sample: MiddleFrameSample, num_frames: int,
-                         scale: float, load_audio: Callable[[PathLike], Tensor]) -> Dict:
-    """One sample of the A2D/JHMDB protocol -> its record: J, F, the mask score and both masks as RLE."""
-    middle = middle_frame_index(num_frames)
-    indices = centred_clip_indices(sample.frame_idx, len(sample.frame_paths), num_frames)
-    loaded = [load_frame(sample.frame_paths[i], scale) for i in indices]
-    clip = torch.stack([tensor for tensor, _ in loaded])  # [T, 3, h, w]
-    width, height = loaded[middle][1].size
-    audio = load_audio(sample.audio_path)
+def predict_middle_frame(model: nn.Module, postprocess: PostProcessSegm, dataset: MiddleFrameDataset,
+                         index: int) -> Dict:
+    """Sample `index` of `dataset` -> its record: J, F, the mask score and both masks as RLE."""
+    clip, audio, target, gt = dataset.load_with_ground_truth(index)  # [T, 3, h, w], [39, L], target, [H, W]
+    scored = int(target["frame_idx"])  # the annotated frame's position in the clip
+    height, width = target["orig_size"].tolist()
     predicted = predict_clip_masks(model, postprocess, clip, audio, (height, width))
-    pred = predicted["masks"][middle].numpy()  # [H, W]
-    gt = np.asarray(sample.load_gt()).astype(bool)
-    if gt.shape != pred.shape:
-        raise DataFormatError(f"ground-truth mask {gt.shape} does not match the frame "
-                              f"{sample.frame_paths[sample.frame_idx]} ({pred.shape})")
-    return {"sample": sample.name, "frame_idx": sample.frame_idx, "J": float(db_eval_iou(gt, pred)),
-            "F": float(db_eval_boundary(gt, pred)), "score": float(predicted["scores"][middle]),
-            "pred": encode_rle(pred), "gt": encode_rle(gt)}
+    pred = predicted["masks"][scored].numpy()  # [H, W]
+    gt = np.asarray(gt).astype(bool)
+    return {"sample": dataset.describe(index), "frame_idx": int(target["frame_id"]),
+            "J": float(db_eval_iou(gt, pred)), "F": float(db_eval_boundary(gt, pred)),
+            "score": float(predicted["scores"][scored]), "pred": encode_rle(pred), "gt": encode_rle(gt)}
 
 
-def evaluate_middle_frame(model: nn.Module, postprocess: PostProcessSegm, samples: Sequence[MiddleFrameSample],
-                          num_frames: int, desc: str, scale: float = 1.0, skip_bad_samples: bool = False,
-                          journal: Optional[ResultJournal] = None,
-                          load_audio: Callable[[PathLike], Tensor] = AudioLoader()
+def evaluate_middle_frame(model: nn.Module, postprocess: PostProcessSegm, dataset: MiddleFrameDataset,
+                          skip_bad_samples: bool = False, journal: Optional[ResultJournal] = None
                           ) -> Tuple[Dict[str, float], List[Dict], List[str]]:
-    """The official A2D/JHMDB protocol: the clip centred on each sample's frame, the middle
-    frame's mask against the ground truth. Returns (metrics, per-sample records, dropped samples).
+    """The official A2D/JHMDB protocol over every sample of `dataset`: the clip centred on each sample's frame, the
+    middle frame's mask against the ground truth. Returns (metrics, per-sample records, dropped samples).
 
     Metrics: the official mean J and F over samples, plus `referring_metrics` (precision@K,
     overall/mean IoU, mAP); the mask score for mAP is the postprocessor's (the mean foreground probability
@@ -73,20 +54,22 @@ def evaluate_middle_frame(model: nn.Module, postprocess: PostProcessSegm, sample
     records: List[Dict] = []
     dropped: List[str] = []
     start = time.time()
-    for sample in tqdm(samples, desc=desc, dynamic_ncols=True):
-        if journal is not None and sample.name in journal.done:
-            record = journal.done[sample.name]
+    desc = dataset.title
+    for index in tqdm(range(len(dataset)), desc=desc, dynamic_ncols=True):
+        name = dataset.describe(index)
+        if journal is not None and name in journal.done:
+            record = journal.done[name]
         else:
             try:
-                record = predict_middle_frame(model, postprocess, sample, num_frames, scale, load_audio)
+                record = predict_middle_frame(model, postprocess, dataset, index)
             except (UserError,) + USER_OS_ERRORS as error:
-                message = f"{desc}: sample {sample.name}: {one_line(error)}"
+                message = f"{desc}: sample {name}: {one_line(error)}"
                 if not skip_bad_samples:
                     raise SampleError(message + SKIP_HINT + unfinished_hint(journal)) from error
                 warnings.warn(message, BadSampleWarning)
-                record = {"sample": sample.name, "dropped": message}
+                record = {"sample": name, "dropped": message}
             if journal is not None:
-                journal.add(sample.name, record)
+                journal.add(name, record)
         if "dropped" in record:
             dropped.append(record["dropped"])
         else:
@@ -100,14 +83,6 @@ def evaluate_middle_frame(model: nn.Module, postprocess: PostProcessSegm, sample
     metrics.update(referring_metrics(preds, gts, [r["score"] for r in records]))
     metrics["seconds"] = round(time.time() - start, 2)
     return metrics, [{k: r[k] for k in SAMPLE_RECORD_KEYS} for r in records], dropped
-
-
-def middle_frame_samples(dataset: MiddleFrameDataset) -> List[MiddleFrameSample]:
-    """Every sample of an A2D/JHMDB evaluation set, as the middle-frame protocol reads it (the ground truth is
-    read only when the sample is scored)."""
-    return [MiddleFrameSample(dataset.describe(index), dataset.frame_paths(sample.video_id), sample.frame_idx,
-                              dataset.sample_audio_path(index), functools.partial(dataset.ground_truth, index))
-            for index, sample in enumerate(dataset.samples)]
 
 
 def run_middle_frame_evaluation(args: argparse.Namespace,
@@ -125,19 +100,17 @@ def run_middle_frame_evaluation(args: argparse.Namespace,
 def run_middle_frame_protocol(args: argparse.Namespace, dataset: MiddleFrameDataset) -> Dict[str, float]:
     """Load `--model_path`, evaluate every sample of `dataset`, print the metrics and write them to
     `--metrics_path`, with the samples dropped as broken (at `dataset`'s construction and while evaluating)."""
-    samples = middle_frame_samples(dataset)
     if args.resume_results and not args.metrics_path:
         raise OptionError("--resume_results needs --metrics_path (the unfinished run's samples are kept beside it)")
     journal = ResultJournal(args.metrics_path, journal_settings(args), args.resume_results) if args.metrics_path else None
     # the audio options first (a bad noise or band fails before the model is loaded)
-    load_audio = build_audio_loader(args, sorted({sample.audio_path for sample in samples}))
+    dataset.audio_loader = load_audio = build_audio_loader(args, dataset.audio_paths())
     model, postprocessors, _ = load_model_for_inference(args)
     load_audio.model_rate = args.model_audio_sample_rate
     load_audio.warn_feature_rate(args.a2d_audio_path)
     with journal_on_interrupt(journal):
-        metrics, records, dropped = evaluate_middle_frame(model, postprocessors["segm"], samples, args.num_frames,
-                                                          dataset.title, inference_scale(args),
-                                                          args.skip_bad_samples, journal, load_audio)
+        metrics, records, dropped = evaluate_middle_frame(model, postprocessors["segm"], dataset,
+                                                          args.skip_bad_samples, journal)
     dropped = dataset.problems + dropped
     metrics["num_dropped"] = len(dropped)
     metrics.update(load_audio.describe())
