@@ -28,7 +28,8 @@ from datasets.common import BadSampleLog, build_for_check, report_data_check
 from engine.checkpoint import (CHECKPOINT_TEMPLATE, LATEST_CHECKPOINT, append_log, check_paths, merge_video_names,
                                prepare_output_dir)
 from engine.signals import StopSignals, stopped_message
-from engine.train import amp_settings, build_loader, build_lr_scheduler, build_optimizer, evaluate_loss, train_one_epoch
+from engine.train import (amp_settings, build_loader, build_lr_scheduler, build_optimizer, evaluate_loss,
+                          train_one_epoch)
 from engine.warmup import warm_start
 from models import build_model
 from models.audio_encoder import AUDIO_ENCODERS
