@@ -260,8 +260,9 @@ def test_evaluation_reads_the_frames_that_training_reads(tmp_path: Path, monkeyp
     official = [clip for _, _, clip, _ in A2D_CASES]
     monkeypatch.setattr(MiddleFrameDataset, "clip_indices", every_other_frame)
 
-    train_args = parse_args(main.get_parser(), clip_options + ["--dataset_file", "a2d", "--a2d_path", train_data["root"],
-                                                               "--a2d_audio_path", train_data["audio_root"]])
+    train_args = parse_args(main.get_parser(), clip_options + ["--dataset_file", "a2d", "--a2d_path",
+                                                               train_data["root"], "--a2d_audio_path",
+                                                               train_data["audio_root"]])
     training = build_dataset("train", train_args)
     trained = [training[i][2] for i in range(len(training))]
     probe = MiddleFrameProbe(position=3)  # (8 - 1) // 2, the annotated frame's position in the training target
