@@ -9,6 +9,10 @@ configs/ytvos_r101.yaml) read through the training parser, so the defaults live 
 (util/config.py). The checkpoint (`{'model': state_dict}`, as main.py writes it) is loaded strictly
 with `torch.load(weights_only=True)`: every key must fit. Nothing is downloaded unless `checkpoint` is
 an http(s) URL; the DETR and ImageNet initialisations are not needed (the checkpoint replaces them).
+
+Only the model and the weight loading are imported (`models`, `util`), not the data, the engine or the training
+entry point, so `dependencies` is every package that loading a model needs (tests/test_hubconf.py checks it
+against the imports).
 """
 from pathlib import Path
 from typing import Dict, Tuple
@@ -17,12 +21,12 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from main import get_args_parser
 from models import build_model
-from util.config import parse_args
+from models.audio_encoder import AUDIO_ENCODERS
+from util.config import get_args_parser, parse_args
 from util.weights import load_wnet_checkpoint
 
-dependencies = ["torch", "torchvision", "pytorch_wavelets", "yaml"]  # what torch.hub checks before loading
+dependencies = ["torch", "torchvision", "numpy", "pytorch_wavelets", "threadpoolctl", "yaml"]  # torch.hub checks them
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 URL_SCHEMES = ("http", "https")
@@ -50,7 +54,8 @@ def _checkpoint_file(checkpoint: str) -> Path:
 def _official_wnet(config_name: str, checkpoint: str) -> Tuple[nn.Module, Dict[str, nn.Module]]:
     """The mask model of `configs/<config_name>` with the weights of `checkpoint`, in eval mode."""
     path = _checkpoint_file(checkpoint)
-    args = parse_args(get_args_parser(), ["--config", str(CONFIG_DIR / config_name)])
+    parser = get_args_parser(audio_encoders=tuple(AUDIO_ENCODERS))  # the data registry is not needed here
+    args = parse_args(parser, ["--config", str(CONFIG_DIR / config_name)])
     model, _, postprocessors = build_model(args)
     load_wnet_checkpoint(model, path)
     return model.eval(), postprocessors

@@ -17,7 +17,7 @@ import sys
 from typing import Optional, Sequence, Union
 
 from datasets.a2d import build_test_set
-from engine import run_middle_frame_evaluation
+from engine.middle_frame import run_middle_frame_evaluation
 from main import get_args_parser
 from util.config import ArgumentParser, HelpFormatter, parse_args
 from util.errors import run_main

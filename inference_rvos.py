@@ -43,7 +43,7 @@ from datasets.common import (SKIP_HINT, BadSampleWarning, SampleError, build_for
 from datasets.formats import DataFormatError, read_rgb
 from datasets.ytvos import TEST_PART, audio_stem, read_ytvos_videos, resolve_split_file, video_frame_paths
 from datasets.ytvos_format import read_video_list
-from engine import list_frames, load_frame, load_model_for_inference, predict_video_masks
+from engine.inference import list_frames, load_frame, load_model_for_inference, predict_video_masks
 from models.postprocess import PostProcessSegm
 from main import get_args_parser
 from util.config import ArgumentParser, HelpFormatter, inference_scale, parse_args

@@ -33,7 +33,8 @@ from datasets.audio.loader import audio_source, check_audio_file
 from datasets.common import (AnnotatedFrame, MiddleFrameDataset, check_feature, check_frame_sizes, check_items,
                              decode_images)
 from datasets.formats import DataFormatError, PathLike, read_rgb
-from datasets.transforms import video_transforms_from_args
+from datasets.transforms import make_inference_transforms, video_transforms_from_args
+from util.config import inference_scale
 from util.names import natural_sorted
 
 A2D_SPLITS = {"train": A2D_TRAIN_SPLIT, "val": A2D_TEST_SPLIT, "test": A2D_TEST_SPLIT}
@@ -243,7 +244,9 @@ def build(image_set: str, args, transforms: Optional[Callable] = None) -> A2DDat
 
 
 def build_test_set(args) -> A2DDataset:
-    """The test split as the official protocol (`inference_a2d.py`) reads it: untransformed (the evaluation
-    loads and scales the frames itself)."""
-    return A2DDataset(args.a2d_path, args.a2d_audio_path, args.num_frames, transforms=None, split="test",
+    """The test split as the official protocol (`inference_a2d.py`) reads it: the frames through the
+    inference transform (short side 300 times `util.config.inference_scale`), each clip selected and read as
+    training reads it."""
+    return A2DDataset(args.a2d_path, args.a2d_audio_path, args.num_frames,
+                      make_inference_transforms(inference_scale(args)), split="test",
                       skip_bad_samples=args.skip_bad_samples, wav_root=args.a2d_wav_path)

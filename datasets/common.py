@@ -430,6 +430,12 @@ class MiddleFrameDataset(ClipDataset):
         return self.annotated_frame(index).mask
 
     def load(self, index: int):
+        clip_tensor, features, target, _ = self.load_with_ground_truth(index)
+        return clip_tensor, features, target
+
+    def load_with_ground_truth(self, index: int) -> Tuple[Tensor, Tensor, Dict[str, object], np.ndarray]:
+        """`load`'s item and the annotated frame's mask `[H, W]` uint8 at the original size, read once: the
+        evaluation (`engine.middle_frame`) scores what training reads, the same clip through its own transforms."""
         sample = self.samples[index]
         clip = self.clip_indices(index)
         annotated = self.annotated_frame(index)
@@ -441,4 +447,4 @@ class MiddleFrameDataset(ClipDataset):
                              frame_id=sample.frame_idx, frame_idx=middle_frame_index(self.num_frames),
                              clip_frames=clip)
         clip_tensor, target = apply_transforms(frames, target, self.transforms)
-        return clip_tensor, features, target
+        return clip_tensor, features, target, annotated.mask

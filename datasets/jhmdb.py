@@ -23,7 +23,8 @@ from datasets.common import (AnnotatedFrame, MiddleFrameDataset, boxes_from_mask
                              check_items, decode_images)
 from datasets.formats import DataFormatError, PathLike, read_json, read_rgb
 from datasets.jhmdb_format import JHMDBQuery, read_jhmdb_annotations, read_puppet_mask
-from datasets.transforms import video_transforms_from_args
+from datasets.transforms import make_inference_transforms, video_transforms_from_args
+from util.config import inference_scale
 from util.errors import OptionError
 from util.names import check_name, natural_sorted
 
@@ -172,7 +173,9 @@ def build(image_set: str, args, transforms: Optional[Callable] = None) -> JHMDBD
 
 
 def build_test_set(args) -> JHMDBDataset:
-    """The evaluation set as the official protocol (`inference_jhmdb.py`) reads it: untransformed (the evaluation
-    loads and scales the frames itself)."""
-    return JHMDBDataset(args.jhmdb_path, args.a2d_audio_path, args.num_frames, transforms=None,
+    """The evaluation set as the official protocol (`inference_jhmdb.py`) reads it: the frames through the
+    inference transform (short side 300 times `util.config.inference_scale`), each clip selected and read as
+    training reads it."""
+    return JHMDBDataset(args.jhmdb_path, args.a2d_audio_path, args.num_frames,
+                        make_inference_transforms(inference_scale(args)),
                         skip_bad_samples=args.skip_bad_samples, wav_root=args.a2d_wav_path)

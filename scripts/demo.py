@@ -43,7 +43,8 @@ import inference_rvos
 import main as train
 from datasets.ytvos import audio_feature_path, split_paths
 from datasets.ytvos_format import read_meta_expressions
-from engine import load_model_for_inference
+from engine.checkpoint import LATEST_CHECKPOINT, LOG_NAME
+from engine.inference import load_model_for_inference
 from inference_rvos import split_jobs
 from scripts.demo_args import SPLIT, derangement, model_args
 from scripts.evaluate_rvos import evaluate_rvos
@@ -239,12 +240,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     args = parse_args(argparse.ArgumentParser(parents=[train.get_args_parser()]), train_argv)
     train.main(args)
     stages["train"] = time.time() - start
-    epochs = epoch_seconds(out / train.LOG_NAME)
+    epochs = epoch_seconds(out / LOG_NAME)
     report("warmup", epochs["warmup"], videos=args.warmup_subset, epochs=args.warmup_epochs)
     report("train", stages["train"], epochs=args.epochs, warmup_seconds=round(epochs["warmup"], 2),
-           checkpoint=str(out / train.LATEST_CHECKPOINT))
+           checkpoint=str(out / LATEST_CHECKPOINT))
 
-    infer_argv = base_argv + ["--model_path", str(out / train.LATEST_CHECKPOINT)]
+    infer_argv = base_argv + ["--model_path", str(out / LATEST_CHECKPOINT)]
     start = time.time()
     held_out = infer_and_evaluate(infer_argv, data, out, Path(RESULTS_NAME).stem, args.seed,
                                   visualize=str(out / VIS_DIR))

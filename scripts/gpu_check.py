@@ -15,7 +15,7 @@ failure or a timeout does not stop the next step:
               torchvision, the parity fixtures on CUDA (TF32 off at the CPU tolerances, TF32 on, autocast),
               float16 + grad scaler and bfloat16 training steps. A skipped test counts as a failure here;
   nccl        torchrun --nproc_per_node=1 main.py: two training steps on CUDA with an NCCL process group
-              (DDP) on tiny generated data (tests/data_factory.py);
+              (DDP) on tiny generated data (`write_tiny_ytvos`);
   benchmark   scripts/benchmark.py --device cuda: inference at 36x300x540 (fp32, TF32, bf16), training
               steps at 8 and 36 frames (default, --checkpoint_activations, --amp) and the largest
               --num_frames that trains in 32 GiB with each.
@@ -42,10 +42,11 @@ import time
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
+from PIL import Image
 
 from util.misc import atomic_json_dump, atomic_write
 
@@ -70,10 +71,14 @@ CUDA_TEST_FILES = ["tests/test_cuda.py", "tests/test_dcn.py"]
 # the modules of requirements.txt (a GPU machine's own Python may lack some: carry their wheels there)
 REQUIRED_MODULES = ("torchvision", "pytorch_wavelets", "pywt", "numpy", "scipy", "pycocotools", "librosa",
                     "soundfile", "PIL", "tqdm", "h5py", "yaml", "pytest", "espeakng_loader", "av")
-# A small model on the data factory's clips: the step checks NCCL and DDP, not the model.
+# A small model on tiny clips (`write_tiny_ytvos`): the step checks NCCL and DDP, not the model.
 NCCL_MODEL = ["--backbone", "resnet18", "--hidden_dim", "48", "--nheads", "4", "--dim_feedforward", "64",
-              "--enc_layers", "1", "--dec_layers", "2", "--num_frames", "2", "--num_queries", "2", "--masks"]
+              "--enc_layers", "1", "--dec_layers", "2", "--num_frames", "2", "--num_queries", "2", "--masks",
+              "--pretrained_weights", "none"]
 NCCL_VIDEOS, NCCL_VIDEO_FRAMES, NCCL_BATCH_SIZE = 1, 2, 2  # 4 samples in batches of 2: two steps
+TINY_SIZE = (24, 32)  # height, width of the tiny clips' frames
+TINY_AUDIO_FRAMES, MFCC_DIM = 12, 39  # the features of each expression: [frames, 39]
+YTVOS_FRAME_STEP = 5  # the release names its frames 00000, 00005, ...
 DETAIL_KEYS = ("figures", "tests")  # bulky parts of a record: in the report, not in the printed line
 MARK_START = "<!-- gpu-check: start (written by scripts/gpu_check.py; replaced on every run) -->"
 MARK_END = "<!-- gpu-check: end -->"
@@ -257,8 +262,7 @@ class GpuCheck:
 
     def nccl(self, limit_s: float, device: str = "cuda", backend: str = "nccl") -> Dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="gpu-check-nccl-") as scratch:
-            data = load_data_factory().make_ytvos(Path(scratch) / "ytvos", num_videos=NCCL_VIDEOS,
-                                                  num_frames=NCCL_VIDEO_FRAMES)
+            data = write_tiny_ytvos(Path(scratch) / "ytvos", NCCL_VIDEOS, NCCL_VIDEO_FRAMES)
             output_dir = Path(scratch) / "out"
             command = [self.python, "-m", "torch.distributed.run", "--nproc_per_node=1",
                        f"--master_port={free_port()}", "main.py", *NCCL_MODEL, "--dataset_file", "ytvos",
@@ -294,13 +298,38 @@ class GpuCheck:
         return record
 
 
-def load_data_factory() -> ModuleType:
-    """tests/data_factory.py, loaded from its file (a package named `tests` elsewhere on sys.path, as
-    some installed distributions ship, would shadow `import tests.data_factory`)."""
-    spec = importlib.util.spec_from_file_location("wnet_data_factory", ROOT / "tests" / "data_factory.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def write_tiny_ytvos(root: Path, num_videos: int, num_frames: int) -> Dict[str, str]:
+    """A tiny Ref-YouTube-VOS train split in the release layout (datasets/ytvos_format.py reads it): videos
+    `vid000, ...` of `num_frames` frames, two squares in each, one expression and random MFCC-39 features per
+    square. Returns {"root", "audio_root"} for `--ytvos_path` and `--rvos_audio_path`."""
+    audio_root = root / "audio_feature"
+    rng = np.random.default_rng(0)
+    boxes = {1: (2, 2, 10, 10), 2: (18, 10, 26, 18)}  # object id -> x0, y0, x1, y1 in a TINY_SIZE frame
+    meta_expressions, meta = {}, {}
+    for v in range(num_videos):
+        name = f"vid{v:03d}"
+        frames = [f"{i * YTVOS_FRAME_STEP:05d}" for i in range(num_frames)]
+        for folder in ("JPEGImages", "Annotations"):
+            (root / "train" / folder / name).mkdir(parents=True, exist_ok=True)
+        labels = np.zeros(TINY_SIZE, np.uint8)
+        for obj_id, (x0, y0, x1, y1) in boxes.items():
+            labels[y0:y1, x0:x1] = obj_id
+        rgb = np.stack([labels * 100, 255 - labels * 100, np.full(TINY_SIZE, 60)], axis=-1).astype(np.uint8)
+        for frame in frames:
+            Image.fromarray(rgb).save(root / "train" / "JPEGImages" / name / f"{frame}.jpg")
+            mask = Image.fromarray(labels)  # object ids as a palette PNG, as the release stores them
+            mask.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0])
+            mask.save(root / "train" / "Annotations" / name / f"{frame}.png")
+        meta_expressions[name] = {"frames": frames, "expressions": {
+            str(obj_id - 1): {"exp": f"square {obj_id}", "obj_id": str(obj_id)} for obj_id in boxes}}
+        meta[name] = {"objects": {str(obj_id): {"category": "square", "frames": frames} for obj_id in boxes}}
+        audio_root.mkdir(parents=True, exist_ok=True)
+        for obj_id in boxes:
+            np.save(audio_root / f"{name}_{obj_id - 1}.npy", rng.standard_normal((TINY_AUDIO_FRAMES, MFCC_DIM)))
+    (root / "meta_expressions" / "train").mkdir(parents=True, exist_ok=True)
+    (root / "meta_expressions" / "train" / "meta_expressions.json").write_text(json.dumps({"videos": meta_expressions}))
+    (root / "train" / "meta.json").write_text(json.dumps({"videos": meta}))
+    return {"root": str(root), "audio_root": str(audio_root)}
 
 
 def parse_junit(path: Path) -> Dict[str, Any]:

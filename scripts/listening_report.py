@@ -60,7 +60,8 @@ from datasets.audio.noise import NOISE_TYPES
 from datasets.audio.perturb import BANDS, parse_band
 from datasets.ytvos import TEST_PART, resolve_split_file, split_paths
 from datasets.ytvos_format import read_meta_expressions
-from engine import load_model_for_inference
+from engine.checkpoint import LATEST_CHECKPOINT
+from engine.inference import load_model_for_inference
 from inference_rvos import VideoJob
 from scripts.demo_args import derangement, model_args
 from scripts.evaluate_rvos import evaluate_rvos
@@ -760,7 +761,7 @@ def seeds_table(summary: Dict[str, dict], seeds: Sequence[int]) -> str:
 
 def finished_training(folder: Path, args: argparse.Namespace) -> bool:
     """Whether `folder` holds the last epoch's checkpoint of the training `args` (same seed)."""
-    path = folder / train.LATEST_CHECKPOINT
+    path = folder / LATEST_CHECKPOINT
     if not path.is_file():
         return False
     checkpoint = load_weights_file(str(path))
@@ -795,7 +796,7 @@ def seed_study(options: argparse.Namespace, overrides: Sequence[str]) -> dict:
         log_json({"seed": seed, "stage": "train", "reused": reused, "seconds": round(time.time() - start, 2)})
         # The report's --seed is the config's, the same for every run: each model hears the same noise, rooms
         # and derangement, so the spread is the training's.
-        report_argv = [*argv, "--model_path", str(folder / train.LATEST_CHECKPOINT)]
+        report_argv = [*argv, "--model_path", str(folder / LATEST_CHECKPOINT)]
         seed_options = copy(options)
         seed_options.out, seed_options.resume = folder, reused  # a model trained again is reported again
         seed_options.title = f"{options.title or options.train_config}, training seed {seed}"

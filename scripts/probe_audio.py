@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from datasets.audio import AudioLoader
-from engine import load_frame, load_model_for_inference
+from engine.inference import load_frame, load_model_for_inference
 from inference_rvos import split_jobs
 from main import get_args_parser
 from models.postprocess import PostProcessSegm

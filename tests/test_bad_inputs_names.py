@@ -20,7 +20,7 @@ import inference_rvos
 from data_factory import draw_frame, make_a2d, make_jhmdb, make_ytvos, write_audio
 from datasets.formats import read_palette_png, write_jpeg
 from datasets.ytvos import read_ytvos_videos
-from engine import list_frames
+from engine.inference import list_frames
 from model_helpers import save_untrained_checkpoint
 from scripts import evaluate_rvos, speak_expressions
 from util.errors import EXIT_DATA, run_main

@@ -151,8 +151,8 @@ def amp_training_steps(data_root: Path, device: str, amp_dtype: str) -> Dict[str
     """One epoch (4 steps) of --amp training on tiny data as main.py runs it; returns the epoch's losses,
     the grad scaler (None for bfloat16) and how many trainable parameters the optimiser changed."""
     from datasets import build_dataset
-    from engine import train_one_epoch
-    from main import amp_settings, build_loader, build_optimizer, get_args_parser
+    from engine.train import amp_settings, build_loader, build_optimizer, train_one_epoch
+    from main import get_args_parser
     from util.config import parse_args
 
     data = make_ytvos(data_root, num_videos=TRAIN_VIDEOS, num_frames=TRAIN_VIDEO_FRAMES)

@@ -8,8 +8,12 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from data_factory import dataset_args
+from datasets import build_dataset
+from datasets.formats import read_palette_png
 from scripts import gpu_check
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -266,7 +270,15 @@ def test_environment_step_reports_missing_modules(monkeypatch, tmp_path: Path):
     assert record["error"] == "modules missing: no_such_module_wnet; no nvcc"
 
 
-def test_data_factory_loads_from_its_file(tmp_path: Path):
-    data = gpu_check.load_data_factory().make_ytvos(tmp_path, num_videos=gpu_check.NCCL_VIDEOS,
-                                                     num_frames=gpu_check.NCCL_VIDEO_FRAMES)
-    assert list(data["videos"]) == ["vid000"] and Path(data["root"]).is_dir()
+def test_the_nccl_steps_data_loads_as_ref_youtube_vos(tmp_path: Path):
+    """The tiny data of the nccl step (written by the script itself, not by tests/) is a Ref-YouTube-VOS split
+    that the training reads: two steps of NCCL_BATCH_SIZE, each square's mask where it was drawn."""
+    data = gpu_check.write_tiny_ytvos(tmp_path, gpu_check.NCCL_VIDEOS, gpu_check.NCCL_VIDEO_FRAMES)
+    args = dataset_args(dataset_file="ytvos", ytvos_path=data["root"], rvos_audio_path=data["audio_root"],
+                        num_frames=gpu_check.NCCL_VIDEO_FRAMES, data_scale=0.1)
+    dataset = build_dataset("train", args)
+    assert len(dataset) == 2 * gpu_check.NCCL_BATCH_SIZE
+    clip, audio, target = dataset.load(0)
+    assert clip.shape[0] == gpu_check.NCCL_VIDEO_FRAMES and audio.shape == (39, gpu_check.TINY_AUDIO_FRAMES)
+    masks = read_palette_png(Path(data["root"]) / "train" / "Annotations" / "vid000" / "00005.png")
+    assert sorted(np.unique(masks)) == [0, 1, 2] and (masks == 1).sum() == (masks == 2).sum() == 64

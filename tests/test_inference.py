@@ -12,11 +12,16 @@ from PIL import Image
 import inference_a2d
 import inference_jhmdb
 import inference_rvos
+import main
 from data_factory import make_a2d, make_jhmdb, make_ytvos
 import datasets.a2d
 import datasets.jhmdb
+from datasets import build_dataset
+from datasets.a2d_format import A2D_TEST_SPLIT, A2D_TRAIN_SPLIT
+from datasets.common import MiddleFrameDataset
 from datasets.formats import read_palette_png
-from engine import evaluate_middle_frame, load_frame, middle_frame_samples
+from engine.inference import load_frame
+from engine.middle_frame import evaluate_middle_frame
 from model_helpers import save_untrained_checkpoint
 from models import build_model
 from models.postprocess import PostProcessSegm
@@ -207,12 +212,13 @@ def test_a2d_middle_frame_and_ground_truth_frame_hand_computed(tmp_path: Path):
     assert h5_files == ["00002.h5", "00007.h5"]  # 0-based frames 1 and 6, files named 1-based
     args = parse_args(inference_a2d.get_parser(), ["--a2d_path", data["root"], "--a2d_audio_path", data["audio_root"],
                                                    "--num_frames", "8", "--num_queries", "8", "--device", "cpu"])
-    samples = middle_frame_samples(datasets.a2d.build_test_set(args))
-    assert [(s.name.split()[3], s.frame_idx) for s in samples] == [(i, f) for i, f, _, _ in A2D_CASES]
-    for sample, (_, _, _, box) in zip(samples, A2D_CASES):
-        assert mask_box(sample.load_gt()) == box and sample.load_gt().sum() == 64
+    dataset = datasets.a2d.build_test_set(args)
+    assert [(dataset.describe(i).split()[3], s.frame_idx) for i, s in enumerate(dataset.samples)] == \
+        [(i, f) for i, f, _, _ in A2D_CASES]
+    for index, (_, _, _, box) in enumerate(A2D_CASES):
+        assert mask_box(dataset.ground_truth(index)) == box and dataset.ground_truth(index).sum() == 64
     probe = MiddleFrameProbe(position=3)  # (8 - 1) // 2
-    metrics, records, _ = evaluate_middle_frame(probe, PostProcessSegm(), samples, 8, "a2d")
+    metrics, records, _ = evaluate_middle_frame(probe, PostProcessSegm(), dataset)
     assert probe.clips == [clip for _, _, clip, _ in A2D_CASES]
     # foreground everywhere on the middle frame and nowhere else: J = 64 / (24 * 32) when position 3 is scored
     assert [r["J"] for r in records] == pytest.approx([64 / (24 * 32)] * 4)
@@ -223,15 +229,52 @@ def test_jhmdb_middle_frame_and_ground_truth_frame_hand_computed(tmp_path: Path)
     args = parse_args(inference_jhmdb.get_parser(), ["--jhmdb_path", data["root"], "--a2d_audio_path",
                                                      data["audio_root"], "--num_frames", "8", "--num_queries", "8",
                                                      "--device", "cpu"])
-    samples = middle_frame_samples(datasets.jhmdb.build_test_set(args))
+    dataset = datasets.jhmdb.build_test_set(args)
     # linspace(4, 12 - 5, 3) = [4, 5.5, 7], truncated
-    assert [s.frame_idx for s in samples] == [4, 5, 7]
+    assert [s.frame_idx for s in dataset.samples] == [4, 5, 7]
     # frame 7 is past the 6 frames of the .mat: scored against its last frame (5), as the official
-    assert [mask_box(s.load_gt()) for s in samples] == [(1, 2, 9, 10), (2, 2, 10, 10), (2, 2, 10, 10)]
+    assert [mask_box(dataset.ground_truth(i)) for i in range(len(dataset))] == \
+        [(1, 2, 9, 10), (2, 2, 10, 10), (2, 2, 10, 10)]
     probe = MiddleFrameProbe(position=3)
-    metrics, records, _ = evaluate_middle_frame(probe, PostProcessSegm(), samples, 8, "jhmdb")
+    metrics, records, _ = evaluate_middle_frame(probe, PostProcessSegm(), dataset)
     assert probe.clips == [[1, 2, 3, 4, 5, 6, 7, 8], [2, 3, 4, 5, 6, 7, 8, 9], [4, 5, 6, 7, 8, 9, 10, 11]]
     assert [r["J"] for r in records] == pytest.approx([64 / (24 * 32)] * 3)
+
+
+def every_other_frame(self, index: int) -> list:
+    """A clip choice other than the official one (`MiddleFrameDataset.clip_indices`): every second frame around
+    the annotated one, clamped to the video."""
+    sample = self.samples[index]
+    last = len(self.frame_paths(sample.video_id)) - 1
+    middle = (self.num_frames - 1) // 2
+    return [min(max(sample.frame_idx + 2 * (j - middle), 0), last) for j in range(self.num_frames)]
+
+
+def test_evaluation_reads_the_frames_that_training_reads(tmp_path: Path, monkeypatch):
+    """Evaluation and training select the same frames for a middle-frame sample: both go through the dataset's
+    own clip selection, so a change to it reaches both (here: a different rule patched into the dataset)."""
+    # the same A2D video twice on disk, in the training split and in the test split
+    train_data = make_a2d(tmp_path / "train", num_frames=9, annotated=(1, 6), splits=(A2D_TRAIN_SPLIT,))
+    test_data = make_a2d(tmp_path / "test", num_frames=9, annotated=(1, 6), splits=(A2D_TEST_SPLIT,))
+    clip_options = ["--num_frames", "8", "--num_queries", "8", "--device", "cpu"]
+    official = [clip for _, _, clip, _ in A2D_CASES]
+    monkeypatch.setattr(MiddleFrameDataset, "clip_indices", every_other_frame)
+
+    train_args = parse_args(main.get_parser(), clip_options + ["--dataset_file", "a2d", "--a2d_path",
+                                                               train_data["root"], "--a2d_audio_path",
+                                                               train_data["audio_root"]])
+    training = build_dataset("train", train_args)
+    trained = [training[i][2] for i in range(len(training))]
+    probe = MiddleFrameProbe(position=3)  # (8 - 1) // 2, the annotated frame's position in the training target
+    test_args = parse_args(inference_a2d.get_parser(), clip_options + ["--a2d_path", test_data["root"],
+                                                                       "--a2d_audio_path", test_data["audio_root"]])
+    _, records, _ = evaluate_middle_frame(probe, PostProcessSegm(), datasets.a2d.build_test_set(test_args))
+
+    assert [t["frame_id"] for t in trained] == [r["frame_idx"] for r in records] == [1, 6, 1, 6]
+    assert [t["frame_idx"] for t in trained] == [probe.position] * 4
+    assert probe.clips == [t["clip_frames"] for t in trained] != official
+    # the scored frame is the training target's: foreground there only, J = 64 / (24 * 32)
+    assert [r["J"] for r in records] == pytest.approx([64 / (24 * 32)] * 4)
 
 
 def test_model_path_is_required(tmp_path: Path):

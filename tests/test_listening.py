@@ -15,7 +15,7 @@ import main as train
 from datasets.formats import read_palette_png
 from datasets.ytvos import mask_path
 from datasets.audio import AudioLoader
-from engine import load_frame, predict_clip_masks
+from engine.inference import load_frame, predict_clip_masks
 from inference_rvos import split_jobs
 from models.postprocess import PostProcessSegm
 from scripts import demo

@@ -12,6 +12,7 @@ from PIL import Image
 
 import inference_rvos
 import main as train
+from engine.checkpoint import LATEST_CHECKPOINT
 from model_helpers import save_untrained_checkpoint
 from scripts import demo
 from scripts import listening_report as report_script
@@ -258,7 +259,7 @@ def test_seeds_train_one_model_each_and_spread_over_them(data, tmp_path, capsys)
     assert list(study["conditions"]) == ["clean", "white_+0dB", "white_alone"]
     for seed in (0, 1):
         report = json.loads(Path(study["reports"][str(seed)]).read_text())
-        assert report["model_path"] == str(out / f"seed{seed}" / train.LATEST_CHECKPOINT)
+        assert report["model_path"] == str(out / f"seed{seed}" / LATEST_CHECKPOINT)
         assert report["seed"] == 42  # the config's: every model hears the same noise and derangement
         assert study["conditions"]["clean"]["J&F"]["values"][seed] == report["conditions"]["clean"]["J&F"]
     for name, summary in study["conditions"].items():
@@ -266,7 +267,7 @@ def test_seeds_train_one_model_each_and_spread_over_them(data, tmp_path, capsys)
         assert figure["min"] <= figure["mean"] <= figure["max"]
         assert figure["spread"] == pytest.approx(figure["max"] - figure["min"])
         assert (summary["deranged"] is None) == (name != "clean")
-    models = [torch.load(out / f"seed{seed}" / train.LATEST_CHECKPOINT, weights_only=False) for seed in (0, 1)]
+    models = [torch.load(out / f"seed{seed}" / LATEST_CHECKPOINT, weights_only=False) for seed in (0, 1)]
     assert [m["args"]["seed"] for m in models] == [0, 1] and [m["epoch"] for m in models] == [0, 0]
     assert any(not torch.equal(models[0]["model"][k], models[1]["model"][k]) for k in models[0]["model"])
     printed = capsys.readouterr().out

@@ -14,7 +14,8 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 import main as train
 from data_factory import make_ytvos
-from engine import NonFiniteLossError
+from engine.checkpoint import WARMUP_CHECKPOINT
+from engine.train import NonFiniteLossError, build_lr_scheduler, build_optimizer
 from main import get_args_parser
 from util.config import parse_args
 from util.errors import OptionError
@@ -177,7 +178,7 @@ def test_optimizer_groups_learning_rates_and_schedule_are_the_official_recipe():
 
     args = parse_args(get_args_parser(), TINY_MODEL)
     model, _, _ = build_model(args)
-    optimizer = train.build_optimizer(model, args)
+    optimizer = build_optimizer(model, args)
     assert type(optimizer) is torch.optim.AdamW
     assert [group["lr"] for group in optimizer.param_groups] == [1e-4, 1e-5]
     assert [group["weight_decay"] for group in optimizer.param_groups] == [1e-4, 1e-4]
@@ -189,7 +190,7 @@ def test_optimizer_groups_learning_rates_and_schedule_are_the_official_recipe():
     # the stem and layer1 never train (SPEC section 2.1)
     assert not any(".body.layer1." in n or ".body.conv1." in n for n in backbone)
 
-    scheduler = train.build_lr_scheduler(optimizer, args)
+    scheduler = build_lr_scheduler(optimizer, args)
     lrs = []
     for _ in range(18):  # the official 18 epochs
         lrs.append([group["lr"] for group in optimizer.param_groups])
@@ -232,7 +233,7 @@ def test_ranks_in_sync_compares_states():
 KILLER = """
 import time, torch
 import main as train
-from engine import NonFiniteLossError
+from engine.train import NonFiniteLossError
 from main import get_args_parser
 from util.config import parse_args
 from util.errors import OptionError
@@ -368,7 +369,7 @@ def test_warmup_stage_trains_on_the_subset_first(tmp_path: Path, capsys):
     logs = [json.loads(line) for line in (out / "log.txt").read_text().splitlines()]
     assert [(r.get("stage", "train"), r["epoch"]) for r in logs] == [("warmup", 0), ("warmup", 1), ("train", 0)]
     assert all(r["epoch_seconds"] > 0 for r in logs)
-    warm = load(out / train.WARMUP_CHECKPOINT)["model"]
+    warm = load(out / WARMUP_CHECKPOINT)["model"]
     final = model.state_dict()
     key = "wnet.bbox_embed.layers.0.weight"
     assert not torch.equal(warm[key], final[key])  # the main epoch trained on from the warm weights

@@ -1,0 +1,92 @@
+"""A training run's files in `--output_dir`: the names of its checkpoints and log, which weight files a run starts
+from, what an earlier run's files allow (`--resume`, `--overwrite`), the epoch log and the videos a checkpoint
+records."""
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import util.misc as utils
+from util.config import is_none
+from util.errors import OptionError
+from util.reporting import log_json
+
+LOG_NAME = "log.txt"
+LATEST_CHECKPOINT = "checkpoint.pth"
+CHECKPOINT_TEMPLATE = "checkpoint{epoch:04}.pth"
+CHECKPOINT_GLOB = "checkpoint*.pth"
+WARMUP_CHECKPOINT = "warmup.pth"
+MAX_NAMES_SHOWN = 3  # files of an earlier run named in the --output_dir error
+# Where the official README sends users for VisTR's COCO-trained DETR weights (384_coco_r50.pth, 384_coco_r101.pth).
+PRETRAINED_WEIGHTS_URL = "https://drive.google.com/drive/folders/1DlN8uWHT2WaKruarGW2_XChhpZeI9MFG"
+
+
+def missing_pretrained_weights_message(path: str) -> str:
+    return (f"--pretrained_weights: {path} does not exist. The official training starts from VisTR's COCO-trained "
+            f"DETR weights (hidden 384): download 384_coco_r50.pth (384_coco_r101.pth for ResNet-101) from "
+            f"{PRETRAINED_WEIGHTS_URL} (the official README's link; BaiduYun in README.md) and save it as {path}, "
+            f"or pass --pretrained_weights PATH. Files with 'detr.*' keys load as they are "
+            f"(scripts/convert_detr_weights.py IN OUT writes a copy with Wnet's names). "
+            f"--pretrained_weights none trains from scratch.")
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """The weight files the options name exist (checked before any work)."""
+    if args.resume and not Path(args.resume).is_file():
+        raise OptionError(f"--resume {args.resume}: the file does not exist")
+    if not args.resume and not is_none(args.pretrained_weights) and not Path(args.pretrained_weights).is_file():
+        raise OptionError(missing_pretrained_weights_message(args.pretrained_weights))
+
+
+def prepare_output_dir(output_dir: Path, args: argparse.Namespace) -> None:
+    """Refuse to train into an earlier run unless `--resume` (continue it) or `--overwrite` (delete its
+    checkpoints and log) is given; create `output_dir` and remove the temporary files of a killed save.
+    Every process checks (so that all stop together); only the main process changes files."""
+    if not utils.is_main_process():
+        check_output_dir(output_dir, args)
+        return
+    output_dir.mkdir(parents=True, exist_ok=True)
+    stale = utils.remove_stale_temporaries(output_dir, CHECKPOINT_GLOB)
+    if stale:
+        print(f"removed {len(stale)} temporary file(s) of an interrupted save: {', '.join(p.name for p in stale)}",
+              file=sys.stderr)
+    earlier = check_output_dir(output_dir, args)
+    for path in earlier:
+        path.unlink()
+    if earlier:
+        print(f"--overwrite: deleted {len(earlier)} file(s) of an earlier run in {output_dir}", file=sys.stderr)
+
+
+def check_output_dir(output_dir: Path, args: argparse.Namespace) -> List[Path]:
+    """The files of an earlier run in `output_dir` that `--overwrite` deletes; an OptionError when there are
+    some and neither `--resume` nor `--overwrite` is given."""
+    earlier = sorted(output_dir.glob(CHECKPOINT_GLOB)) + [p for p in [output_dir / LOG_NAME] if p.is_file()]
+    if not earlier or args.resume:
+        return []
+    if not args.overwrite:
+        shown = ", ".join(p.name for p in earlier[:MAX_NAMES_SHOWN]) + (", ..." if len(earlier) > MAX_NAMES_SHOWN else "")
+        raise OptionError(f"--output_dir {output_dir} holds an earlier run ({shown}); pass --resume "
+                          f"{output_dir / LATEST_CHECKPOINT} to continue it or --overwrite to start again")
+    return earlier
+
+
+def merge_video_names(earlier: Optional[Dict[str, List[str]]], current: Dict[str, List[str]]) -> Dict[str, List[str]]:
+    """The videos a resumed model has seen: those of its checkpoint, then the new ones of this run."""
+    merged = {part: list(names) for part, names in (earlier or {}).items()}
+    for part, names in current.items():
+        seen = merged.setdefault(part, [])
+        known = set(seen)
+        for name in names:
+            if name not in known:
+                seen.append(name)
+                known.add(name)
+    return merged
+
+
+def append_log(output_dir: Path, record: Dict[str, Any]) -> None:
+    """One JSON line per epoch in output_dir/log.txt and on stdout (rank 0 only)."""
+    log_json(record)
+    if utils.is_main_process() and output_dir:
+        with open(output_dir / LOG_NAME, "a") as f:
+            f.write(json.dumps(record) + "\n")

@@ -1,0 +1,121 @@
+"""The inference side of the engine, shared by the inference scripts and tools: the model loaded for inference,
+frames read as the official scripts read them, and masks over one clip or the clips of a whole video.
+
+The official scripts build the model, load `{'model': state_dict}`, resize every frame to short side
+300 (torchvision `Resize(300)`, no cap on the long side), normalise with the ImageNet statistics, run
+one clip of `--num_frames` frames with one recording, upsample the mask logits bilinearly to the
+original frame size and threshold the sigmoid at 0.5 (SPEC section 7): `build_model`'s `segm` postprocessor.
+"""
+import argparse
+import functools
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+import util.misc as utils
+from datasets.formats import read_rgb
+from datasets.transforms import make_inference_transforms
+from models import build_model, optimize_for_inference
+from models.postprocess import PostProcessSegm
+from util.clips import cyclic_clips
+from util.config import inference_scale
+from util.errors import OptionError, check_device
+from util.names import natural_sorted
+from util.reporting import log_json
+from util.weights import checkpoint_train_videos, load_wnet_checkpoint
+
+PathLike = Union[str, Path]
+
+FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+
+# ----------------------------------------------------------------------------- the model for inference
+def load_model_for_inference(args) -> Tuple[nn.Module, Dict[str, nn.Module], Optional[Dict[str, List[str]]]]:
+    """Build the mask model of `args` and its postprocessors, load `--model_path` strictly, and make the model
+    ready for inference. Returns (model, postprocessors, the `{part: [video names]}` the checkpoint records as
+    trained on, None when it records none).
+
+    Eval mode unless `--inference_dropout` (the official scripts forget `model.eval()`, so their
+    numbers come from the model in training mode); `models.optimize_for_inference` otherwise. Sets
+    `args.model_audio_sample_rate`: the rate of the features the model was trained on, as its
+    checkpoint records it (0: unknown, e.g. the released checkpoint).
+    """
+    if not args.model_path:
+        raise OptionError("--model_path is required: a checkpoint {'model': state_dict} (e.g. output/checkpoint.pth)")
+    if not Path(args.model_path).is_file():
+        raise OptionError(f"--model_path {args.model_path}: the file does not exist")
+    if not args.masks:
+        raise OptionError("inference predicts masks: pass --masks (the mask model), or a config that sets it")
+    device = check_device(args.device)
+    scale = inference_scale(args)
+    if scale != args.data_scale:  # a departure from the official protocol: say so
+        log_json({"event": "inference_size", "data_scale": args.data_scale, "inference_data_scale": scale,
+                  "note": "--inference_data_scale: the frames are resized for inference to another scale than "
+                          "--data_scale (the official infers at the training sizes)"})
+    utils.seed_everything(args.seed)
+    model, _, postprocessors = build_model(args)
+    checkpoint = load_wnet_checkpoint(model, args.model_path)
+    saved_args = checkpoint.get("args") or {}
+    saved_args = vars(saved_args) if isinstance(saved_args, argparse.Namespace) else saved_args
+    args.model_audio_sample_rate = int(saved_args.get("audio_sample_rate") or 0)
+    model.to(device)
+    if args.inference_dropout:
+        model.train()  # reproduce the official numbers (dropout active)
+    else:
+        model.eval()
+        model = optimize_for_inference(model)
+    return model, postprocessors, checkpoint_train_videos(checkpoint, args.model_path)
+
+
+# ----------------------------------------------------------------------------- frames and recordings
+@functools.lru_cache(maxsize=None)
+def frame_transform(scale: float = 1.0):
+    """The official inference transform (short side 300, ImageNet normalisation), sizes times `scale`
+    (`util.config.inference_scale`: `--inference_data_scale`, else `--data_scale`; below 1 for small demo models)."""
+    return make_inference_transforms(scale)
+
+
+def list_frames(folder: PathLike) -> List[Path]:
+    """Image files of a folder in the natural order of their names (`frame_2` before `frame_10`); names that order
+    cannot tell apart (`1.jpg`, `01.jpg`) are refused."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"frame folder not found: {folder}")
+    frames = [p for p in folder.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS and not p.name.startswith(".")]
+    if not frames:
+        raise FileNotFoundError(f"no frames ({', '.join(FRAME_EXTENSIONS)}) in {folder}")
+    return natural_sorted(frames, folder)
+
+
+def load_frame(path: PathLike, scale: float = 1.0) -> Tuple[Tensor, Image.Image]:
+    """A frame file -> (normalised tensor `[3, h, w]` at short side 300 x `scale`, the RGB image)."""
+    image = read_rgb(path)
+    (tensor,), _ = frame_transform(scale)([image], {})
+    return tensor, image
+
+
+# ----------------------------------------------------------------------------- masks of a clip, of a video
+@torch.no_grad()
+def predict_clip_masks(model: nn.Module, postprocess: PostProcessSegm, clip: Tensor, audio: Tensor,
+                       out_size: Tuple[int, int]) -> Dict[str, Tensor]:
+    """One clip `[T, 3, h, w]` and one recording `[39, L]` -> the postprocessor's `masks [T, H, W]` (bool) at
+    `out_size` (H, W) and their `scores [T]`, on the CPU."""
+    device = next(model.parameters()).device
+    outputs = model(clip.to(device), audio.to(device)[None])
+    (result,) = postprocess(outputs, torch.tensor([out_size]))
+    return {key: value.cpu() for key, value in result.items()}
+
+
+def predict_video_masks(model: nn.Module, postprocess: PostProcessSegm, frames: Tensor, audio: Tensor,
+                        num_frames: int, out_size: Tuple[int, int]) -> np.ndarray:
+    """Every frame `[n, 3, h, w]` of a video and one recording `[39, L]` -> masks `[n, H, W]` (bool) at `out_size`,
+    from consecutive clips of `num_frames` (`util.clips.cyclic_clips`: the last one filled cyclically)."""
+    parts = []
+    for indices, count in cyclic_clips(len(frames), num_frames):
+        masks = predict_clip_masks(model, postprocess, frames[indices], audio, out_size)["masks"]  # [T, H, W]
+        parts.append(masks[:count].numpy())
+    return np.concatenate(parts)
