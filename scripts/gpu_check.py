@@ -51,7 +51,7 @@ from util.misc import atomic_json_dump, atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
 
-GLOBAL_BUDGET_S = 8 * 60 - 15  # the 8 minutes, less time to write the report and start Python
+GLOBAL_BUDGET_S = 8 * 60 - 15  # 8 minutes of GPU time in all, less time to write the report and start Python
 STEP_GRACE_S = 10.0  # a step's thread may take this long past its limit to kill its subprocess and return
 OUTPUT_TAIL_CHARS = 2000  # of a failed command's output, in its step's record
 MAX_NAMED_FAILURES = 5  # failing tests named in a step's error (all are in the report's "tests")

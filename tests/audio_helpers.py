@@ -9,7 +9,7 @@ import soundfile
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# (frame length, step) in samples per SPEC §5, written out rather than computed: round() halves to even.
+# (frame length, step) in samples per docs/protocol.md §5, written out rather than computed: round() halves to even.
 OFFICIAL_FRAMING = {8000: (200, 80), 16000: (400, 160), 22050: (551, 220), 44100: (1102, 441)}
 
 

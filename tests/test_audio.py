@@ -10,7 +10,7 @@ import soundfile
 from audio_helpers import OFFICIAL_FRAMING, load_script, official_frame_count, tone_signal, write_audio
 from datasets import audio
 
-PARITY_TOLERANCE = 1e-6  # relative, SPEC / reference README
+PARITY_TOLERANCE = 1e-6  # relative, float64 (tests/fixtures/README.md)
 SECONDS = 0.37  # short test signals: not a whole number of steps at any rate
 
 
