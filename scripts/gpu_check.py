@@ -67,7 +67,8 @@ MEMORY_CAP_GIB = 32.0  # the official Wnet trains 36-frame clips on 32 GB cards
 BENCHMARK_ARGV = ["--device", "cuda", "--frames", "36", "--train_frames", "8", "36", "--size", "300x540",
                   "--repeats", "3", "--max_frames_gib", str(MEMORY_CAP_GIB)]
 CUDA_TEST_FILES = ["tests/test_cuda.py", "tests/test_dcn.py"]
-# the modules of requirements.txt (a GPU machine's own Python may lack some: carry their wheels there)
+# the modules of requirements.txt, requirements/test.txt and requirements/speech.txt (a GPU machine's own
+# Python may lack some: carry their wheels there)
 REQUIRED_MODULES = ("torchvision", "pytorch_wavelets", "pywt", "numpy", "scipy", "pycocotools", "librosa",
                     "soundfile", "PIL", "tqdm", "h5py", "yaml", "pytest", "espeakng_loader", "av")
 # A small model on the data factory's clips: the step checks NCCL and DDP, not the model.
