@@ -8,15 +8,18 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-# The pinned requirements, then the repository itself as an editable package (pyproject.toml): its modules
+# The pinned requirements by role (runtime in requirements.txt; tests, speech tools and plots in requirements/),
+# all in one resolution, then the repository itself as an editable package (pyproject.toml): its modules
 # import from any working directory, so no script edits sys.path. --upgrade moves the ranges of the pins to
 # their newest version: `setuptools<81` replaces the setuptools 65 that Python 3.11's venv comes with, which
 # cannot build an editable wheel on its own. --no-build-isolation builds with that setuptools; --no-deps leaves
 # the pins alone.
-$(STAMP): requirements.txt pyproject.toml
+REQUIREMENTS := requirements.txt requirements/test.txt requirements/speech.txt requirements/plot.txt
+
+$(STAMP): $(REQUIREMENTS) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install --upgrade -r requirements.txt
+	$(PY) -m pip install --upgrade $(addprefix -r ,$(REQUIREMENTS))
 	$(PY) -m pip install --no-build-isolation --no-deps -e .
 	touch $(STAMP)
 

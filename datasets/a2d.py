@@ -1,4 +1,4 @@
-"""A2D-Sentences (the A2D part of AVOS; SPEC §6).
+"""A2D-Sentences (the A2D part of AVOS; docs/protocol.md §6).
 
     <root>/Release/videoset.csv                          id, label, start, end, H, W, frames, annotated, split
     <root>/Release/pngs320H/<video>/<00001>.png           frames (scripts/extract_frames.py makes them)

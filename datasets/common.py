@@ -53,7 +53,7 @@ SKIP_HINT = " (--skip_bad_samples drops broken samples, --check_data lists them 
 
 # ----------------------------------------------------------------------------- clip windows
 def rvos_clip_indices(end_frame: int, num_video_frames: int, num_frames: int) -> List[int]:
-    """Frames of the RVOS clip ending at `end_frame` (the official window, SPEC §6).
+    """Frames of the RVOS clip ending at `end_frame` (the official window, docs/protocol.md §6).
 
     Clip frame j is `end_frame - ((T - 1 - j) mod n)`, negative indices wrapping to the end of the video,
     so a video shorter than T repeats cyclically.

@@ -1,4 +1,4 @@
-"""JHMDB-Sentences, evaluation only (SPEC §6).
+"""JHMDB-Sentences, evaluation only (docs/protocol.md §6).
 
     <root>/Rename_Images/<class>/<video>/<00001>.png      frames, ordered by their number
     <root>/puppet_mask/<class>/<video>/puppet_mask.mat    part_mask [H, W, frames]

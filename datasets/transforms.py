@@ -1,4 +1,4 @@
-"""Video-consistent transforms (SPEC §4): one random draw per clip for every geometric step.
+"""Video-consistent transforms (docs/protocol.md §4): one random draw per clip for every geometric step.
 
 A transform is called as `frames, target = t(frames, target)` with `frames` a list of RGB PIL images (one
 clip) and `target` a dict holding, before `Normalize`:
@@ -30,7 +30,7 @@ Frames = List[Image.Image]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# The official training and validation sizes (SPEC §4).
+# The official training and validation sizes (docs/protocol.md §4).
 TRAIN_SCALES = tuple(range(480, 769, 32))
 TRAIN_MAX_SIZE = 800
 CROP_RESIZE_SCALES = (400, 500, 600)
@@ -39,7 +39,7 @@ TRAIN_FINAL_SIZE, TRAIN_FINAL_MAX_SIZE = 300, 540
 VAL_SIZE, VAL_MAX_SIZE = 360, 640
 INFERENCE_SIZE = 300  # the inference scripts' torchvision Resize(300): short side, no cap on the long side
 
-# SSD-style photometric distortion (SPEC §4), each step with probability 0.5.
+# SSD-style photometric distortion (docs/protocol.md §4), each step with probability 0.5.
 BRIGHTNESS_DELTA = 32.0
 CONTRAST_RANGE = (0.5, 1.5)
 SATURATION_RANGE = (0.5, 1.5)
@@ -327,7 +327,7 @@ def _scaled(sizes: Sequence[int], scale: float) -> List[int]:
 
 def make_video_transforms(image_set: str, scale: float = 1.0, hflip: bool = True,
                           photometric: bool = True) -> Compose:
-    """The official clip transforms of SPEC §4 for 'train' or 'val'.
+    """The official clip transforms of docs/protocol.md §4 for 'train' or 'val'.
 
     `scale` multiplies every resize and crop size (1 = the official sizes; tiny test and demo runs use
     less, sizes never below 32 pixels). `hflip=False` / `photometric=False` leave out the training

@@ -1,4 +1,4 @@
-"""Ref-YouTube-VOS (the RVOS part of AVOS) in the official release layout (SPEC §6).
+"""Ref-YouTube-VOS (the RVOS part of AVOS) in the official release layout (docs/protocol.md §6).
 
     <root>/<split>/JPEGImages/<video>/<frame>.jpg
     <root>/<split>/Annotations/<video>/<frame>.png      palette PNG, pixel value = object id

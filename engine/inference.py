@@ -4,7 +4,7 @@ frames read as the official scripts read them, and masks over one clip or the cl
 The official scripts build the model, load `{'model': state_dict}`, resize every frame to short side
 300 (torchvision `Resize(300)`, no cap on the long side), normalise with the ImageNet statistics, run
 one clip of `--num_frames` frames with one recording, upsample the mask logits bilinearly to the
-original frame size and threshold the sigmoid at 0.5 (SPEC section 7): `build_model`'s `segm` postprocessor.
+original frame size and threshold the sigmoid at 0.5 (docs/protocol.md §7): `build_model`'s `segm` postprocessor.
 """
 import argparse
 import functools

@@ -192,7 +192,7 @@ def build_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.o
 
 
 def build_lr_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace):
-    """StepLR: every learning rate times 0.1 after `lr_drop` epochs (the official recipe, SPEC section 4)."""
+    """StepLR: every learning rate times 0.1 after `lr_drop` epochs (the official recipe, docs/protocol.md §4)."""
     return torch.optim.lr_scheduler.StepLR(optimizer, args.lr_drop)
 
 

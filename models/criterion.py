@@ -1,4 +1,4 @@
-"""The Wnet training losses (SPEC section 3): boxes, masks and the encoder's KL term.
+"""The Wnet training losses (docs/protocol.md §3): boxes, masks and the encoder's KL term.
 
 There is no Hungarian matching: query `j` predicts frame `j` of the clip, and only frames whose
 target `valid` flag is 1 count. A target with a single frame (an A2D-Sentences sample, annotated on

@@ -6,7 +6,7 @@ The default input is the mask head's deformable conv (48 -> 24 channels, 3x3, pa
 75x135, with offsets of a few pixels. Each repeat times both backends back to back (alternating which goes
 first) so that load from other processes hits both alike; the medians and their ratio are printed. The
 backends must agree (relative error <= 1e-4 in float32). Exits with 1 when the extension's median exceeds
-`--limit` times torchvision's (issue 8 asks for at most 1.5x).
+`--limit` times torchvision's (the target: at most 1.5x).
 """
 import argparse
 import statistics

@@ -1,4 +1,4 @@
-"""Score a Ref-YouTube-VOS results.json: region J, boundary F and J&F (SPEC section 7).
+"""Score a Ref-YouTube-VOS results.json: region J, boundary F and J&F (docs/protocol.md §7).
 
     python scripts/evaluate_rvos.py RESULTS_JSON --ytvos_path ROOT [--ytvos_split train]
         [--split_file F] [--model_path CKPT] [--out metrics.json]

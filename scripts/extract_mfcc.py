@@ -3,7 +3,7 @@
     python scripts/extract_mfcc.py IN_DIR OUT_DIR [--feature wnet|librosa] [--audio_sample_rate HZ]
         [--workers N] [--overwrite]
 
-`wnet` (default) is the official recipe the released checkpoint was trained on (SPEC §5); `librosa` is a
+`wnet` (default) is the official recipe the released checkpoint was trained on (docs/protocol.md §5); `librosa` is a
 conventional MFCC-39 that is NOT compatible with it. Files are picked by extension (see
 `datasets.audio.AUDIO_EXTENSIONS`), not recursively. The MFCC frame is `round(0.025 sr)` samples, so
 recordings of several rates give different features for the same words: `--audio_sample_rate` resamples

@@ -52,7 +52,7 @@ from util.misc import atomic_json_dump, atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
 
-GLOBAL_BUDGET_S = 8 * 60 - 15  # the 8 minutes, less time to write the report and start Python
+GLOBAL_BUDGET_S = 8 * 60 - 15  # 8 minutes of GPU time in all, less time to write the report and start Python
 STEP_GRACE_S = 10.0  # a step's thread may take this long past its limit to kill its subprocess and return
 OUTPUT_TAIL_CHARS = 2000  # of a failed command's output, in its step's record
 MAX_NAMED_FAILURES = 5  # failing tests named in a step's error (all are in the report's "tests")
@@ -68,7 +68,8 @@ MEMORY_CAP_GIB = 32.0  # the official Wnet trains 36-frame clips on 32 GB cards
 BENCHMARK_ARGV = ["--device", "cuda", "--frames", "36", "--train_frames", "8", "36", "--size", "300x540",
                   "--repeats", "3", "--max_frames_gib", str(MEMORY_CAP_GIB)]
 CUDA_TEST_FILES = ["tests/test_cuda.py", "tests/test_dcn.py"]
-# the modules of requirements.txt (a GPU machine's own Python may lack some: carry their wheels there)
+# the modules of requirements.txt, requirements/test.txt and requirements/speech.txt (a GPU machine's own
+# Python may lack some: carry their wheels there)
 REQUIRED_MODULES = ("torchvision", "pytorch_wavelets", "pywt", "numpy", "scipy", "pycocotools", "librosa",
                     "soundfile", "PIL", "tqdm", "h5py", "yaml", "pytest", "espeakng_loader", "av")
 # A small model on tiny clips (`write_tiny_ytvos`): the step checks NCCL and DDP, not the model.

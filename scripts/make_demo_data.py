@@ -36,7 +36,7 @@ Written under OUT (all videos in the `train` split, as our RVOS loaders read the
     audio_wav/<vid>_<exp_id>.wav                 the spoken expressions (16-bit PCM, 22050 Hz)
     audio_wav/speech.json                        text, eSpeak NG voice and rate of each recording (with
                                                  --speakers varied also pitch, pitch range, word gap, seed)
-    audio_feature/<vid>_<exp_id>.npy             their MFCC-39 features, float64 [frames, 39] (SPEC §5, §6)
+    audio_feature/<vid>_<exp_id>.npy             their MFCC-39 features, float64 [frames, 39] (docs/protocol.md §5, §6)
     .complete                                    the generation parameters; written last
 
 The dataset is built in a temporary folder next to OUT and renamed onto it at the end, so a killed run leaves

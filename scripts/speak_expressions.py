@@ -4,7 +4,7 @@ loaders read them.
     python scripts/speak_expressions.py --format {ytvos,a2d,jhmdb} --annotations FILE --wav_dir DIR
         --feature_dir DIR [--voices en,en-us,... | --speakers {voices,varied,unseen}] [--workers N] [--seed S]
 
-Formats and names (the official ones, SPEC §6):
+Formats and names (the official ones, docs/protocol.md §6):
 
     ytvos  meta_expressions.json (Ref-YouTube-VOS; Ref-DAVIS17 uses the same)  -> <video>_<exp_id>
     a2d    a2d_annotation.txt (header video_id,instance_id,query)              -> <video>_<instance_id>

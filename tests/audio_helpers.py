@@ -9,7 +9,7 @@ import soundfile
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# (frame length, step) in samples per SPEC §5, written out rather than computed: round() halves to even.
+# (frame length, step) in samples per docs/protocol.md §5, written out rather than computed: round() halves to even.
 OFFICIAL_FRAMING = {8000: (200, 80), 16000: (400, 160), 22050: (551, 220), 44100: (1102, 441)}
 
 
@@ -29,12 +29,35 @@ def tone_signal(sample_rate: int, seconds: float, seed: int = 0) -> np.ndarray:
 
 def write_audio(path: Path, samples_int16: np.ndarray, sample_rate: int, subtype: str = "PCM_16",
                 channels: int = 1) -> Path:
-    """Write int16 samples in a real format; float subtypes get samples / 32768 (exact in float32)."""
-    data = samples_int16.astype(np.float64) / 32768.0 if subtype in ("FLOAT", "DOUBLE") else samples_int16
-    if channels > 1:
-        data = np.repeat(data[:, None], channels, axis=1)  # [n, channels], the same signal on every channel
+    """Write int16 samples in a real format; float subtypes get samples / 32768 (exact in float32).
+
+    Stereo (`channels=2`) writes two different signals whose average is exactly `samples_int16`: left and
+    right differ by +-a side signal, so a reader that keeps one channel instead of averaging reads another
+    signal."""
+    if channels not in (1, 2):
+        raise ValueError(f"channels must be 1 or 2, not {channels}")
+    data = samples_int16.astype(np.int64)
+    if channels == 2:
+        side = side_signal(data, sample_rate)
+        data = np.stack([data + side, data - side], axis=1)  # [n, 2], mean = samples_int16
+    if subtype in ("FLOAT", "DOUBLE"):
+        data = data / 32768.0
+    else:
+        data = data.astype(np.int16)
     soundfile.write(str(path), data, sample_rate, subtype=subtype)
     return path
+
+
+SIDE_FREQUENCY_HZ = 700.0  # a tone unlike tone_signal's, so one channel alone gives other features
+SIDE_AMPLITUDE = 4000  # int16 units, cut to what keeps both channels in the int16 range
+
+
+def side_signal(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """The integer tone that stereo adds to one channel and subtracts from the other."""
+    headroom = np.iinfo(np.int16).max - int(np.abs(samples).max(initial=0))
+    amplitude = max(0, min(SIDE_AMPLITUDE, headroom))
+    t = np.arange(samples.size) / sample_rate
+    return np.round(amplitude * np.sin(2 * np.pi * SIDE_FREQUENCY_HZ * t)).astype(np.int64)
 
 
 def load_script(name: str) -> ModuleType:

@@ -1,6 +1,6 @@
-"""The bad-input and fault matrix (issue 16), tried as a new user would, on tiny data on the CPU.
+"""The bad-input and fault matrix, tried as a new user would, on tiny data on the CPU.
 
-One test per item of the issue (`test_NN_...`), each failing when its fix is reverted. User errors are
+One test per item of the matrix (`test_NN_...`), each failing when its fix is reverted. User errors are
 checked as the user meets them: `util.errors.run_main` around the entry point's `main`, then exactly one
 `error:` line on stderr naming the option or file, and the exit code (2 options, 1 data). Subprocesses
 only where the process itself matters: signals, a killed parent, a full disk, each script's `__main__`.

@@ -26,7 +26,7 @@ def test_official_defaults():
                     kl_loss_coef=500, dataset_file="avos", output_dir="output", device="cuda", seed=42,
                     resume="", start_epoch=0, eval=False, num_workers=4, world_size=1, dist_url="env://",
                     save_path="result.json", num_ins=1, remove_difficult=False,
-                    # the official data layout and initialisation (SPEC section 1)
+                    # the official data layout and initialisation (docs/protocol.md §1)
                     pretrained_weights="coco_pretrained_weights/384_coco_r50.pth", ytvos_path="data/rvos",
                     rvos_audio_path="data/rvos_audio_feature", a2d_path="data/a2d",
                     a2d_audio_path="data/a2d_j_audio_feature", jhmdb_path="data/JHMDB")
@@ -44,7 +44,7 @@ def test_help_shows_the_official_defaults(capsys):
         assert shown in text, shown
 
 
-# The official command-line surface (SPEC section 1) plus the official names the inference scripts add.
+# The official command-line surface (docs/protocol.md §1) plus the official names the inference scripts add.
 OFFICIAL_ARGV = ("--lr 1e-4 --lr_backbone 1e-5 --batch_size 1 --weight_decay 1e-4 --epochs 18 --lr_drop 12 "
                  "--clip_max_norm 0.1 --pretrained_weights P --backbone resnet50 --dilation --position_embedding sine "
                  "--enc_layers 4 --dec_layers 4 --dim_feedforward 2048 --hidden_dim 384 --dropout 0.1 --nheads 8 "

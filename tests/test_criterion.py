@@ -1,4 +1,4 @@
-"""The Wnet criterion (SPEC section 3): parity with the official loss values, finite gradients,
+"""The Wnet criterion (docs/protocol.md §3): parity with the official loss values, finite gradients,
 per-sample correctness in a batch, and the edge cases the official gets wrong."""
 from pathlib import Path
 from typing import Dict, List

@@ -8,7 +8,6 @@
 - Training steps through engine.train_one_epoch with `--amp --amp_dtype float16` (grad scaler) and
   `--amp` (bfloat16): finite losses, and the optimiser really stepped.
 """
-import argparse
 import contextlib
 import copy
 import functools
@@ -19,10 +18,9 @@ from typing import Any, Dict, Iterator, Tuple
 import pytest
 import torch
 
-from data_factory import make_ytvos
-from models import build_model, optimize_for_inference
+from models import optimize_for_inference
 from models.dcn import extension_has_cuda
-from test_amp import AMP_BOX_ABS_TOL, AMP_FEATURE_REL_L2_TOL, AMP_MASK_REL_L2_TOL
+from test_amp import AMP_BOX_ABS_TOL, AMP_FEATURE_REL_L2_TOL, AMP_MASK_REL_L2_TOL, amp_training_steps
 from test_dcn import (CASES, FLOAT32_RELATIVE_ERROR, MAX_RELATIVE_ERROR, outputs_and_grads, random_problem,
                       relative_error, require_extension)
 from test_model_parity import assert_matches, assert_within, load_parity_case
@@ -40,11 +38,6 @@ TF32_FEATURE_REL_L2_TOL = 1e-2  # memory and fusion
 PARITY_FRAMES = (4, 2)
 DTYPES = {"float64": (torch.float64, MAX_RELATIVE_ERROR), "float32": (torch.float32, FLOAT32_RELATIVE_ERROR)}
 AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
-# The default model (ResNet-50, hidden 384) on the data factory's tiny clips: realistic widths for the
-# float16 range, small enough to take seconds.
-TRAIN_ARGV = ["--num_frames", "2", "--num_queries", "2", "--masks", "--dataset_file", "ytvos", "--num_workers", "0",
-              "--data_scale", "0.1", "--epochs", "1"]
-TRAIN_VIDEOS, TRAIN_VIDEO_FRAMES = 1, 2  # 4 samples: 4 optimiser steps at batch size 1
 
 
 @contextlib.contextmanager
@@ -147,32 +140,6 @@ def test_parity_under_autocast(reference_dir: Path, num_frames: int, dtype_name:
 
 
 # ---------------------------------------------------------------------------------------------- training
-def amp_training_steps(data_root: Path, device: str, amp_dtype: str) -> Dict[str, Any]:
-    """One epoch (4 steps) of --amp training on tiny data as main.py runs it; returns the epoch's losses,
-    the grad scaler (None for bfloat16) and how many trainable parameters the optimiser changed."""
-    from datasets import build_dataset
-    from engine.train import amp_settings, build_loader, build_optimizer, train_one_epoch
-    from main import get_args_parser
-    from util.config import parse_args
-
-    data = make_ytvos(data_root, num_videos=TRAIN_VIDEOS, num_frames=TRAIN_VIDEO_FRAMES)
-    args = parse_args(get_args_parser(), TRAIN_ARGV + ["--ytvos_path", data["root"], "--rvos_audio_path",
-                                                       data["audio_root"], "--device", device, "--amp",
-                                                       "--amp_dtype", amp_dtype])
-    torch.manual_seed(args.seed)
-    model, criterion, _ = build_model(args)
-    model.to(device)
-    optimizer = build_optimizer(model, args)
-    dtype, scaler = amp_settings(args, torch.device(device))
-    trainable = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
-    loader = build_loader(build_dataset("train", args), args, shuffle=True)
-    stats = train_one_epoch(model, criterion, loader, optimizer, torch.device(device), 0, args.clip_max_norm,
-                            amp=True, amp_dtype=dtype, scaler=scaler)
-    after = dict(model.named_parameters())
-    changed = sum(not torch.equal(before, after[name].detach()) for name, before in trainable.items())
-    return {"stats": stats, "dtype": dtype, "scaler": scaler, "changed": changed, "trainable": len(trainable)}
-
-
 def test_float16_amp_training_with_grad_scaler(tmp_path: Path) -> None:
     result = amp_training_steps(tmp_path, "cuda", "float16")
     assert result["dtype"] == torch.float16 and result["scaler"] is not None

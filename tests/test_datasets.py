@@ -229,7 +229,7 @@ def test_official_train_transforms_give_consistent_samples(data):
 
 
 def test_official_training_and_validation_transform_sizes():
-    """SPEC section 4: flip; short side 480..768 step 32 (long <= 800); photometric; short side 400/500/600;
+    """docs/protocol.md §4: flip; short side 480..768 step 32 (long <= 800); photometric; short side 400/500/600;
     crop sides in [384, 600]; short side 300 (long <= 540). Validation: short side 360 (long <= 640)."""
     from PIL import Image
     from datasets.transforms import PhotometricDistort

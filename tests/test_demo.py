@@ -1,10 +1,13 @@
 """scripts/demo.py: the whole `make demo` path on a tiny dataset (a few training steps), and the audio shuffle."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from scripts import demo
+from scripts.demo_args import SPLIT
+from scripts.evaluate_rvos import evaluate_rvos
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +48,21 @@ def test_quick_demo_runs_every_stage(quick_run):
     for name in (demo.RESULTS_NAME, demo.SHUFFLED_RESULTS_NAME):
         entries = json.loads((out / name).read_text())
         assert len(entries) == metrics["num_expressions"]
+
+
+def test_metrics_are_the_scores_of_the_results_files_written(quick_run):
+    # metrics.json against the results files beside it, scored again: each pass reports its own file.
+    data, out, _ = quick_run
+    metrics = json.loads((out / demo.METRICS_NAME).read_text())
+    new_seed_data = data.parent / "seed1"  # quick_run's --new_seed_data
+    new_seed_shuffled = Path(demo.NEW_SEED_RESULTS_NAME).stem + "_audio_shuffled.json"
+    passes = [(demo.RESULTS_NAME, data, {key: metrics[key] for key in ("J", "F", "J&F")}),
+              (demo.SHUFFLED_RESULTS_NAME, data, {key: metrics[f"{key}_audio_shuffled"] for key in ("J", "F", "J&F")}),
+              (demo.NEW_SEED_RESULTS_NAME, new_seed_data, {"J&F": metrics["new_seed"]["J&F"]}),
+              (new_seed_shuffled, new_seed_data, {"J&F": metrics["new_seed"]["J&F_audio_shuffled"]})]
+    for name, root, reported in passes:
+        scores = evaluate_rvos(out / name, root, SPLIT, str(root / "test_videos.txt"))
+        assert reported == pytest.approx({key: scores[key] for key in reported}), name
 
 
 def test_shuffled_audio_is_a_derangement_within_each_video(quick_run, tmp_path):

@@ -3,9 +3,12 @@ no sys.path edits, the installable package (pyproject.toml) and scripts that run
 
 Layers, one direction: util/ at the ground; models/ and datasets/ side by side above it, never importing each
 other; the entry points (main, engine, inference_*, hubconf) and scripts/ on top, where nothing below them
-imports them (scripts/ only by scripts/ and tests/).
+imports them (scripts/ only by scripts/ and tests/). The product (everything outside tests/) imports neither
+`main` nor anything of tests/, and names no path outside the repository.
 """
 import ast
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +26,14 @@ TESTS = "tests"
 # in .gitignore), and hidden folders (.git, .venv).
 NOT_SOURCE = ("build", "data", "output", "shared", "__pycache__")
 SYS_PATH_METHODS = ("insert", "append", "extend")
+TRAINING_ENTRY_POINT = "main"
+# Calls that run or import a Python file given by its path.
+PATH_LOADERS = ("spec_from_file_location", "run_path", "SourceFileLoader", "SourcelessFileLoader", "load_source")
+# The text files of the repository that a reader of the product sees (Makefile has no suffix).
+TEXT_SUFFIXES = (".py", ".md", ".yaml", ".yml", ".toml", ".txt", ".ini", ".cfg", ".sh")
+TEXT_NAMES = ("Makefile",)
+# Paths outside the repository: the folder beside it, an absolute working folder, a specification kept elsewhere.
+OUTSIDE_PATHS = re.compile(r"\.\./shared|/work/|shared/reference|\bSPEC\b")
 SCRIPT_TIMEOUT_S = 120  # `--help` imports torch and the model code; slow on two shared cores
 
 
@@ -82,6 +93,84 @@ def test_only_scripts_and_tests_import_scripts():
     owners = {module_parts(path)[0] for path in source_files()} - {SCRIPTS, TESTS}
     violations = layer_violations({owner: (SCRIPTS,) for owner in owners})
     assert not violations, "\n".join(violations)
+
+
+def product_files() -> List[Path]:
+    """The Python files outside tests/: what a user of the code runs."""
+    return [path for path in source_files() if module_parts(path)[0] != TESTS]
+
+
+@pytest.mark.xfail(strict=True, reason="the inference scripts and four scripts still take their parser "
+                                       "from main.get_args_parser; it goes when the options move to their parts")
+def test_no_product_module_imports_main():
+    # main.py is the training entry point; its parser and helpers belong to the parts they configure.
+    violations = [f"{path.relative_to(ROOT)}:{line}" for path in product_files()
+                  for line, name in imported_roots(path) if name == TRAINING_ENTRY_POINT]
+    assert not violations, "imports main: " + ", ".join(violations)
+
+
+def modules_of_tests() -> Tuple[str, ...]:
+    """The importable modules of tests/ (what pytest puts on sys.path), e.g. data_factory, audio_helpers."""
+    return tuple(sorted(path.stem for path in (ROOT / TESTS).glob("*.py")))
+
+
+def uses_of_tests(path: Path, helpers: Tuple[str, ...]) -> Iterator[int]:
+    """Lines of `path` that use code of tests/: an import of `tests` or of one of its modules by name, or a
+    call that loads a file by path (importlib's spec_from_file_location, runpy.run_path, ...) whose arguments
+    mention tests/ or one of its modules."""
+    text = path.read_text()
+    for node in ast.walk(ast.parse(text, str(path))):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if node.level == 0 else [])
+            if any(name.split(".")[0] in (TESTS, *helpers) for name in names):
+                yield node.lineno
+        elif isinstance(node, ast.Call):
+            function = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            arguments = " ".join(ast.get_source_segment(text, arg) or "" for arg in node.args)
+            if function in PATH_LOADERS and re.search(rf"\b({TESTS}|{'|'.join(helpers)})\b", arguments):
+                yield node.lineno
+
+
+def test_no_product_file_uses_code_of_tests():
+    helpers = modules_of_tests()
+    violations = [f"{path.relative_to(ROOT)}:{line}" for path in product_files()
+                  for line in uses_of_tests(path, helpers)]
+    assert not violations, "uses code of tests/: " + ", ".join(violations)
+
+
+def test_the_layout_check_sees_a_use_of_tests(tmp_path):
+    """The check itself: imports and loading by path are found, running the tests as a command is not."""
+    sample = tmp_path / "sample.py"
+    sample.write_text("import tests.data_factory\nfrom tests import audio_helpers\nimport data_factory\n"
+                      "spec = importlib.util.spec_from_file_location('f', ROOT / 'tests' / 'data_factory.py')\n"
+                      "runpy.run_path(str(ROOT / 'tests/model_helpers.py'))\n"
+                      "subprocess.run(['pytest', 'tests/test_cuda.py'])\nimport testsuite\n")
+    assert sorted(uses_of_tests(sample, ("audio_helpers", "data_factory", "model_helpers"))) == [1, 2, 3, 4, 5]
+
+
+def text_files() -> List[Path]:
+    """Every text file of the repository a reader sees (this test aside: it names the patterns it looks for).
+    The folders that are not source (data/, output/, .venv, ...) are not entered: they may hold many files."""
+    found = []
+    for folder, subfolders, names in os.walk(ROOT):
+        subfolders[:] = [name for name in subfolders if not name.startswith(".") and name not in NOT_SOURCE]
+        found += [Path(folder) / name for name in names if Path(name).suffix in TEXT_SUFFIXES or name in TEXT_NAMES]
+    return sorted(path for path in found if path != Path(__file__).resolve())
+
+
+def test_no_file_names_a_path_outside_the_repository():
+    found = [f"{path.relative_to(ROOT)}:{number}: {line.strip()[:80]}" for path in text_files()
+             for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+             if OUTSIDE_PATHS.search(line)]
+    assert not found, "\n".join(found)
+
+
+def test_the_layout_check_sees_a_path_outside_the_repository():
+    for line in ("see ../shared/reference", "open('/work/data')", "(SPEC section 4)", "SPEC §5", "shared/reference"):
+        assert OUTSIDE_PATHS.search(line), line
+    for line in ("docs/protocol.md §4", "importlib.util.spec_from_file_location", "tests/fixtures", "SPECTRUM"):
+        assert not OUTSIDE_PATHS.search(line), line
 
 
 def sys_path_edits(path: Path) -> Iterator[int]:

@@ -178,7 +178,7 @@ def test_pre_norm_and_detector_only_run():
 
 
 def spec_pre_norm_layer(layer, tgt, memory, pos, query_pos, key_padding_mask):
-    """SPEC section 2.5's --pre_norm formula, transcribed literally (dropout off: eval mode):
+    """docs/protocol.md §2: the --pre_norm formula, transcribed literally (dropout off: eval mode):
     t2 = real(fftn(norm1(tgt) + query_pos)); tgt += t2;
     tgt += cross_attn(norm2(tgt) + query_pos, memory + pos, memory); tgt += FFN(norm3(tgt))."""
     t2 = torch.fft.fftn(layer.norm1(tgt) + query_pos).real  # every axis of (Q, B, C); B = 1

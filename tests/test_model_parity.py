@@ -1,4 +1,4 @@
-"""Parity of the model with the official Wnet outputs stored in ../shared/reference/parity_*.pt."""
+"""Parity of the model with the official Wnet outputs stored in tests/fixtures/parity_*.pt."""
 import json
 
 import pytest

@@ -30,7 +30,7 @@ def test_every_deviation_says_what_the_official_does():
     assert len(items) >= 20
     for item in items:
         assert "official" in item, item[:80]
-    # the official uses num_frames and (num_frames - 1) // 2, not hard-coded 36 and 17 (issue 12)
+    # the official uses num_frames and (num_frames - 1) // 2, not hard-coded 36 and 17
     assert "hard-codes frame 17" not in deviations and "hard-coded 36" not in deviations
     assert "(num_frames - 1) // 2" in deviations and "reshapes the result with `num_frames`" in deviations
     photometric = next(item for item in items if "Photometric" in item)

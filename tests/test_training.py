@@ -173,7 +173,7 @@ def test_slurm_script_is_valid_and_sets_the_rendezvous():
 
 
 def test_optimizer_groups_learning_rates_and_schedule_are_the_official_recipe():
-    """SPEC section 4: AdamW, lr 1e-4 (backbone 1e-5), weight decay 1e-4, StepLR x0.1 after 12 epochs."""
+    """docs/protocol.md §4: AdamW, lr 1e-4 (backbone 1e-5), weight decay 1e-4, StepLR x0.1 after 12 epochs."""
     from models import build_model
 
     args = parse_args(get_args_parser(), TINY_MODEL)
@@ -187,7 +187,7 @@ def test_optimizer_groups_learning_rates_and_schedule_are_the_official_recipe():
     assert rest and backbone and all("backbone" not in n for n in rest) and all("backbone" in n for n in backbone)
     assert sorted(rest + backbone) == sorted(n for n, p in model.named_parameters() if p.requires_grad)
     assert any(".body.layer2." in n for n in backbone) and any(".body.layer4." in n for n in backbone)
-    # the stem and layer1 never train (SPEC section 2.1)
+    # the stem and layer1 never train (docs/protocol.md §2)
     assert not any(".body.layer1." in n or ".body.conv1." in n for n in backbone)
 
     scheduler = build_lr_scheduler(optimizer, args)

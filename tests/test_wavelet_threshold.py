@@ -11,6 +11,7 @@ TINY_ARGV = ["--backbone", "resnet18", "--hidden_dim", "48", "--nheads", "4", "-
              "--enc_layers", "2", "--dec_layers", "1", "--num_frames", "2", "--num_queries", "2", "--masks",
              "--device", "cpu"]
 RECONSTRUCTION_TOL = 1e-5  # a db2 wavelet transform and its inverse, in float32
+OFFICIAL_RATIO = 0.008  # the official encoder's tau = 0.008 * max|detail band|, restated here as a fact to check
 
 
 def encoder_layers(*extra: str):
@@ -25,6 +26,22 @@ def test_default_is_the_official_ratio_and_reaches_every_layer():
     assert [layer.threshold_ratio for layer in layers] == [THRESHOLD_RATIO] * 2
     _, layers = encoder_layers("--wavelet_threshold", "0.05")
     assert [layer.threshold_ratio for layer in layers] == [0.05] * 2
+
+
+def test_soft_threshold_restated_with_the_official_ratio():
+    # An independent restatement, one band at a time: each orientation of each sample shrinks towards 0 by
+    # the official fraction of its own largest magnitude (what the parity fixtures check on a whole model).
+    bands = torch.randn(2, 1, 3, 5, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    bands[1] *= 10  # samples of different scales: a tau shared across the batch would be wrong for the first
+    expected = torch.empty_like(bands)
+    for sample in range(bands.shape[0]):
+        for orientation in range(bands.shape[2]):
+            band = bands[sample, 0, orientation]
+            tau = OFFICIAL_RATIO * band.abs().max()
+            expected[sample, 0, orientation] = band.sign() * torch.clamp(band.abs() - tau, min=0)
+    torch.testing.assert_close(soft_threshold_per_sample(bands), expected)
+    _, layers = encoder_layers()
+    assert all(layer.threshold_ratio == OFFICIAL_RATIO for layer in layers)  # what the default model uses
 
 
 def test_zero_turns_the_soft_thresholding_into_the_identity():

@@ -1,7 +1,7 @@
 """Box format conversions and the (generalised) IoU with the official smoothing.
 
 Boxes are `[..., 4]` tensors, either (cx, cy, w, h) or (x0, y0, x1, y1). The IoU terms carry the
-official `+1e-6` smoothing (SPEC section 3), so two empty boxes have IoU 1 rather than NaN.
+official `+1e-6` smoothing (docs/protocol.md §3), so two empty boxes have IoU 1 rather than NaN.
 """
 from typing import Tuple
 

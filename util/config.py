@@ -1,6 +1,6 @@
 """One argument parser for every entry point, with YAML files that only set its defaults.
 
-`get_args_parser(dataset_files=...)` holds every official option (SPEC section 1) plus the data-path,
+`get_args_parser(dataset_files=...)` holds every official option (docs/protocol.md §1) plus the data-path,
 inference and performance options of this project. The `--dataset_file` choices come from the caller
 (`main.get_args_parser()` passes the names of the dataset registry `datasets.DATASETS`), so that `util/`
 imports nothing from `datasets/`. `parse_args(parser, argv)` applies `--config FILE` first: the YAML's keys
@@ -22,7 +22,7 @@ from util.errors import DEBUG_FLAG, EXIT_OPTION, OptionError
 # `--ytvos_ann_file none`, `--split_file none`).
 NONE = "none"
 
-# The official data layout (SPEC section 1): every path option defaults to it.
+# The official data layout (docs/protocol.md §1): every path option defaults to it.
 OFFICIAL_YTVOS_PATH = "data/rvos"
 OFFICIAL_RVOS_AUDIO_PATH = "data/rvos_audio_feature"
 OFFICIAL_A2D_PATH = "data/a2d"
@@ -60,7 +60,7 @@ class ImgPathAction(argparse.Action):
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """`--help` shows every option's default (the official ones, SPEC section 1), described or not."""
+    """`--help` shows every option's default (the official ones, docs/protocol.md §1), described or not."""
 
     def _format_action(self, action: argparse.Action) -> str:
         if not action.help and action.option_strings and action.default is not argparse.SUPPRESS:
@@ -88,7 +88,7 @@ def get_args_parser(*, dataset_files: Optional[Sequence[str]] = None,
     parser.add_argument("--config", default="", type=str,
                         help="YAML file whose keys set this parser's defaults (flags still override)")
 
-    # Optimisation (SPEC section 4)
+    # Optimisation (docs/protocol.md §4)
     parser.add_argument("--lr", default=1e-4, type=non_negative_float)
     parser.add_argument("--lr_backbone", default=1e-5, type=non_negative_float)
     parser.add_argument("--batch_size", default=1, type=positive_int)

@@ -1,6 +1,6 @@
 """Segmentation metrics: DAVIS region J and boundary F, and the referring-segmentation metrics.
 
-J and F follow the DAVIS 2016 definitions used by the official evaluation (SPEC section 7):
+J and F follow the DAVIS 2016 definitions used by the official evaluation (docs/protocol.md §7):
 J is the IoU (1 when both masks are empty); F is the F-measure of boundary precision and recall,
 a boundary pixel counting as matched when the other mask's boundary lies within a disk of radius
 `ceil(bound_th * image diagonal)` pixels. `referring_metrics` gives the numbers the text-RVOS

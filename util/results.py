@@ -1,7 +1,7 @@
 """Ref-YouTube-VOS `results.json`: per-frame RLE masks of every (video, expression), read and written.
 
 The official layout is a list of `{"video_id": int, "obj_id": int, "file_name": vid,
-"segmentations": [COCO RLE per frame]}` (SPEC section 7); our entries also carry `exp_id`, the key
+"segmentations": [COCO RLE per frame]}` (docs/protocol.md §7); our entries also carry `exp_id`, the key
 of the expression in `meta_expressions.json`, because several expressions can share one object, and
 `frames`, the frame names in the order of `segmentations` (optional: files written before it lack it).
 RLE `counts` are stored as str so that the file is plain JSON. `file_name`, `exp_id` and the frame names

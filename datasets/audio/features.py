@@ -18,7 +18,7 @@ from util.audio_features import AUDIO_FEATURE_DIM as FEATURE_DIM  # noqa: F401 (
 
 INT16_SCALE = 32768.0  # a float sample in [-1, 1] times this is in int16 units
 
-# The official recipe (SPEC §5).
+# The official recipe (docs/protocol.md §5).
 PRE_EMPHASIS = 0.97
 FRAME_SECONDS = 0.025
 STEP_SECONDS = 0.01
@@ -105,7 +105,7 @@ def _check_signal(signal: np.ndarray, sample_rate: int) -> np.ndarray:
 
 
 def mfcc39(signal: np.ndarray, sample_rate: int) -> np.ndarray:
-    """The official MFCC-39 features of a mono signal in int16 units (SPEC §5).
+    """The official MFCC-39 features of a mono signal in int16 units (docs/protocol.md §5).
 
     Returns float64 `[frames, 39]` = [13 MFCCs (c0 = log frame energy), 13 deltas, 13 delta-deltas], the
     deltas taken across the coefficient index within each frame (the official quirk).

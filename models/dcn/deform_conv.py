@@ -197,7 +197,7 @@ class DeformConv(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # SPEC: the official mask head initialises the deformable conv weight kaiming_uniform (relu).
+        # The official mask head initialises the deformable conv weight kaiming_uniform (relu): docs/protocol.md §2.
         nn.init.kaiming_uniform_(self.weight, nonlinearity="relu")
         if self.bias is not None:
             fan_in = self.weight[0].numel()
