@@ -207,15 +207,14 @@ def outputs_to_float(outputs: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- the model for inference
-def load_model_for_inference(args) -> Tuple[nn.Module, Dict[str, nn.Module], Optional[Dict[str, List[str]]]]:
+def load_model_for_inference(args) -> Tuple[nn.Module, Dict[str, nn.Module], Optional[Dict[str, List[str]]], int]:
     """Build the mask model of `args` and its postprocessors, load `--model_path` strictly, and make the model
     ready for inference. Returns (model, postprocessors, the `{part: [video names]}` the checkpoint records as
-    trained on, None when it records none).
+    trained on or None when it records none, the rate of the features the model was trained on).
 
     Eval mode unless `--inference_dropout` (the official scripts forget `model.eval()`, so their
-    numbers come from the model in training mode); `models.optimize_for_inference` otherwise. Sets
-    `args.model_audio_sample_rate`: the rate of the features the model was trained on, as its
-    checkpoint records it (0: unknown, e.g. the released checkpoint).
+    numbers come from the model in training mode); `models.optimize_for_inference` otherwise. The training
+    features' rate is the one the checkpoint's args record (0: unknown, e.g. the released checkpoint).
     """
     if not args.model_path:
         raise OptionError("--model_path is required: a checkpoint {'model': state_dict} (e.g. output/checkpoint.pth)")
@@ -234,14 +233,14 @@ def load_model_for_inference(args) -> Tuple[nn.Module, Dict[str, nn.Module], Opt
     checkpoint = load_wnet_checkpoint(model, args.model_path)
     saved_args = checkpoint.get("args") or {}
     saved_args = vars(saved_args) if isinstance(saved_args, argparse.Namespace) else saved_args
-    args.model_audio_sample_rate = int(saved_args.get("audio_sample_rate") or 0)
+    model_audio_sample_rate = int(saved_args.get("audio_sample_rate") or 0)
     model.to(device)
     if args.inference_dropout:
         model.train()  # reproduce the official numbers (dropout active)
     else:
         model.eval()
         model = optimize_for_inference(model)
-    return model, postprocessors, checkpoint_train_videos(checkpoint, args.model_path)
+    return model, postprocessors, checkpoint_train_videos(checkpoint, args.model_path), model_audio_sample_rate
 
 
 # ----------------------------------------------------------------------------- frames and recordings
@@ -381,8 +380,7 @@ def run_middle_frame_evaluation(args: argparse.Namespace,
                                 ) -> Union[Dict[str, float], int]:
     """What `inference_a2d.py` and `inference_jhmdb.py` do with the test set that `build_test_set(args)` reads:
     the metrics of the middle-frame protocol, or with `--check_data` the exit code of the data check."""
-    if args.check_data:
-        args.skip_bad_samples = True  # list every broken sample
+    if args.check_data:  # `util.options.inference_args` made it --skip_bad_samples: every broken sample listed
         dataset = build_for_check(lambda: build_test_set(args))
         return report_data_check(dataset.check_data(), {"dataset": dataset.name, "samples": len(dataset)})
     return run_middle_frame_protocol(args, build_test_set(args))
@@ -397,8 +395,7 @@ def run_middle_frame_protocol(args: argparse.Namespace, dataset: MiddleFrameData
     journal = ResultJournal(args.metrics_path, journal_settings(args), args.resume_results) if args.metrics_path else None
     # the audio options first (a bad noise or band fails before the model is loaded)
     load_audio = build_audio_loader(args, sorted({sample.audio_path for sample in samples}))
-    model, postprocessors, _ = load_model_for_inference(args)
-    load_audio.model_rate = args.model_audio_sample_rate
+    model, postprocessors, _, load_audio.model_rate = load_model_for_inference(args)
     load_audio.warn_feature_rate(args.a2d_audio_path)
     with journal_on_interrupt(journal):
         metrics, records, dropped = evaluate_middle_frame(model, postprocessors["segm"], samples, args.num_frames,

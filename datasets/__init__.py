@@ -2,7 +2,8 @@
 
 Each dataset is one module with a `build(image_set, args, transforms)` and, beside it, a module of the
 readers and writers of its own files (`ytvos.py` / `ytvos_format.py`, ...). To add a dataset, write its
-`build` and register it in `DATASETS`: the parser (`main.get_args_parser`) offers every registered name.
+`build` and register it in `DATASETS`: the data's argument group (`add_dataset_args`, datasets/options.py) offers
+every registered name as a `--dataset_file`, and its options are defined there.
 """
 import argparse
 from typing import Callable, Dict, List, Optional, Tuple
@@ -10,7 +11,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 from torch.utils.data import Dataset
 
 from datasets import a2d, avos, jhmdb, ytvos
+from datasets import options
 from datasets.audio.loader import build_audio_loader
+from datasets.options import add_augmentation_args  # noqa: F401 (the data's second group, beside the first)
 
 # `build(image_set, args, transforms)`: the dataset of 'train' or 'val', with `transforms` or the official ones.
 DatasetBuilder = Callable[[str, argparse.Namespace, Optional[Callable]], Dataset]
@@ -23,6 +26,11 @@ DATASETS: Dict[str, DatasetBuilder] = {
     "jhmdb": jhmdb.build,  # evaluation only
 }
 IMAGE_SETS = ("train", "val")
+
+
+def add_dataset_args(parser: argparse.ArgumentParser) -> None:
+    """The data's options (datasets/options.py), `--dataset_file` choosing among the registered `DATASETS`."""
+    options.add_dataset_args(parser, dataset_files=tuple(DATASETS))
 
 
 def build_dataset(image_set: str, args: argparse.Namespace, transforms: Optional[Callable] = None) -> Dataset:

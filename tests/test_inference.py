@@ -21,7 +21,7 @@ from model_helpers import save_untrained_checkpoint
 from models import build_model
 from models.postprocess import PostProcessSegm
 from util.clips import cyclic_clips
-from util.config import inference_scale, parse_args
+from util.config import inference_scale
 from util.errors import OptionError
 from util.results import decode_masks, read_results
 
@@ -58,7 +58,7 @@ def test_rvos_inference_and_evaluation(tmp_path: Path, checkpoint: Path):
     entries = read_results(results_path)
     assert sorted((e["file_name"], e["exp_id"]) for e in entries) == [
         (video, exp_id) for video in sorted(data["videos"]) for exp_id in ("0", "1")]
-    args = parse_args(inference_rvos.get_parser(), argv)
+    args = inference_rvos.parse(argv)
     model, _, _ = build_model(args)
     model.load_state_dict(torch.load(checkpoint, weights_only=True)["model"])
     model.eval()
@@ -205,7 +205,7 @@ def test_a2d_middle_frame_and_ground_truth_frame_hand_computed(tmp_path: Path):
     data = make_a2d(tmp_path / "a2d", num_frames=9, annotated=(1, 6), splits=(1,))  # one test video
     h5_files = sorted(p.name for p in (Path(data["root"]) / "a2d_annotation_with_instances" / "a2dvid0").iterdir())
     assert h5_files == ["00002.h5", "00007.h5"]  # 0-based frames 1 and 6, files named 1-based
-    args = parse_args(inference_a2d.get_parser(), ["--a2d_path", data["root"], "--a2d_audio_path", data["audio_root"],
+    args = inference_a2d.parse(["--a2d_path", data["root"], "--a2d_audio_path", data["audio_root"],
                                                    "--num_frames", "8", "--num_queries", "8", "--device", "cpu"])
     samples = middle_frame_samples(datasets.a2d.build_test_set(args))
     assert [(s.name.split()[3], s.frame_idx) for s in samples] == [(i, f) for i, f, _, _ in A2D_CASES]
@@ -220,7 +220,7 @@ def test_a2d_middle_frame_and_ground_truth_frame_hand_computed(tmp_path: Path):
 
 def test_jhmdb_middle_frame_and_ground_truth_frame_hand_computed(tmp_path: Path):
     data = make_jhmdb(tmp_path / "jhmdb", num_videos=1, num_frames=12, mask_frames=6)
-    args = parse_args(inference_jhmdb.get_parser(), ["--jhmdb_path", data["root"], "--a2d_audio_path",
+    args = inference_jhmdb.parse(["--jhmdb_path", data["root"], "--a2d_audio_path",
                                                      data["audio_root"], "--num_frames", "8", "--num_queries", "8",
                                                      "--device", "cpu"])
     samples = middle_frame_samples(datasets.jhmdb.build_test_set(args))
@@ -243,10 +243,9 @@ def test_model_path_is_required(tmp_path: Path):
 
 def test_inference_data_scale_sets_the_inference_size_alone(tmp_path: Path, checkpoint: Path, capsys):
     """`--inference_data_scale` resizes the frames the model sees at inference; masks stay at the frames' size."""
-    args = parse_args(inference_rvos.get_parser(), MODEL_ARGV + ["--data_scale", "0.5"])
+    args = inference_rvos.parse(MODEL_ARGV + ["--data_scale", "0.5"])
     assert inference_scale(args) == 0.5
-    args = parse_args(inference_rvos.get_parser(),
-                      MODEL_ARGV + ["--data_scale", "0.5", "--inference_data_scale", "0.25"])
+    args = inference_rvos.parse(MODEL_ARGV + ["--data_scale", "0.5", "--inference_data_scale", "0.25"])
     assert inference_scale(args) == 0.25
 
     data = make_ytvos(tmp_path / "ytvos", num_videos=1, num_frames=2)
