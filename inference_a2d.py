@@ -17,7 +17,7 @@ import sys
 from typing import Optional, Sequence, Union
 
 from datasets.a2d import build_test_set
-from datasets import add_augmentation_args, add_dataset_args
+from datasets import add_dataset_args, add_training_data_args
 from engine import run_middle_frame_evaluation
 from models import add_model_args
 from util.config import ArgumentParser, HelpFormatter, option_names, parse_args
@@ -36,7 +36,7 @@ def get_parser() -> argparse.ArgumentParser:
 def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """The options of `argv` after the post-parse step (`util.options.inference_args`), frozen."""
     return inference_args(parse_args(get_parser(), argv,
-                                     other_options=option_names(*ENTRY_POINT_GROUPS, add_augmentation_args)))
+                                     other_options=option_names(*ENTRY_POINT_GROUPS, add_training_data_args)))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Union[dict, int]:

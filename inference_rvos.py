@@ -44,7 +44,7 @@ from datasets.formats import DataFormatError, read_rgb
 from datasets.ytvos import TEST_PART, audio_stem, read_ytvos_videos, resolve_split_file, video_frame_paths
 from engine import list_frames, load_frame, load_model_for_inference, predict_video_masks
 from models.postprocess import PostProcessSegm
-from datasets import add_augmentation_args, add_dataset_args
+from datasets import add_dataset_args, add_training_data_args
 from models import add_model_args
 from util.config import ArgumentParser, HelpFormatter, inference_scale, option_names, parse_args
 from util.errors import USER_OS_ERRORS, OptionError, UserError, one_line, run_main
@@ -91,7 +91,7 @@ def parse(argv: Optional[Sequence[str]] = None,
     """The options of `argv` (by `parser`, default `get_parser()`) after the post-parse step
     (`util.options.inference_args`), frozen."""
     return inference_args(parse_args(parser or get_parser(), argv,
-                                     other_options=option_names(*ENTRY_POINT_GROUPS, add_augmentation_args)))
+                                     other_options=option_names(*ENTRY_POINT_GROUPS, add_training_data_args)))
 
 
 # ----------------------------------------------------------------------------- what to run

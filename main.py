@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
 import util.misc as utils
-from datasets import (add_augmentation_args, add_dataset_args, build_dataset, clip_groups, set_epoch, video_names,
+from datasets import (add_dataset_args, add_training_data_args, build_dataset, clip_groups, set_epoch, video_names,
                       videos_sources, without_augmentation)
 from datasets.audio import feature_sample_rate
 from datasets.common import BadSampleLog, build_for_check, report_data_check
@@ -481,7 +481,7 @@ def training_audio_sample_rate(args: argparse.Namespace) -> int:
 def get_args_parser() -> argparse.ArgumentParser:
     """The options of training: the run's, the model's, the data's, the augmentation and the training groups."""
     parser = ArgumentParser("Wnet", add_help=False)
-    for add_group in (add_run_args, add_model_args, add_dataset_args, add_augmentation_args, add_training_args):
+    for add_group in (add_run_args, add_model_args, add_dataset_args, add_training_data_args, add_training_args):
         add_group(parser)
     return parser
 

@@ -1,7 +1,7 @@
-"""The data's argument groups: `add_dataset_args` (which dataset, where its files are, the frame size, the audio
-front end and the listening conditions) and `add_augmentation_args` (the training augmentation). The choice
-lists are the registries (`datasets.DATASETS`, `FEATURE_TYPES`, `NOISE_TYPES`); the path defaults are the
-official `data/` layout."""
+"""The data's argument groups: `add_dataset_args` (where the files are, the frame size, the audio front end and
+the listening conditions: every entry point) and `add_training_data_args` (which dataset and which of its videos
+to train on, the training augmentation: main.py). The choice lists are the registries (`datasets.DATASETS`,
+`FEATURE_TYPES`, `NOISE_TYPES`); the path defaults are the official `data/` layout."""
 import argparse
 from typing import Sequence
 
@@ -19,19 +19,12 @@ OFFICIAL_A2D_AUDIO_PATH = "data/a2d_j_audio_feature"
 OFFICIAL_JHMDB_PATH = "data/JHMDB"
 
 
-def add_dataset_args(parser: argparse.ArgumentParser, dataset_files: Sequence[str]) -> None:
-    """The data options; `--dataset_file` chooses among `dataset_files` (the registry), the first the default
-    (`datasets.add_dataset_args` passes `DATASETS`)."""
+def add_dataset_args(parser: argparse.ArgumentParser) -> None:
+    """Where the data is and how it is read and heard (training and inference)."""
     group = parser.add_argument_group("data (defaults: the official data/ layout)")
-    group.add_argument("--dataset_file", default=dataset_files[0], choices=tuple(dataset_files),
-                       help="the dataset to train or validate on (datasets.DATASETS)")
     group.add_argument("--ytvos_path", default=OFFICIAL_YTVOS_PATH, type=str,
                        help="Ref-YouTube-VOS root (train/JPEGImages, train/Annotations, meta_expressions/, ann/)")
     group.add_argument("--ytvos_split", default="train", type=str)
-    group.add_argument("--ytvos_ann_file", default="", type=str,
-                       help="YouTube-VIS style instances json that defines the videos and targets; default: the "
-                            "official <ytvos_path>/ann/instances_train_sub.json (instances_test_sub.json for "
-                            "--eval) when it exists; 'none': every video of meta_expressions.json")
     group.add_argument("--a2d_path", default=OFFICIAL_A2D_PATH, type=str, help="A2D-Sentences root")
     group.add_argument("--jhmdb_path", default=OFFICIAL_JHMDB_PATH, type=str, help="JHMDB-Sentences root")
     group.add_argument("--rvos_audio_path", default=OFFICIAL_RVOS_AUDIO_PATH, type=str,
@@ -44,8 +37,6 @@ def add_dataset_args(parser: argparse.ArgumentParser, dataset_files: Sequence[st
     group.add_argument("--a2d_wav_path", default="", type=str,
                        help="recordings <video>_<instance_id>.wav (A2D) and <video>.wav (JHMDB): MFCC-39 computed "
                             "from them on the fly (instead of --a2d_audio_path)")
-    add_official_unused(group, "remove_difficult", "the official main.py's DETR leftover (COCO's difficult boxes), "
-                                                   "read by no official code either", flag=True)
     group.add_argument("--data_scale", default=1.0, type=positive_float,
                        help="multiplies every resize/crop size of the clip transforms and the inference short side "
                             "(1 = the official sizes; tiny test or demo runs use less, never below 32 pixels)")
@@ -75,8 +66,19 @@ def add_dataset_args(parser: argparse.ArgumentParser, dataset_files: Sequence[st
                        help="band-limit every recording: 'telephone' (300-3400 Hz) or LOW-HIGH in Hz")
 
 
-def add_augmentation_args(parser: argparse.ArgumentParser) -> None:
-    """The training augmentation of the frames and the recordings (main.py)."""
+def add_training_data_args(parser: argparse.ArgumentParser, dataset_files: Sequence[str]) -> None:
+    """The training set and its augmentation (main.py); `--dataset_file` chooses among `dataset_files` (the
+    registry), the first the default (`datasets.add_training_data_args` passes `DATASETS`)."""
+    group = parser.add_argument_group("training data")
+    group.add_argument("--dataset_file", default=dataset_files[0], choices=tuple(dataset_files),
+                       help="the dataset to train or validate on (datasets.DATASETS)")
+    group.add_argument("--ytvos_ann_file", default="", type=str,
+                       help="YouTube-VIS style instances json that defines the videos and targets; default: the "
+                            "official <ytvos_path>/ann/instances_train_sub.json (instances_test_sub.json for "
+                            "--eval) when it exists; 'none': every video of meta_expressions.json")
+    add_official_unused(group, "remove_difficult", "the official main.py's DETR leftover (COCO's difficult boxes), "
+                                                   "read by no official code either", flag=True)
+
     group = parser.add_argument_group("augmentation")
     group.add_argument("--no_hflip", action="store_true",
                        help="leave out the random horizontal flip of the training clips (official: flip; "

@@ -19,7 +19,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 ENTRY_POINT_MODULES = {"main": main, "inference_rvos": inference_rvos, "inference_a2d": inference_a2d,
                        "inference_jhmdb": inference_jhmdb}
 ENTRY_POINTS = {name: module.get_parser for name, module in ENTRY_POINT_MODULES.items()}
-OFFICIAL_UNUSED = ("position_embedding", "remove_difficult", "num_ins")
+OFFICIAL_UNUSED = ("position_embedding", "remove_difficult", "num_ins", "world_size")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,7 +39,7 @@ def test_official_defaults():
                     num_frames=36, num_queries=36, pre_norm=False, masks=False, aux_loss=True,
                     mask_loss_coef=1, dice_loss_coef=1, bbox_loss_coef=7.5, giou_loss_coef=3,
                     kl_loss_coef=500, dataset_file="avos", output_dir="output", device="cuda", seed=42,
-                    resume="", start_epoch=0, eval=False, num_workers=4, world_size=1, dist_url="env://",
+                    resume="", start_epoch=0, eval=False, num_workers=4, dist_url="env://",
                     # the official data layout and initialisation (SPEC section 1)
                     pretrained_weights="coco_pretrained_weights/384_coco_r50.pth", ytvos_path="data/rvos",
                     rvos_audio_path="data/rvos_audio_feature", a2d_path="data/a2d",
@@ -89,13 +89,13 @@ def test_the_inference_scripts_accept_the_official_command_lines(entry_point, ca
 
 @pytest.mark.parametrize("name", OFFICIAL_UNUSED)
 def test_official_options_that_do_nothing_say_so_and_store_nothing(name, capsys):
-    parser = inference_rvos.get_parser()
+    parser = main.get_parser() if name == "world_size" else inference_rvos.get_parser()
     option = {"position_embedding": ["--position_embedding", "sine"], "remove_difficult": ["--remove_difficult"],
-              "num_ins": ["--num_ins", "1"]}[name]
+              "num_ins": ["--num_ins", "1"], "world_size": ["--world_size", "4"]}[name]
     args = parse_args(parser, option)
     assert not hasattr(args, name)
     assert f"note: --{name} is ignored" in capsys.readouterr().err
-    if name != "remove_difficult":  # only the official value
+    if name in ("position_embedding", "num_ins"):  # only the official value
         with pytest.raises(SystemExit):
             parse_args(parser, [option[0], "2"])
 

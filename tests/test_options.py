@@ -14,7 +14,8 @@ import inference_jhmdb
 import inference_rvos
 import main as train
 from data_factory import make_ytvos
-from util.config import FrozenNamespace, OfficialUnused, option_names
+from util.config import FrozenNamespace, OfficialUnused
+from datasets import add_training_data_args
 from util.options import add_inference_args, add_middle_frame_args, add_rvos_inference_args, add_training_args
 from util.results import read_results
 
@@ -30,9 +31,15 @@ PRODUCT = ([ROOT / name for name in ("main.py", "inference_rvos.py", "inference_
 READ_FROM_ARGV = {"debug", "help"}
 OPTIMISER_OPTIONS = ("--lr", "--lr_backbone", "--weight_decay", "--lr_drop", "--clip_max_norm", "--batch_size",
                      "--epochs", "--warmup_epochs", "--warmup_subset", "--curriculum_stages", "--amp")
-# (the inference scripts accept the official training names too, ignored: those are not inference options)
-INFERENCE_ONLY = (option_names(add_inference_args, add_rvos_inference_args, add_middle_frame_args)
-                  - option_names(add_training_args))
+
+
+def stored_names(*groups) -> Set[str]:
+    """The options `groups` define that store a value (not the official names they accept and ignore)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    for add_group in groups:
+        add_group(parser)
+    return offered(parser)
+
 
 
 def product_text() -> str:
@@ -72,7 +79,9 @@ def test_training_help_shows_no_inference_option(capsys):
     with pytest.raises(SystemExit):
         train.get_parser().parse_args(["--help"])
     shown = listed(capsys.readouterr().out)
-    assert not shown & {f"--{name}" for name in INFERENCE_ONLY}, sorted(shown & {f"--{n}" for n in INFERENCE_ONLY})
+    inference_only = {f"--{name}" for name in stored_names(add_inference_args, add_rvos_inference_args,
+                                                           add_middle_frame_args)}
+    assert not shown & inference_only, sorted(shown & inference_only)
     assert {"--png_dir", "--visualize", "--save_path", "--model_path"}.isdisjoint(shown)
     assert {"--lr", "--masks", "--dataset_file", "--no_hflip"} <= shown
 
@@ -83,8 +92,7 @@ def test_inference_help_shows_no_optimiser_option(entry_point, capsys):
         PARSERS[entry_point]().parse_args(["--help"])
     shown = listed(capsys.readouterr().out)
     assert shown.isdisjoint(OPTIMISER_OPTIONS), sorted(shown.intersection(OPTIMISER_OPTIONS))
-    training_only = option_names(add_training_args) - option_names(add_inference_args)
-    assert shown.isdisjoint({f"--{name}" for name in training_only})
+    assert shown.isdisjoint({f"--{name}" for name in stored_names(add_training_args, add_training_data_args)})
     assert "--model_path" in shown and "--masks" in shown
 
 

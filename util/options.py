@@ -1,9 +1,9 @@
 """The argument groups of a run, of training and of inference (the model's and the data's are defined by
-`models.add_model_args` and `datasets.add_dataset_args` / `datasets.add_augmentation_args`).
+`models.add_model_args` and `datasets.add_dataset_args` / `datasets.add_training_data_args`).
 
 Each entry point builds its parser from the groups it needs (`main.get_args_parser`, `inference_rvos.get_parser`,
-...); `OTHER_GROUPS` lists the groups of this module that the other entry points use, whose keys a shared YAML
-config may hold. The defaults are the official ones (the official main.py).
+...); `ENTRY_POINT_GROUPS` lists the groups of this module, whose keys a shared YAML config may hold (an entry
+point ignores those its parser lacks). The defaults are the official ones (the official main.py).
 """
 import argparse
 
@@ -78,7 +78,8 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                        help="the first epoch to train (a resumed checkpoint's next epoch takes its place)")
     group.add_argument("--eval", action="store_true", help="only run the validation-loss loop")
     group.add_argument("--num_workers", default=4, type=non_negative_int)
-    group.add_argument("--world_size", default=1, type=positive_int, help="number of distributed processes")
+    add_official_unused(group, "world_size", "the number of processes is the launcher's (torchrun's WORLD_SIZE, "
+                                             "SLURM_NTASKS), as in the official (DETR) code", type=positive_int)
     group.add_argument("--dist_url", default="env://", help="url used to set up distributed training")
 
 
@@ -104,11 +105,12 @@ def add_inference_args(parser: argparse.ArgumentParser) -> None:
                             flag=name in OFFICIAL_TRAINING_FLAGS, hidden=True)
 
 
-# The official main.py's training options (its inference scripts accept them, unused).
+# The official main.py's training options (its inference scripts accept them, unused; each inference script
+# reads the dataset it is named after).
 OFFICIAL_TRAINING_OPTIONS = ("lr", "lr_backbone", "batch_size", "weight_decay", "epochs", "lr_drop", "clip_max_norm",
                              "pretrained_weights", "output_dir", "resume", "start_epoch", "eval", "num_workers",
-                             "world_size", "dist_url")
-OFFICIAL_TRAINING_FLAGS = ("eval",)
+                             "world_size", "dist_url", "dataset_file", "remove_difficult")
+OFFICIAL_TRAINING_FLAGS = ("eval", "remove_difficult")
 
 
 def add_rvos_inference_args(parser: argparse.ArgumentParser) -> None:
