@@ -5,8 +5,8 @@
     masks = postprocessors["segm"](out, torch.tensor([[H, W]]))[0]["masks"]  # [36, H, W] bool
 
 The settings of each backbone are those of its training config (configs/ytvos_r50.yaml,
-configs/ytvos_r101.yaml) read through the training parser, so the defaults live in one place
-(util/config.py). The checkpoint (`{'model': state_dict}`, as main.py writes it) is loaded strictly
+configs/ytvos_r101.yaml) read through the model's options (models/options.py), so the defaults live in
+one place. The checkpoint (`{'model': state_dict}`, as main.py writes it) is loaded strictly
 with `torch.load(weights_only=True)`: every key must fit. Nothing is downloaded unless `checkpoint` is
 an http(s) URL; the DETR and ImageNet initialisations are not needed (the checkpoint replaces them).
 
@@ -21,9 +21,9 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from models import build_model
-from models.audio_encoder import AUDIO_ENCODERS
-from util.config import get_args_parser, parse_args
+from models import add_model_args, build_model
+from util.config import ANY_OPTION, ArgumentParser, parse_args
+from util.options import add_run_args, add_training_args
 from util.weights import load_wnet_checkpoint
 
 dependencies = ["torch", "torchvision", "numpy", "pytorch_wavelets", "threadpoolctl", "yaml"]  # torch.hub checks them
@@ -54,8 +54,10 @@ def _checkpoint_file(checkpoint: str) -> Path:
 def _official_wnet(config_name: str, checkpoint: str) -> Tuple[nn.Module, Dict[str, nn.Module]]:
     """The mask model of `configs/<config_name>` with the weights of `checkpoint`, in eval mode."""
     path = _checkpoint_file(checkpoint)
-    parser = get_args_parser(audio_encoders=tuple(AUDIO_ENCODERS))  # the data registry is not needed here
-    args = parse_args(parser, ["--config", str(CONFIG_DIR / config_name)])
+    parser = ArgumentParser("Wnet hub", add_help=False)
+    for add_group in (add_run_args, add_model_args, add_training_args):  # the model's, trainable as main.py's
+        add_group(parser)
+    args = parse_args(parser, ["--config", str(CONFIG_DIR / config_name)], other_options=ANY_OPTION)
     model, _, postprocessors = build_model(args)
     load_wnet_checkpoint(model, path)
     return model.eval(), postprocessors

@@ -16,19 +16,31 @@ import sys
 from typing import Optional, Sequence, Union
 
 from datasets.jhmdb import build_test_set
+from datasets import add_dataset_args, add_training_data_args
 from engine.middle_frame import run_middle_frame_evaluation
-from main import get_args_parser
-from util.config import ArgumentParser, HelpFormatter, parse_args
+from models import add_model_args
+from util.config import ArgumentParser, HelpFormatter, option_names, parse_args
 from util.errors import run_main
+from util.options import ENTRY_POINT_GROUPS, add_inference_args, add_middle_frame_args, add_run_args, inference_args
 
 
 def get_parser() -> argparse.ArgumentParser:
-    return ArgumentParser("Wnet JHMDB-Sentences evaluation", parents=[get_args_parser()], formatter_class=HelpFormatter)
+    """The options of the evaluation: the run's, the model's, the data's and the inference groups."""
+    parser = ArgumentParser("Wnet JHMDB-Sentences evaluation", formatter_class=HelpFormatter)
+    for add_group in (add_run_args, add_model_args, add_dataset_args, add_inference_args, add_middle_frame_args):
+        add_group(parser)
+    return parser
+
+
+def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The options of `argv` after the post-parse step (`util.options.inference_args`), frozen."""
+    return inference_args(parse_args(get_parser(), argv,
+                                     other_options=option_names(*ENTRY_POINT_GROUPS, add_training_data_args)))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Union[dict, int]:
     """The metrics; with `--check_data` the exit code of the data check."""
-    return run_middle_frame_evaluation(parse_args(get_parser(), argv), build_test_set)
+    return run_middle_frame_evaluation(parse(argv), build_test_set)
 
 
 if __name__ == "__main__":

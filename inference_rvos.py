@@ -45,12 +45,15 @@ from datasets.ytvos import TEST_PART, audio_stem, read_ytvos_videos, resolve_spl
 from datasets.ytvos_format import read_video_list
 from engine.inference import list_frames, load_frame, load_model_for_inference, predict_video_masks
 from models.postprocess import PostProcessSegm
-from main import get_args_parser
-from util.config import ArgumentParser, HelpFormatter, inference_scale, parse_args
+from datasets import add_dataset_args, add_training_data_args
+from models import add_model_args
+from util.config import ArgumentParser, HelpFormatter, inference_scale, option_names, parse_args
 from util.errors import USER_OS_ERRORS, OptionError, UserError, one_line, run_main
 from util.journal import ResultJournal, journal_on_interrupt, journal_settings, unfinished_hint
 from util.misc import atomic_write
 from util.names import child_path
+from util.options import (ENTRY_POINT_GROUPS, add_inference_args, add_run_args, add_rvos_inference_args,
+                          inference_args)
 from util.reporting import log_json
 from util.results import make_entry, write_results
 from util.visualize import PALETTE, contact_sheet, labelled_rows, overlay, save_gif
@@ -77,8 +80,20 @@ class VideoJob:
     expressions: List[Expression] = field(default_factory=list)
 
 
-def get_parser() -> argparse.ArgumentParser:
-    return ArgumentParser("Wnet Ref-YouTube-VOS inference", parents=[get_args_parser()], formatter_class=HelpFormatter)
+def get_parser(prog: str = "Wnet Ref-YouTube-VOS inference") -> argparse.ArgumentParser:
+    """The options of Ref-YouTube-VOS inference: the run's, the model's, the data's and the inference groups."""
+    parser = ArgumentParser(prog, formatter_class=HelpFormatter)
+    for add_group in (add_run_args, add_model_args, add_dataset_args, add_inference_args, add_rvos_inference_args):
+        add_group(parser)
+    return parser
+
+
+def parse(argv: Optional[Sequence[str]] = None,
+          parser: Optional[argparse.ArgumentParser] = None) -> argparse.Namespace:
+    """The options of `argv` (by `parser`, default `get_parser()`) after the post-parse step
+    (`util.options.inference_args`), frozen."""
+    return inference_args(parse_args(parser or get_parser(), argv,
+                                     other_options=option_names(*ENTRY_POINT_GROUPS, add_training_data_args)))
 
 
 # ----------------------------------------------------------------------------- what to run
@@ -244,24 +259,24 @@ def infer_job(model: torch.nn.Module, postprocess: PostProcessSegm, job: VideoJo
 
 def run(args, jobs: Sequence[VideoJob], model: Optional[torch.nn.Module] = None,
         postprocessors: Optional[Dict[str, torch.nn.Module]] = None, dropped_before: Sequence[str] = (),
-        progress: str = "videos") -> List[dict]:
+        progress: str = "videos", model_rate: int = 0) -> List[dict]:
     """Infer every job and write results.json. Each finished video goes to `<save_path>.partial` at once, so
     that an interrupted or failed run keeps it (`--resume_results` continues from there). With no `model`,
     `--model_path` is loaded (with its postprocessors) and its record of training videos checked against the
     jobs' videos (a warning on stderr when any was trained on); a given `model` comes with its `postprocessors`
-    (`load_model_for_inference`). `progress` names the progress bar (a caller running several passes names
-    each)."""
+    (`load_model_for_inference`) and the rate of its training features, `model_rate` (0: unknown). `progress`
+    names the progress bar (a caller running several passes names each)."""
     if model is not None and postprocessors is None:
         raise ValueError("run: a given model needs its postprocessors (load_model_for_inference returns both)")
     journal = ResultJournal(args.save_path, journal_settings(args), args.resume_results)
     # the audio options first (a bad noise or band fails before the model is loaded)
-    load_audio = build_audio_loader(args, [e.audio_path for job in jobs for e in job.expressions])
+    load_audio = build_audio_loader(args, [e.audio_path for job in jobs for e in job.expressions],
+                                    model_rate=model_rate)
     trained_on = None
     if model is None:
-        model, postprocessors, train_videos = load_model_for_inference(args)
+        model, postprocessors, train_videos, load_audio.model_rate = load_model_for_inference(args)
         trained_on = count_trained_on([job.name for job in jobs], None if train_videos is None
                                       else train_videos.get("ytvos", []), args.model_path)
-    load_audio.model_rate = getattr(args, "model_audio_sample_rate", 0)  # known once a checkpoint is loaded
     if not args.audio:
         load_audio.warn_feature_rate(args.rvos_audio_path)
     entries, dropped, start, num_frames = [], list(dropped_before), time.time(), 0
@@ -282,9 +297,7 @@ def run(args, jobs: Sequence[VideoJob], model: Optional[torch.nn.Module] = None,
 
 def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
     """Write results.json; with `--check_data` return the exit code of the data check instead."""
-    args = parse_args(get_parser(), argv)
-    if args.check_data:
-        args.skip_bad_samples = True  # list every broken sample
+    args = parse(argv)
     dropped: List[str] = []
     if args.audio or args.video_dir:
         jobs = [single_job(args)]

@@ -19,10 +19,8 @@ from typing import Optional, Sequence
 
 import torch
 
-import datasets
-import util.config as config
 import util.misc as utils
-from datasets import build_dataset, set_epoch, video_names, videos_sources
+from datasets import add_dataset_args, add_training_data_args, build_dataset, set_epoch, video_names, videos_sources
 from datasets.audio import feature_sample_rate
 from datasets.common import BadSampleLog, build_for_check, report_data_check
 from engine.checkpoint import (CHECKPOINT_TEMPLATE, LATEST_CHECKPOINT, append_log, check_paths, merge_video_names,
@@ -31,10 +29,10 @@ from engine.signals import StopSignals, stopped_message
 from engine.train import (amp_settings, build_loader, build_lr_scheduler, build_optimizer, evaluate_loss,
                           train_one_epoch)
 from engine.warmup import warm_start
-from models import build_model
-from models.audio_encoder import AUDIO_ENCODERS
-from util.config import ArgumentParser, HelpFormatter, is_none, parse_args
+from models import add_model_args, build_model
+from util.config import ArgumentParser, FrozenNamespace, HelpFormatter, freeze, is_none, option_names, parse_args
 from util.errors import DataWarning, Interrupted, OptionError, UserError, check_device, run_main
+from util.options import ENTRY_POINT_GROUPS, add_run_args, add_training_args
 from util.reporting import log_json
 from util.rng import gather_rng_states, set_rng_state
 from util.weights import load_pretrained_weights, load_wnet_checkpoint
@@ -53,20 +51,18 @@ def build_checked_dataset(image_set: str, args: argparse.Namespace):
 
 def check_data(args: argparse.Namespace) -> int:
     """`--check_data`: every problem of the dataset the run would use, one line each; 0 when there is none."""
-    args.skip_bad_samples = True  # collect every broken sample instead of stopping at the first
     image_set = "val" if args.eval else "train"
     dataset = build_for_check(lambda: build_dataset(image_set, args))
     return report_data_check(dataset.check_data(), {"dataset_file": args.dataset_file, "image_set": image_set,
                                                     "samples": len(dataset)})
 
 
-def main(args: argparse.Namespace):
+def main(parsed: argparse.Namespace):
     """Train (or with `--eval` run the validation-loss loop); returns the model (unwrapped from DDP), or with
     `--check_data` the exit code of the data check."""
+    args = training_args(parsed)
     if args.check_data:
         return check_data(args)
-    check_device(args.device)
-    utils.init_distributed_mode(args)  # may set args.device to this process's GPU
     device = torch.device(args.device)
     if not args.masks:
         raise OptionError("training needs --masks (the KL loss uses the mask model's memory and fusion)")
@@ -86,7 +82,6 @@ def main(args: argparse.Namespace):
         raise OptionError(f"--batch_size {args.batch_size} is larger than the {len(data_loader.batch_sampler.sampler)} "
                           f"{image_set} samples of this process; the incomplete last batch is dropped, so no "
                           f"optimizer step would be taken")
-    record_audio_sample_rate(args)
 
     utils.seed_everything(args.seed + utils.get_rank())
 
@@ -114,7 +109,8 @@ def main(args: argparse.Namespace):
                       "missing": missing, "unexpected": unexpected}
         log_json(record)
 
-    trained_epoch = args.start_epoch - 1  # the last epoch the weights have seen (for --eval's log line)
+    start_epoch = args.start_epoch  # a resumed checkpoint's next epoch takes its place
+    trained_epoch = start_epoch - 1  # the last epoch the weights have seen (for --eval's log line)
     earlier_videos = None  # the videos the resumed weights were trained on
     if args.resume:
         checkpoint = load_wnet_checkpoint(model_without_ddp, args.resume)  # strict, errors list the keys
@@ -125,7 +121,7 @@ def main(args: argparse.Namespace):
             lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
             if scaler is not None and "scaler" in checkpoint:
                 scaler.load_state_dict(checkpoint["scaler"])
-            args.start_epoch = checkpoint["epoch"] + 1
+            start_epoch = checkpoint["epoch"] + 1
             states = checkpoint.get("rng")
             if states and len(states) == utils.get_world_size():
                 set_rng_state(states[utils.get_rank()])
@@ -143,8 +139,8 @@ def main(args: argparse.Namespace):
                                 "dropped_samples": bad_samples.count})
         return model_without_ddp
 
-    if args.start_epoch >= args.epochs:
-        raise OptionError(f"--epochs {args.epochs}: the run has already trained {args.start_epoch} epoch(s) "
+    if start_epoch >= args.epochs:
+        raise OptionError(f"--epochs {args.epochs}: the run has already trained {start_epoch} epoch(s) "
                           f"(--resume {args.resume}); nothing to train, raise --epochs to continue")
     # Every checkpoint records the videos its weights were trained on: inference and evaluation warn when
     # they are evaluated on one of them.
@@ -153,7 +149,7 @@ def main(args: argparse.Namespace):
                "dropped_samples": dataset.num_dropped, "videos_from": videos_sources(dataset),
                "train_videos": {part: len(names) for part, names in video_names(dataset).items()},
                "world_size": utils.get_world_size(), "dist_backend": utils.get_backend(),
-               "start_epoch": args.start_epoch, "epochs": args.epochs, "subset": args.subset})
+               "start_epoch": start_epoch, "epochs": args.epochs, "subset": args.subset})
 
     start_time = time.time()
     saved_epoch: Optional[int] = None
@@ -161,7 +157,7 @@ def main(args: argparse.Namespace):
         if args.warmup_epochs and not args.resume:
             warm_start(model, criterion, dataset, args, device, output_dir, amp_dtype, scaler, stop,
                        optimizer if args.warmup_shares_optimizer else None)
-        for epoch in range(args.start_epoch, args.epochs):
+        for epoch in range(start_epoch, args.epochs):
             data_loader.batch_sampler.sampler.set_epoch(epoch)
             set_epoch(dataset, epoch)  # seeds the audio augmentation
             epoch_start = time.time()
@@ -207,9 +203,19 @@ def main(args: argparse.Namespace):
     return model_without_ddp
 
 
-def record_audio_sample_rate(args: argparse.Namespace) -> None:
-    """Set `args.audio_sample_rate` (saved with every checkpoint) to the rate the features were extracted at,
-    as `scripts/extract_mfcc.py` records it beside them, so that inference can tell a recording of another rate."""
+def training_args(parsed: argparse.Namespace) -> FrozenNamespace:
+    """The post-parse step of training: the options with their derived values, frozen. `--check_data` lists every
+    broken sample (as `--skip_bad_samples`); otherwise the distributed settings of this process (`distributed`,
+    `rank`, `world_size`, `gpu`, the `device` of its GPU) and `audio_sample_rate` (`training_audio_sample_rate`)."""
+    if parsed.check_data:
+        return freeze(parsed, skip_bad_samples=True)
+    check_device(parsed.device)
+    return freeze(parsed, **utils.init_distributed_mode(parsed), audio_sample_rate=training_audio_sample_rate(parsed))
+
+
+def training_audio_sample_rate(args: argparse.Namespace) -> int:
+    """`--audio_sample_rate`, else the rate the features were extracted at, as `scripts/extract_mfcc.py` records
+    it beside them (saved with every checkpoint, so that inference can tell a recording of another rate)."""
     folders = {"ytvos": [args.rvos_audio_path], "a2d": [args.a2d_audio_path], "jhmdb": [args.a2d_audio_path],
                "avos": [args.rvos_audio_path, args.a2d_audio_path]}[args.dataset_file]
     rates = {folder: feature_sample_rate(folder) for folder in folders}
@@ -221,14 +227,16 @@ def record_audio_sample_rate(args: argparse.Namespace) -> None:
         warnings.warn(f"--audio_sample_rate {args.audio_sample_rate}, but the features were extracted at "
                       f"{known.pop()} Hz ({rates})", DataWarning)
     elif known and not args.audio_sample_rate:
-        args.audio_sample_rate = known.pop()
+        return known.pop()
+    return args.audio_sample_rate
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    """Every option of Wnet (`util.config`), `--dataset_file` and `--audio_encoder` choosing among the registered
-    datasets (`datasets.DATASETS`) and audio front ends (`models.audio_encoder.AUDIO_ENCODERS`); the parent
-    parser of every entry point and script."""
-    return config.get_args_parser(dataset_files=tuple(datasets.DATASETS), audio_encoders=tuple(AUDIO_ENCODERS))
+    """The options of training: the run's, the model's, the data's, the augmentation and the training groups."""
+    parser = ArgumentParser("Wnet", add_help=False)
+    for add_group in (add_run_args, add_model_args, add_dataset_args, add_training_data_args, add_training_args):
+        add_group(parser)
+    return parser
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -236,8 +244,13 @@ def get_parser() -> argparse.ArgumentParser:
                           formatter_class=HelpFormatter)
 
 
+def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The training options of `argv` (a config's inference keys ignored); `main` does the post-parse step."""
+    return parse_args(get_parser(), argv, other_options=option_names(*ENTRY_POINT_GROUPS))
+
+
 def cli(argv: Optional[Sequence[str]] = None):
-    return main(parse_args(get_parser(), argv))
+    return main(parse(argv))
 
 
 if __name__ == "__main__":

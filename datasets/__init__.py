@@ -2,7 +2,8 @@
 
 Each dataset is one module with a `build(image_set, args, transforms)` and, beside it, a module of the
 readers and writers of its own files (`ytvos.py` / `ytvos_format.py`, ...). To add a dataset, write its
-`build` and register it in `DATASETS`: the parser (`main.get_args_parser`) offers every registered name.
+`build` and register it in `DATASETS`: the training set's argument group (`add_training_data_args`) offers every
+registered name as a `--dataset_file`; the data's options are defined in datasets/options.py.
 """
 import argparse
 from typing import Callable, Dict, List, Optional, Tuple
@@ -10,7 +11,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 from torch.utils.data import Dataset
 
 from datasets import a2d, avos, jhmdb, ytvos
+from datasets import options
 from datasets.audio.loader import build_audio_loader
+from datasets.options import add_dataset_args  # noqa: F401 (the data's options, beside the training set's)
 
 # `build(image_set, args, transforms)`: the dataset of 'train' or 'val', with `transforms` or the official ones.
 DatasetBuilder = Callable[[str, argparse.Namespace, Optional[Callable]], Dataset]
@@ -23,6 +26,12 @@ DATASETS: Dict[str, DatasetBuilder] = {
     "jhmdb": jhmdb.build,  # evaluation only
 }
 IMAGE_SETS = ("train", "val")
+
+
+def add_training_data_args(parser: argparse.ArgumentParser) -> None:
+    """The training set's options (datasets/options.py), `--dataset_file` choosing among the registered
+    `DATASETS`."""
+    options.add_training_data_args(parser, dataset_files=tuple(DATASETS))
 
 
 def build_dataset(image_set: str, args: argparse.Namespace, transforms: Optional[Callable] = None) -> Dataset:

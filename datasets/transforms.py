@@ -357,8 +357,8 @@ def make_video_transforms(image_set: str, scale: float = 1.0, hflip: bool = True
 
 def video_transforms_from_args(image_set: str, args) -> Compose:
     """`make_video_transforms` with the size (`--data_scale`) and augmentation switches of the options."""
-    return make_video_transforms(image_set, args.data_scale, hflip=not getattr(args, "no_hflip", False),
-                                 photometric=not getattr(args, "no_photometric", False))
+    return make_video_transforms(image_set, args.data_scale, hflip=not args.no_hflip,
+                                 photometric=not args.no_photometric)
 
 
 def make_inference_transforms(scale: float = 1.0) -> Compose:

@@ -34,15 +34,14 @@ FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
 # ----------------------------------------------------------------------------- the model for inference
-def load_model_for_inference(args) -> Tuple[nn.Module, Dict[str, nn.Module], Optional[Dict[str, List[str]]]]:
+def load_model_for_inference(args) -> Tuple[nn.Module, Dict[str, nn.Module], Optional[Dict[str, List[str]]], int]:
     """Build the mask model of `args` and its postprocessors, load `--model_path` strictly, and make the model
     ready for inference. Returns (model, postprocessors, the `{part: [video names]}` the checkpoint records as
-    trained on, None when it records none).
+    trained on or None when it records none, the rate of the features the model was trained on).
 
     Eval mode unless `--inference_dropout` (the official scripts forget `model.eval()`, so their
-    numbers come from the model in training mode); `models.optimize_for_inference` otherwise. Sets
-    `args.model_audio_sample_rate`: the rate of the features the model was trained on, as its
-    checkpoint records it (0: unknown, e.g. the released checkpoint).
+    numbers come from the model in training mode); `models.optimize_for_inference` otherwise. The training
+    features' rate is the one the checkpoint's args record (0: unknown, e.g. the released checkpoint).
     """
     if not args.model_path:
         raise OptionError("--model_path is required: a checkpoint {'model': state_dict} (e.g. output/checkpoint.pth)")
@@ -61,14 +60,14 @@ def load_model_for_inference(args) -> Tuple[nn.Module, Dict[str, nn.Module], Opt
     checkpoint = load_wnet_checkpoint(model, args.model_path)
     saved_args = checkpoint.get("args") or {}
     saved_args = vars(saved_args) if isinstance(saved_args, argparse.Namespace) else saved_args
-    args.model_audio_sample_rate = int(saved_args.get("audio_sample_rate") or 0)
+    model_audio_sample_rate = int(saved_args.get("audio_sample_rate") or 0)
     model.to(device)
     if args.inference_dropout:
         model.train()  # reproduce the official numbers (dropout active)
     else:
         model.eval()
         model = optimize_for_inference(model)
-    return model, postprocessors, checkpoint_train_videos(checkpoint, args.model_path)
+    return model, postprocessors, checkpoint_train_videos(checkpoint, args.model_path), model_audio_sample_rate
 
 
 # ----------------------------------------------------------------------------- frames and recordings

@@ -90,8 +90,7 @@ def run_middle_frame_evaluation(args: argparse.Namespace,
                                 ) -> Union[Dict[str, float], int]:
     """What `inference_a2d.py` and `inference_jhmdb.py` do with the test set that `build_test_set(args)` reads:
     the metrics of the middle-frame protocol, or with `--check_data` the exit code of the data check."""
-    if args.check_data:
-        args.skip_bad_samples = True  # list every broken sample
+    if args.check_data:  # `util.options.inference_args` made it --skip_bad_samples: every broken sample listed
         dataset = build_for_check(lambda: build_test_set(args))
         return report_data_check(dataset.check_data(), {"dataset": dataset.name, "samples": len(dataset)})
     return run_middle_frame_protocol(args, build_test_set(args))
@@ -105,8 +104,7 @@ def run_middle_frame_protocol(args: argparse.Namespace, dataset: MiddleFrameData
     journal = ResultJournal(args.metrics_path, journal_settings(args), args.resume_results) if args.metrics_path else None
     # the audio options first (a bad noise or band fails before the model is loaded)
     dataset.audio_loader = load_audio = build_audio_loader(args, dataset.audio_paths())
-    model, postprocessors, _ = load_model_for_inference(args)
-    load_audio.model_rate = args.model_audio_sample_rate
+    model, postprocessors, _, load_audio.model_rate = load_model_for_inference(args)
     load_audio.warn_feature_rate(args.a2d_audio_path)
     with journal_on_interrupt(journal):
         metrics, records, dropped = evaluate_middle_frame(model, postprocessors["segm"], dataset,

@@ -6,11 +6,12 @@ from torch import nn
 
 from .backbone import fold_frozen_batch_norms
 from .criterion import build_criterion
+from .options import add_model_args
 from .postprocess import build_postprocessors
 from .segmentation import WnetSegm, build_wnet_segm
 from .wnet import Wnet, build_wnet
 
-__all__ = ["Wnet", "WnetSegm", "build_model", "optimize_for_inference"]
+__all__ = ["Wnet", "WnetSegm", "add_model_args", "build_model", "optimize_for_inference"]
 
 
 def build_model(args) -> Tuple[nn.Module, nn.Module, Dict[str, nn.Module]]:

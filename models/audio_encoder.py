@@ -137,6 +137,7 @@ class TemporalConvEncoder(nn.Module):
 
 AudioEncoderFactory = Callable[..., nn.Module]  # (hidden_dim, cmvn=...) -> the encoder
 AUDIO_ENCODERS: Dict[str, AudioEncoderFactory] = {"mfcc39": MFCC39Projection, "conv": TemporalConvEncoder}
+DEFAULT_AUDIO_ENCODER = "mfcc39"  # the official front end
 
 
 def build_audio_encoder(args) -> nn.Module:

@@ -170,10 +170,10 @@ def build_backbone(args) -> Joiner:
         raise OptionError(f"--hidden_dim must be divisible by {2 * NUM_AXES} (three sine/cosine axes), "
                          f"got {args.hidden_dim}")
     backbone = Backbone(args.backbone, train_backbone=args.lr_backbone > 0, dilation=args.dilation,
-                        checkpoint_activations=getattr(args, "checkpoint_activations", False))
+                        checkpoint_activations=args.checkpoint_activations)
     # ImageNet weights from --backbone_weights or the local torchvision cache; never downloaded.
-    load_backbone_weights(backbone.body, args.backbone, getattr(args, "backbone_weights", ""))
-    if getattr(args, "channels_last", False):
+    load_backbone_weights(backbone.body, args.backbone, args.backbone_weights)
+    if args.channels_last:
         backbone.to(memory_format=torch.channels_last)  # 4-D weights only; the convolutions then run NHWC
     position_embedding = PositionEmbeddingSine3D(args.hidden_dim // NUM_AXES, num_frames=args.num_frames)
     return Joiner(backbone, position_embedding)

@@ -215,4 +215,4 @@ def build_wnet_segm(args) -> WnetSegm:
     wnet = build_wnet(args)
     level_channels = wnet.backbone.level_channels
     return WnetSegm(wnet, fpn_dims=[level_channels[2], level_channels[1], level_channels[0]],
-                    checkpoint_activations=getattr(args, "checkpoint_activations", False))
+                    checkpoint_activations=args.checkpoint_activations)

@@ -48,5 +48,5 @@ def build_transformer(args) -> Transformer:
     return Transformer(d_model=args.hidden_dim, nhead=args.nheads, num_encoder_layers=args.enc_layers,
                        num_decoder_layers=args.dec_layers, dim_feedforward=args.dim_feedforward,
                        dropout=args.dropout, normalize_before=args.pre_norm,
-                       checkpoint_activations=getattr(args, "checkpoint_activations", False),
-                       wavelet_threshold=getattr(args, "wavelet_threshold", THRESHOLD_RATIO))
+                       checkpoint_activations=args.checkpoint_activations,
+                       wavelet_threshold=args.wavelet_threshold)

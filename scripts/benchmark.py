@@ -54,7 +54,7 @@ from engine.train import autocast_context, build_optimizer, outputs_to_float
 from main import get_args_parser
 from models import build_model, optimize_for_inference
 from models.dcn import selected_backend
-from util.config import ArgumentParser, parse_args as parse_model_args
+from util.config import ArgumentParser, freeze, parse_args as parse_model_args
 from util.errors import run_main
 from util.misc import atomic_json_dump
 
@@ -99,14 +99,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--time_budget_s", type=float, default=0.0,
                         help="seconds from the start after which the max-frames search starts no probe (0: none)")
     parser.add_argument("--memory_worker", default="", help=argparse.SUPPRESS)  # internal: one case, fresh process
-    args = parser.parse_args(argv)
-    if args.quick:
-        for name, value in QUICK.items():
-            setattr(args, name, value)
+    parsed = parser.parse_args(argv)
+    args = freeze(parsed, **(QUICK if parsed.quick else {}))
     try:
-        args.height, args.width = (int(v) for v in args.size.lower().split("x"))
+        height, width = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
         parser.error(f"--size: expected HxW such as 300x540, got {args.size!r}")
+    args = freeze(args, height=height, width=width)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
     if args.max_frames_gib > 0 and args.device != "cuda":

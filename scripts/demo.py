@@ -53,7 +53,7 @@ from scripts.make_demo_data import DemoConfig, generate
 from scripts.listening_report import REPORT_NAME
 from scripts.listening_report import main as listening_report
 from scripts.probe_audio import probe
-from util.config import inference_scale, parse_args
+from util.config import inference_scale, own_argv
 from util.errors import run_main
 from util.misc import atomic_json_dump, set_cpu_threads
 
@@ -110,8 +110,8 @@ def unseen_voices_config(config: DemoConfig) -> DemoConfig:
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        epilog="Any other option is passed to the training/inference parser (util/config.py) and overrides "
-               "the --config file, e.g. --epochs 1 --batch_size 2.")
+        epilog="Any other option is passed to the training and inference parsers (main.py, inference_rvos.py; each "
+               "takes its own) and overrides the --config file, e.g. --epochs 1 --batch_size 2.")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="training/inference configuration")
     parser.add_argument("--data", type=Path, default=Path("data/demo"), help="demo dataset folder (made if absent)")
     parser.add_argument("--new_seed_data", type=Path, default=None,
@@ -217,9 +217,13 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     new_seed_data = options.new_seed_data or data.with_name(data.name + NEW_SEED_SUFFIX)
     unseen_data = options.unseen_data or data.with_name(data.name + UNSEEN_SUFFIX)
     overrides = (QUICK_OVERRIDES if options.quick else []) + list(overrides)
-    base_argv = model_args(options.config, data, out, overrides)
-    train_argv = training_args(options.config, data, out, overrides)
-    parse_args(train.get_args_parser(), train_argv)  # a bad option fails here, before any work
+    # one command line for both: each stage keeps its own options
+    base_argv = own_argv(model_args(options.config, data, out, overrides), inference_rvos.get_parser(),
+                         train.get_parser())
+    train_argv = own_argv(training_args(options.config, data, out, overrides), train.get_parser(),
+                          inference_rvos.get_parser())
+    train.parse(train_argv)  # a bad option fails here, before any work
+    inference_rvos.parse(base_argv)
     if options.threads < 1:
         raise SystemExit(f"--threads must be >= 1, got {options.threads}")
     set_cpu_threads(options.threads)
@@ -237,7 +241,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
            new_seed_generated=made_new, unseen_path=str(unseen_data), unseen_generated=made_unseen)
 
     start = time.time()
-    args = parse_args(argparse.ArgumentParser(parents=[train.get_args_parser()]), train_argv)
+    args = train.parse(train_argv)
     train.main(args)
     stages["train"] = time.time() - start
     epochs = epoch_seconds(out / LOG_NAME)
@@ -258,8 +262,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     report("new_seed", stages["new_seed"], **{k: round(new_seed[k], 4) for k in SCORE_KEYS})
 
     start = time.time()
-    probe_args = parse_args(argparse.ArgumentParser(parents=[train.get_args_parser()]), infer_argv)
-    model, postprocessors, _ = load_model_for_inference(probe_args)
+    probe_args = inference_rvos.parse(infer_argv)
+    model, postprocessors, _, _ = load_model_for_inference(probe_args)
     listening = probe(model, postprocessors["segm"], split_jobs(probe_args)[:PROBE_VIDEOS], args.num_frames,
                       inference_scale(probe_args), args.device)
     stages["probe"] = time.time() - start

@@ -30,9 +30,10 @@ from tqdm import tqdm
 
 from datasets.common import SKIP_HINT, BadSampleWarning, SampleError
 from datasets.formats import DataFormatError, read_json, read_palette_png
+from datasets.options import OFFICIAL_YTVOS_PATH
 from datasets.ytvos import TEST_PART, resolve_split_file
 from datasets.ytvos_format import read_meta_expressions, read_video_list, refuse_duplicates
-from util.config import OFFICIAL_YTVOS_PATH, ArgumentParser, HelpFormatter, ImgPathAction
+from util.config import ArgumentParser, HelpFormatter, ImgPathAction
 from util.errors import USER_OS_ERRORS, UserError, one_line, run_main
 from util.metrics import db_eval_boundary, db_eval_iou
 from util.misc import atomic_json_dump
@@ -244,7 +245,7 @@ def evaluate_rvos(results: Union[str, Path, Sequence[Dict[str, Any]]], ytvos_pat
 
 def get_parser() -> argparse.ArgumentParser:
     """The evaluation's own options: the results, where the ground truth is, which videos count; the names and
-    defaults are those of the training parser (util/config.py), whose model options the evaluation never reads."""
+    defaults are those of the data's options (datasets/options.py) and inference_rvos.py's."""
     parser = ArgumentParser("evaluate_rvos", formatter_class=HelpFormatter,
                             description="Score a Ref-YouTube-VOS results.json (J, F, J&F).")
     parser.add_argument("results", type=str, help="results.json written by inference_rvos.py")

@@ -36,7 +36,7 @@ it also reads the `sweep.json` of `scripts/noise_sweep.py`, this tool's earlier 
 `--out/seed<S>/` (`main.main`; every other option overrides the config), reports each run there and writes
 `seeds.json` and `seeds.md`: mean, min, max and spread (max - min) of every condition over the seeds.
 
-Every other option goes to the inference parser (util/config.py), as for inference_rvos.py; the listening
+Every other option goes to the inference parser of inference_rvos.py (training options are left out); the listening
 options (`--audio_noise`, `--audio_rt60`, ...) are this report's to set. `--wavelet_threshold` must be the
 value the model was trained with (a warning says when the checkpoint's training args stored another).
 """
@@ -65,7 +65,7 @@ from engine.inference import load_model_for_inference
 from inference_rvos import VideoJob
 from scripts.demo_args import derangement, model_args
 from scripts.evaluate_rvos import evaluate_rvos
-from util.config import ArgumentParser, non_negative_int, parse_args, positive_float
+from util.config import ArgumentParser, freeze, non_negative_int, own_argv, positive_float
 from util.errors import OptionError, run_main
 from util.misc import atomic_json_dump, atomic_write, set_cpu_threads
 from util.reporting import log_json
@@ -97,7 +97,7 @@ METRICS = ("J", "F", "J&F")
 LISTENING_OPTIONS = ("audio_noise", "audio_snr_db", "audio_rt60", "audio_band", "audio_speed")
 # Inference arguments that do not change what a pass measures (a resumed report may differ in them).
 UNMEASURED_ARGS = ("save_path", "png_dir", "visualize", "resume_results", "debug", "config", "output_dir",
-                   "overwrite", "model_audio_sample_rate")
+                   "overwrite")
 DEFAULT_THREADS = 1  # as scripts/demo.py: on a busy 2-core machine more threads wait on each other
 
 PANEL_SIZE = (6.4, 4.4)  # inches, one panel; the picture is one or two panels wide, the legend below them
@@ -149,7 +149,7 @@ def get_parser() -> argparse.ArgumentParser:
     # allow_abbrev=False: an inference option must never be taken for an abbreviation of one of these
     parser = ArgumentParser(
         description=__doc__.split("\n\n")[0], allow_abbrev=False,
-        epilog="Any other option goes to the inference parser (util/config.py), e.g. --config configs/demo.yaml "
+        epilog="Any other option goes to the inference parser (inference_rvos.py), e.g. --config configs/demo.yaml "
                "--model_path CKPT --ytvos_path DATA --rvos_wav_path DATA/audio_wav --split_file DATA/test_videos.txt "
                "(with --seeds: to the training parser, overriding --train_config)")
     parser.add_argument("--out", type=Path, required=True,
@@ -236,10 +236,8 @@ class Condition:
 
     def inference_args(self, args: argparse.Namespace) -> argparse.Namespace:
         """A copy of the inference arguments `args` in this condition."""
-        changed = copy(args)
-        changed.audio_noise, changed.audio_snr_db = self.noise, self.snr_db
-        changed.audio_rt60, changed.audio_band, changed.audio_speed = self.rt60, self.band, self.speed
-        return changed
+        return freeze(args, audio_noise=self.noise, audio_snr_db=self.snr_db, audio_rt60=self.rt60,
+                      audio_band=self.band, audio_speed=self.speed)
 
     def describe(self) -> Dict[str, object]:
         """What report.json records of the condition (JSON: the noise alone is `noise_alone`, not -inf)."""
@@ -394,31 +392,32 @@ def reusable(previous: Optional[dict], report: dict) -> Dict[str, dict]:
 
 def run_pass(args: argparse.Namespace, jobs: Sequence[VideoJob], model: torch.nn.Module,
              postprocessors: Dict[str, torch.nn.Module], name: str, out: Path,
-             split_file: Optional[Path]) -> Dict[str, float]:
-    """Infer `jobs` with `model` (in the listening condition `args` carries), write results/<name>.json, return
-    its J, F and J&F."""
-    pass_args = copy(args)
-    pass_args.save_path = str(out / RESULTS_DIR / f"{name}.json")
-    pass_args.png_dir = pass_args.visualize = ""
-    pass_args.resume_results = False
-    entries = inference_rvos.run(pass_args, jobs, model=model, postprocessors=postprocessors, progress=name)
+             split_file: Optional[Path], model_rate: int) -> Dict[str, float]:
+    """Infer `jobs` with `model` (in the listening condition `args` carries; `model_rate` the rate of its training
+    features), write results/<name>.json, return its J, F and J&F."""
+    pass_args = freeze(args, save_path=str(out / RESULTS_DIR / f"{name}.json"), png_dir="", visualize="",
+                       resume_results=False)
+    entries = inference_rvos.run(pass_args, jobs, model=model, postprocessors=postprocessors, progress=name,
+                                 model_rate=model_rate)
     metrics = evaluate_rvos(entries, args.ytvos_path, args.ytvos_split, split_file)
     return {key: float(metrics[key]) for key in METRICS}
 
 
 def measure(condition: Condition, controlled: bool, args: argparse.Namespace, jobs: Dict[str, List[VideoJob]],
             deranged_jobs: Dict[str, List[VideoJob]], model: torch.nn.Module,
-            postprocessors: Dict[str, torch.nn.Module], out: Path, split_file: Optional[Path]) -> Dict[str, object]:
-    """One condition's entry of report.json: its J, F, J&F and (when `controlled`) those of its deranged control."""
+            postprocessors: Dict[str, torch.nn.Module], out: Path, split_file: Optional[Path],
+            model_rate: int) -> Dict[str, object]:
+    """One condition's entry of report.json: its J, F, J&F and (when `controlled`) those of its deranged control
+    (`model_rate`: the rate of the model's training features)."""
     start = time.time()
     condition_args = condition.inference_args(args)
     entry: Dict[str, object] = {"label": condition.label, **condition.describe()}
     entry.update(run_pass(condition_args, jobs[condition.voices], model, postprocessors, condition.name, out,
-                          split_file))
+                          split_file, model_rate))
     entry["deranged"] = entry["gap"] = None
     if controlled:
         entry["deranged"] = run_pass(condition_args, deranged_jobs[condition.voices], model, postprocessors,
-                                     condition.name + DERANGED_SUFFIX, out, split_file)
+                                     condition.name + DERANGED_SUFFIX, out, split_file, model_rate)
         entry["gap"] = entry["J&F"] - entry["deranged"]["J&F"]
     entry["seconds"] = round(time.time() - start, 2)
     return entry
@@ -427,7 +426,7 @@ def measure(condition: Condition, controlled: bool, args: argparse.Namespace, jo
 def listening_report(options: argparse.Namespace, model_argv: Sequence[str]) -> dict:
     """Every condition of one checkpoint; writes report.json after each, report.md and report.png at the end.
     Returns the report."""
-    args = parse_args(inference_rvos.get_parser(), list(model_argv))
+    args = inference_rvos.parse(own_argv(list(model_argv), inference_rvos.get_parser(), train.get_parser()))
     given = [f"--{name}" for name in LISTENING_OPTIONS if getattr(args, name) not in (None, "")]
     if given:
         raise OptionError(f"{', '.join(given)}: the listening report sets the listening options per condition "
@@ -444,7 +443,7 @@ def listening_report(options: argparse.Namespace, model_argv: Sequence[str]) -> 
         raise OptionError("no videos to infer")
     if UNSEEN in groups:
         jobs[UNSEEN_VOICES] = unseen_jobs(jobs[TRAINING_VOICES], options.unseen_data, args)
-    model, postprocessors, _ = load_model_for_inference(args)
+    model, postprocessors, _, model_rate = load_model_for_inference(args)
     trained = trained_wavelet_threshold(args.model_path)
     if trained is not None and trained != args.wavelet_threshold:
         print(f"warning: {args.model_path} was trained with --wavelet_threshold {trained}, this report uses "
@@ -476,7 +475,7 @@ def listening_report(options: argparse.Namespace, model_argv: Sequence[str]) -> 
                   and (entry.get("deranged") is not None or not controlled[condition.name]))
         if not reused:
             entry = measure(condition, controlled[condition.name], args, jobs, deranged_jobs, model, postprocessors,
-                            out, split_file)
+                            out, split_file, model_rate)
         report["conditions"][condition.name] = entry
         report["seconds"] = round(time.time() - start, 2)
         atomic_json_dump(report, out / REPORT_NAME, indent=1)
@@ -778,6 +777,8 @@ def seed_study(options: argparse.Namespace, overrides: Sequence[str]) -> dict:
     """Train one model per seed, report each, and the spread of every condition over the seeds (seeds.json)."""
     if passes_option(overrides, "--seed"):
         raise OptionError("--seeds sets each training run's --seed; leave --seed out")
+    if passes_option(overrides, "--model_path"):
+        raise OptionError("--seeds reports the model it trains; leave --model_path out")
     training_parser = train.get_parser()
     reports: Dict[int, dict] = {}
     for seed in options.seeds:
@@ -786,9 +787,7 @@ def seed_study(options: argparse.Namespace, overrides: Sequence[str]) -> dict:
         if not passes_option(overrides, "--rvos_wav_path"):
             # trained from the recordings, as the demo is (the same features, and what --audio_augment changes)
             argv += ["--rvos_wav_path", str(options.train_data / RECORDINGS_DIR)]
-        train_args = parse_args(training_parser, [*argv, "--seed", str(seed)])
-        if train_args.model_path:
-            raise OptionError("--seeds reports the model it trains; leave --model_path out")
+        train_args = train.parse(own_argv([*argv, "--seed", str(seed)], training_parser, inference_rvos.get_parser()))
         start = time.time()
         reused = options.resume and finished_training(folder, train_args)
         if not reused:

@@ -17,8 +17,8 @@ stage of the model the probe reports how much the output changes, as the relativ
 
 and `mask_iou`, the IoU of the two predicted masks (the model's `segm` postprocessor, at the mask head's
 resolution): 1 when the recording changes nothing, low when the model follows the words to another object. A stage
-with a large change followed by one with almost none is where the audio stops mattering. Model and data options are
-those of the training parser (util/config.py).
+with a large change followed by one with almost none is where the audio stops mattering. Model, data and inference
+options are those of inference_rvos.py.
 """
 import argparse
 import sys
@@ -30,13 +30,13 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+import inference_rvos
 from datasets.audio import AudioLoader
 from engine.inference import load_frame, load_model_for_inference
 from inference_rvos import split_jobs
-from main import get_args_parser
 from models.postprocess import PostProcessSegm
 from util.clips import cyclic_clips
-from util.config import ArgumentParser, HelpFormatter, inference_scale, parse_args
+from util.config import inference_scale
 from util.errors import OptionError, run_main
 from util.misc import atomic_json_dump
 
@@ -45,7 +45,7 @@ NORM_FLOOR = 1e-12  # a stage whose output is all zeros has no relative change t
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser("Wnet listening probe", parents=[get_args_parser()], formatter_class=HelpFormatter)
+    parser = inference_rvos.get_parser("Wnet listening probe")
     parser.add_argument("--json", default="", type=str, help="also write the figures (and per-expression rows) here")
     parser.add_argument("--max_videos", default=0, type=int, help="probe only the first N videos (0 = all)")
     return parser
@@ -147,10 +147,10 @@ def format_table(result: Dict[str, object]) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
-    args = parse_args(get_parser(), argv)
+    args = inference_rvos.parse(argv, get_parser())
     if args.max_videos < 0:
         raise OptionError(f"--max_videos must be >= 0, got {args.max_videos}")
-    model, postprocessors, _ = load_model_for_inference(args)
+    model, postprocessors, _, _ = load_model_for_inference(args)
     jobs = split_jobs(args)
     if args.max_videos:
         jobs = jobs[:args.max_videos]

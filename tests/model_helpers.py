@@ -4,18 +4,21 @@ from typing import Sequence
 
 import torch
 
-from main import get_args_parser
+import inference_rvos
+import main
 from models import build_model
-from util.config import parse_args
+from util.config import own_argv
 
 CHECKPOINT_NAME = "checkpoint.pth"
 
 
 def save_untrained_checkpoint(folder: Path, argv: Sequence[str], seed: int = 0) -> Path:
     """Build the model of `argv` with `seed`'s random weights and save it as `folder/checkpoint.pth`
-    (`{"model": state_dict}`, what the inference scripts' `--model_path` loads); returns the path."""
+    (`{"model": state_dict}`, what the inference scripts' `--model_path` loads); returns the path. `argv` may
+    hold training options too (a demo command line): the inference options of it build the model."""
     torch.manual_seed(seed)
-    model, _, _ = build_model(parse_args(get_args_parser(), list(argv)))
+    args = inference_rvos.parse(own_argv(list(argv), inference_rvos.get_parser(), main.get_parser()))
+    model, _, _ = build_model(args)
     path = Path(folder) / CHECKPOINT_NAME
     torch.save({"model": model.state_dict()}, path)
     return path

@@ -33,8 +33,7 @@ from data_factory import draw_frame, make_a2d, make_jhmdb, make_ytvos
 from datasets import audio
 from datasets.common import BadSampleWarning
 from datasets.formats import write_jpeg, write_npy, write_palette_png
-from main import get_args_parser
-from util.config import parse_args
+from util.config import own_argv
 from util.errors import run_main
 from util.results import read_results
 
@@ -420,11 +419,12 @@ def test_16_the_readme_commands_parse():
     for command in commands:
         script = load_script(Path(command[1]).stem)
         if hasattr(script, "get_parser"):
-            # exits 2 on an unknown argument; scripts that pass the rest on (demo, listening_report) to the one
-            # training/inference parser have it checked there
+            # exits 2 on an unknown argument; scripts that pass the rest on (demo, listening_report) to the
+            # training and inference parsers have it checked there, each taking its own options
             _, rest = script.get_parser().parse_known_args(command[2:])
             if rest:
-                parse_args(get_args_parser(), rest)
+                train.parse(own_argv(rest, train.get_parser(), inference_rvos.get_parser()))
+                inference_rvos.parse(own_argv(rest, inference_rvos.get_parser(), train.get_parser()))
 
 
 def test_17_a_killed_save_leaves_no_temporary_file(trained):

@@ -26,7 +26,7 @@ from model_helpers import save_untrained_checkpoint
 from models import build_model
 from models.postprocess import PostProcessSegm
 from util.clips import cyclic_clips
-from util.config import inference_scale, parse_args
+from util.config import inference_scale
 from util.errors import OptionError
 from util.results import decode_masks, read_results
 
@@ -63,7 +63,7 @@ def test_rvos_inference_and_evaluation(tmp_path: Path, checkpoint: Path):
     entries = read_results(results_path)
     assert sorted((e["file_name"], e["exp_id"]) for e in entries) == [
         (video, exp_id) for video in sorted(data["videos"]) for exp_id in ("0", "1")]
-    args = parse_args(inference_rvos.get_parser(), argv)
+    args = inference_rvos.parse(argv)
     model, _, _ = build_model(args)
     model.load_state_dict(torch.load(checkpoint, weights_only=True)["model"])
     model.eval()
@@ -210,7 +210,7 @@ def test_a2d_middle_frame_and_ground_truth_frame_hand_computed(tmp_path: Path):
     data = make_a2d(tmp_path / "a2d", num_frames=9, annotated=(1, 6), splits=(1,))  # one test video
     h5_files = sorted(p.name for p in (Path(data["root"]) / "a2d_annotation_with_instances" / "a2dvid0").iterdir())
     assert h5_files == ["00002.h5", "00007.h5"]  # 0-based frames 1 and 6, files named 1-based
-    args = parse_args(inference_a2d.get_parser(), ["--a2d_path", data["root"], "--a2d_audio_path", data["audio_root"],
+    args = inference_a2d.parse(["--a2d_path", data["root"], "--a2d_audio_path", data["audio_root"],
                                                    "--num_frames", "8", "--num_queries", "8", "--device", "cpu"])
     dataset = datasets.a2d.build_test_set(args)
     assert [(dataset.describe(i).split()[3], s.frame_idx) for i, s in enumerate(dataset.samples)] == \
@@ -226,7 +226,7 @@ def test_a2d_middle_frame_and_ground_truth_frame_hand_computed(tmp_path: Path):
 
 def test_jhmdb_middle_frame_and_ground_truth_frame_hand_computed(tmp_path: Path):
     data = make_jhmdb(tmp_path / "jhmdb", num_videos=1, num_frames=12, mask_frames=6)
-    args = parse_args(inference_jhmdb.get_parser(), ["--jhmdb_path", data["root"], "--a2d_audio_path",
+    args = inference_jhmdb.parse(["--jhmdb_path", data["root"], "--a2d_audio_path",
                                                      data["audio_root"], "--num_frames", "8", "--num_queries", "8",
                                                      "--device", "cpu"])
     dataset = datasets.jhmdb.build_test_set(args)
@@ -260,14 +260,13 @@ def test_evaluation_reads_the_frames_that_training_reads(tmp_path: Path, monkeyp
     official = [clip for _, _, clip, _ in A2D_CASES]
     monkeypatch.setattr(MiddleFrameDataset, "clip_indices", every_other_frame)
 
-    train_args = parse_args(main.get_parser(), clip_options + ["--dataset_file", "a2d", "--a2d_path",
-                                                               train_data["root"], "--a2d_audio_path",
-                                                               train_data["audio_root"]])
+    train_args = main.parse(clip_options + ["--dataset_file", "a2d", "--a2d_path", train_data["root"],
+                                            "--a2d_audio_path", train_data["audio_root"]])
     training = build_dataset("train", train_args)
     trained = [training[i][2] for i in range(len(training))]
     probe = MiddleFrameProbe(position=3)  # (8 - 1) // 2, the annotated frame's position in the training target
-    test_args = parse_args(inference_a2d.get_parser(), clip_options + ["--a2d_path", test_data["root"],
-                                                                       "--a2d_audio_path", test_data["audio_root"]])
+    test_args = inference_a2d.parse(clip_options + ["--a2d_path", test_data["root"], "--a2d_audio_path",
+                                                    test_data["audio_root"]])
     _, records, _ = evaluate_middle_frame(probe, PostProcessSegm(), datasets.a2d.build_test_set(test_args))
 
     assert [t["frame_id"] for t in trained] == [r["frame_idx"] for r in records] == [1, 6, 1, 6]
@@ -286,10 +285,9 @@ def test_model_path_is_required(tmp_path: Path):
 
 def test_inference_data_scale_sets_the_inference_size_alone(tmp_path: Path, checkpoint: Path, capsys):
     """`--inference_data_scale` resizes the frames the model sees at inference; masks stay at the frames' size."""
-    args = parse_args(inference_rvos.get_parser(), MODEL_ARGV + ["--data_scale", "0.5"])
+    args = inference_rvos.parse(MODEL_ARGV + ["--data_scale", "0.5"])
     assert inference_scale(args) == 0.5
-    args = parse_args(inference_rvos.get_parser(),
-                      MODEL_ARGV + ["--data_scale", "0.5", "--inference_data_scale", "0.25"])
+    args = inference_rvos.parse(MODEL_ARGV + ["--data_scale", "0.5", "--inference_data_scale", "0.25"])
     assert inference_scale(args) == 0.25
 
     data = make_ytvos(tmp_path / "ytvos", num_videos=1, num_frames=2)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import inference_rvos
 import main as train
 from datasets.formats import read_palette_png
 from datasets.ytvos import mask_path
@@ -21,7 +22,7 @@ from models.postprocess import PostProcessSegm
 from scripts import demo
 from scripts.make_demo_data import DemoConfig, generate
 from util.clips import cyclic_clips
-from util.config import inference_scale, parse_args
+from util.config import inference_scale, own_argv
 
 MEMORISED_VIDEOS = 1
 # One video of four frames in two-frame clips keeps the test near a minute on two CPU cores; seed 7 draws
@@ -49,14 +50,14 @@ def memorised(tmp_path_factory):
     data, out = root / "data", root / "out"
     generate(data, DATA)
     argv = demo.model_args(demo.DEFAULT_CONFIG, data, out, TRAIN_OPTIONS)
-    args = parse_args(argparse.ArgumentParser(parents=[train.get_args_parser()]), argv)
+    args = train.parse(own_argv(argv, train.get_parser(), inference_rvos.get_parser()))
     # The demo's model and schedule options on the official data path: the extracted features, as recorded, in
     # batches of any expressions (the demo's augmentation and expression grouping are its own recipe's).
     args = argparse.Namespace(**{**vars(args), **OFFICIAL_AUDIO_PATH})
     torch.manual_seed(0)
     model = train.main(args).eval()
-    args.split_file = str(data / "train_videos.txt")
-    return model, args
+    infer_argv = own_argv(argv, inference_rvos.get_parser(), train.get_parser())
+    return model, inference_rvos.parse(infer_argv + ["--split_file", str(data / "train_videos.txt")])
 
 
 def expression_ious(model, args, swap: bool):

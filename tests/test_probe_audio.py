@@ -5,9 +5,12 @@ import shutil
 import pytest
 import torch
 
+import inference_rvos
+import main as train
 from model_helpers import save_untrained_checkpoint
 from scripts import demo, probe_audio
 from scripts.make_demo_data import generate
+from util.config import own_argv
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +19,8 @@ def probe_setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("probe")
     data = root / "data"
     generate(data, demo.QUICK_DATA)
-    argv = demo.model_args(demo.DEFAULT_CONFIG, data, root / "out", [])
+    argv = own_argv(demo.model_args(demo.DEFAULT_CONFIG, data, root / "out", []), inference_rvos.get_parser(),
+                    train.get_parser())
     checkpoint = save_untrained_checkpoint(root, argv)
     return data, argv + ["--model_path", str(checkpoint)]
 

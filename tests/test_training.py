@@ -161,8 +161,8 @@ def test_launcher_variables_are_read_from_torchrun_or_slurm(monkeypatch):
     with pytest.raises(SystemExit, match=r"slurm, rank 1 of 2.*MASTER_ADDR and MASTER_PORT.*--dist_url"):
         init_distributed_mode(args)
     monkeypatch.setenv("SLURM_NTASKS", "1")  # one task: one process, nothing to set up
-    init_distributed_mode(args)
-    assert (args.distributed, args.rank, args.world_size) == (False, 0, 1)
+    settings = init_distributed_mode(args)
+    assert (settings["distributed"], settings["rank"], settings["world_size"]) == (False, 0, 1)
 
 
 def test_slurm_script_is_valid_and_sets_the_rendezvous():
@@ -391,8 +391,7 @@ def test_one_launched_process_sets_up_the_process_group(monkeypatch):
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)
     args = argparse.Namespace(device="cpu", dist_url="env://")
-    misc.init_distributed_mode(args)
-    assert args.distributed is False and misc.get_backend() is None
+    assert misc.init_distributed_mode(args)["distributed"] is False and misc.get_backend() is None
 
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "1")
@@ -400,8 +399,8 @@ def test_one_launched_process_sets_up_the_process_group(monkeypatch):
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", str(free_port()))
     try:
-        misc.init_distributed_mode(args)
-        assert args.distributed is True and (args.rank, args.world_size) == (0, 1)
+        settings = misc.init_distributed_mode(args)
+        assert settings["distributed"] is True and (settings["rank"], settings["world_size"]) == (0, 1)
         assert misc.get_backend() == "gloo" and misc.get_world_size() == 1
     finally:
         if torch.distributed.is_initialized():

@@ -140,8 +140,9 @@ def distributed_environment(environ: Dict[str, str]) -> Optional[Tuple[int, int,
     return None
 
 
-def init_distributed_mode(args) -> None:
-    """Set `args.distributed`, `args.rank`, `args.world_size`, `args.gpu` from the launcher's environment.
+def init_distributed_mode(args) -> Dict[str, object]:
+    """The distributed settings of this process from the launcher's environment, set up: `{"distributed",
+    "rank", "world_size", "gpu", "device"}` (`device` the process's GPU under CUDA, else `args.device`).
 
     Works with `torch.distributed.launch --use_env` and `torchrun` (RANK, WORLD_SIZE, LOCAL_RANK) and with
     SLURM (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID; the GPU is the local id, else `rank % device count`
@@ -154,28 +155,25 @@ def init_distributed_mode(args) -> None:
     """
     found = distributed_environment(os.environ)
     if found is None or (found[3] == "slurm" and found[1] <= 1):
-        args.distributed = False
-        args.rank, args.world_size, args.gpu = 0, 1, 0
-        return
-    args.rank, args.world_size, local_rank, launcher = found
+        return {"distributed": False, "rank": 0, "world_size": 1, "gpu": 0, "device": args.device}
+    rank, world_size, local_rank, launcher = found
     use_cuda = str(args.device).startswith("cuda")
     if local_rank is None:
-        local_rank = args.rank % max(1, torch.cuda.device_count()) if use_cuda else 0
-    args.gpu = local_rank
+        local_rank = rank % max(1, torch.cuda.device_count()) if use_cuda else 0
     if args.dist_url == "env://":
         missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
         if missing:
-            raise SystemExit(f"distributed start ({launcher}, rank {args.rank} of {args.world_size}): --dist_url env:// "
+            raise SystemExit(f"distributed start ({launcher}, rank {rank} of {world_size}): --dist_url env:// "
                              f"needs {' and '.join(missing)} (export the first node's address and a free port, as "
                              f"scripts/slurm_train.sh does, or pass --dist_url tcp://HOST:PORT)")
-    args.distributed = True
+    device = args.device
     if use_cuda:
-        torch.cuda.set_device(args.gpu)
-        args.device = f"cuda:{args.gpu}"
+        torch.cuda.set_device(local_rank)
+        device = f"cuda:{local_rank}"
     backend = "nccl" if use_cuda else "gloo"
-    dist.init_process_group(backend=backend, init_method=args.dist_url,
-                            world_size=args.world_size, rank=args.rank)
+    dist.init_process_group(backend=backend, init_method=args.dist_url, world_size=world_size, rank=rank)
     dist.barrier()
+    return {"distributed": True, "rank": rank, "world_size": world_size, "gpu": local_rank, "device": device}
 
 
 def state_digest(module: torch.nn.Module) -> str:
