@@ -403,6 +403,9 @@ def _speak(text: str, stem: str, rng: np.random.Generator, voices: Sequence[str]
     "fixed" speakers draw the voice, rate and eSpeak NG seed from the video's stream `rng`, as the datasets
     made before the speaker pools; "varied" ones draw the whole style from a stream of the recording's own
     (`draw_style`), so the video's stream, and with it every frame, mask and text, does not depend on the pool.
+    The samples depend on what the process spoke before (eSpeak NG keeps waveform state across syntheses, see
+    scripts/speak_expressions.py): with another number of training videos the held-out recordings are other
+    renditions of the same styles.
     """
     if config.speakers == "fixed":
         voice = str(rng.choice(voices))

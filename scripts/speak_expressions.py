@@ -17,9 +17,12 @@ folders as `--rvos_audio_path` / `--a2d_audio_path` (features) or `--rvos_wav_pa
 (recordings, features computed on the fly).
 
 Each expression's voice, rate and eSpeak NG seed are drawn from `--voices` by a random stream of its own
-(`--seed` and its name), so they do not depend on the order, the workers or what was already done. eSpeak NG
-carries a little waveform state from one synthesis to the next inside a process, so the samples themselves
-may differ by a few samples between runs that split the work differently. `--speakers varied` draws instead
+(`--seed` and its name), so they do not depend on the order, the workers or what was already done. The samples
+themselves do: eSpeak NG keeps waveform state from one synthesis to the next inside a process that neither its
+seed nor a re-initialisation resets, so the same text, style and seed spoken twice in one process gives two
+renditions (lengths a few samples apart, correlation about 0.5 at the best shift; measured in eSpeak NG through
+espeakng-loader). A run repeats its recordings exactly only with the same expressions in the same order per
+process; runs that split the work differently get other renditions of the same styles. `--speakers varied` draws instead
 from the training speaker pool of datasets/speech.py (every training accent with every training voice
 variant) and draws a pitch, pitch range and word gap too; `--speakers unseen` does the same with the unseen
 pool (accents and variants kept out of the training pool). Their manifest entries record the whole style:
