@@ -51,7 +51,7 @@ import torchvision
 from torch import Tensor, nn
 
 from engine.train import autocast_context, build_optimizer, outputs_to_float
-from main import get_args_parser
+from engine.run import get_args_parser
 from models import build_model, optimize_for_inference
 from models.dcn import selected_backend
 from util.config import ArgumentParser, freeze, parse_args as parse_model_args

@@ -40,7 +40,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 import inference_rvos
-import main as train
+import engine.run as train
 from datasets.ytvos import audio_feature_path, split_paths
 from datasets.ytvos_format import read_meta_expressions
 from engine.checkpoint import LATEST_CHECKPOINT, LOG_NAME
@@ -242,7 +242,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
 
     start = time.time()
     args = train.parse(train_argv)
-    train.main(args)
+    train.train(args)
     stages["train"] = time.time() - start
     epochs = epoch_seconds(out / LOG_NAME)
     report("warmup", epochs["warmup"], videos=args.warmup_subset, epochs=args.warmup_epochs)

@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 import inference_rvos
-import main as train
+import engine.run as train
 from datasets.audio.noise import NOISE_TYPES
 from datasets.audio.perturb import BANDS, parse_band
 from datasets.ytvos import TEST_PART, resolve_split_file, split_paths
@@ -791,7 +791,7 @@ def seed_study(options: argparse.Namespace, overrides: Sequence[str]) -> dict:
         start = time.time()
         reused = options.resume and finished_training(folder, train_args)
         if not reused:
-            train.main(train_args)
+            train.train(train_args)
         log_json({"seed": seed, "stage": "train", "reused": reused, "seconds": round(time.time() - start, 2)})
         # The report's --seed is the config's, the same for every run: each model hears the same noise, rooms
         # and derangement, so the spread is the training's.

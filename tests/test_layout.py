@@ -100,8 +100,6 @@ def product_files() -> List[Path]:
     return [path for path in source_files() if module_parts(path)[0] != TESTS]
 
 
-@pytest.mark.xfail(strict=True, reason="the inference scripts and four scripts still take their parser "
-                                       "from main.get_args_parser; it goes when the options move to their parts")
 def test_no_product_module_imports_main():
     # main.py is the training entry point; its parser and helpers belong to the parts they configure.
     violations = [f"{path.relative_to(ROOT)}:{line}" for path in product_files()
