@@ -22,11 +22,12 @@ Unlike the official script (first `--num_frames` frames only), long videos are c
 consecutive clips; the last clip is filled by repeating its frames, as the official does for short
 videos. Entries follow the official format and also carry `exp_id`. Optional outputs: the
 Ref-YouTube-VOS submission PNGs (`--png_dir`) and overlay images, a contact sheet and a GIF per
-video (`--visualize`), an overlay video per video with its recordings as the sound (`--save_video`). One video file
-(`--video`, any container FFmpeg reads, `--fps` to subsample) or one folder of frames (`--video_dir`) runs with
-one recording (`--audio`, any format `datasets.audio.io.load_audio` reads, the audio track of a video file too),
-resampled to the rate of the model's training features when its checkpoint records one. Finished videos are kept in `<save_path>.partial` as they are done: a run stopped
-by a broken file or Ctrl-C continues with `--resume_results`.
+video (`--visualize`), an overlay video per video with its recordings as the sound (`--save_video`).
+One video file (`--video`, any container FFmpeg reads, `--fps` to subsample) or one folder of frames
+(`--video_dir`) runs with one recording (`--audio`, any format `datasets.audio.io.load_audio` reads, the sound
+of a video file too), resampled to the rate of the model's training features when its checkpoint records one.
+Finished videos are kept in `<save_path>.partial` as they are done: a run stopped by a broken file or Ctrl-C
+continues with `--resume_results`.
 """
 import argparse
 import sys
@@ -64,7 +65,7 @@ from util.options import (ENTRY_POINT_GROUPS, add_inference_args, add_run_args, 
 from util.reporting import log_json
 from util.results import make_entry, write_results
 from util.visualize import PALETTE, annotate_frame, contact_sheet, labelled_rows, overlay, save_gif
-from util.video_writer import H264_CODECS, write_video
+from util.video_writer import H264_CODECS, container_format, write_video
 from util.weights import count_trained_on
 
 PNG_FOREGROUND = 255  # the submission PNGs hold 0 / 255
@@ -163,6 +164,8 @@ def single_job(args) -> VideoJob:
     audio = Path(args.audio)
     if not audio.is_file():
         raise OptionError(f"--audio {audio}: the file does not exist")
+    if args.save_video:
+        container_format(args.save_video)  # a wrong suffix fails before any work
     expressions = [Expression(audio.stem, 0, audio)]
     if args.video:
         decoded = read_video_frames(args.video, args.fps, args.max_frames)

@@ -179,3 +179,24 @@ def test_a_split_writes_one_overlay_video_per_video(tmp_path, checkpoint):
             frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
         # below the frame, a caption band per expression (their words are known)
         assert len(frames) == count and frames[0].shape[0] > HEIGHT and frames[0].shape[1] == WIDTH
+
+
+def test_without_an_h264_encoder_another_codec_is_used(tmp_path, monkeypatch):
+    import util.video_writer as video_writer
+    monkeypatch.setattr(video_writer, "VIDEO_CODECS", ("no_such_encoder", "mpeg4"))
+    frames = [frame[:-1, :-1] for frame in clip_frames()]  # odd sizes: padded by one row and column
+    out = tmp_path / "fallback.mp4"
+    assert video_writer.write_video(out, frames, fps=CLIP_FPS) == "mpeg4"
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].codec_context.name == "mpeg4" and not container.streams.audio
+        decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    assert len(decoded) == CLIP_FRAMES and decoded[0].shape == (HEIGHT, WIDTH, 3)
+
+
+def test_a_save_video_name_without_a_video_suffix_fails_before_any_work(tmp_path, checkpoint, media):
+    from util.errors import OptionError
+    with pytest.raises(OptionError, match=r"--save_video .*out.gif: expected a file ending in .mp4"):
+        inference_rvos.main(MODEL_ARGV + ["--model_path", str(checkpoint), "--video", str(media["clip"]),
+                                          "--audio", str(media["recording"]), "--save_video", str(tmp_path / "out.gif"),
+                                          "--save_path", str(tmp_path / "r.json")])
+    assert not (tmp_path / "r.json").exists()
