@@ -7,7 +7,8 @@
 The settings of each backbone are those of its training config (configs/ytvos_r50.yaml,
 configs/ytvos_r101.yaml) read through the model's options (models/options.py), so the defaults live in
 one place. The checkpoint (`{'model': state_dict}`, as main.py writes it) is loaded strictly
-with `torch.load(weights_only=True)`: every key must fit. Nothing is downloaded unless `checkpoint` is
+with `torch.load(weights_only=True)`: every key must fit; a `.safetensors` export of it
+(`scripts/export_weights.py`) loads the same way, without pickle. Nothing is downloaded unless `checkpoint` is
 an http(s) URL; the DETR and ImageNet initialisations are not needed (the checkpoint replaces them).
 
 Only the model and the weight loading are imported (`models`, `util`), not the data, the engine or the training
@@ -26,7 +27,7 @@ from util.config import ANY_OPTION, ArgumentParser, parse_args
 from util.options import add_run_args, add_training_args
 from util.weights import load_wnet_checkpoint
 
-dependencies = ["torch", "torchvision", "numpy", "pytorch_wavelets", "threadpoolctl", "yaml"]  # torch.hub checks them
+dependencies = ["torch", "torchvision", "numpy", "pytorch_wavelets", "safetensors", "threadpoolctl", "yaml"]  # torch.hub checks them
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 URL_SCHEMES = ("http", "https")

@@ -2,6 +2,7 @@
 
     python inference_rvos.py --masks --model_path output/checkpoint.pth --save_path results.json
     python inference_rvos.py --masks --model_path CKPT --audio phrase.wav --video_dir frames/ --visualize out/
+    python inference_rvos.py --masks --model_path CKPT --video clip.mp4 --audio phrase.m4a --save_video overlay.mp4
     python inference_rvos.py --masks --model_path CKPT ... --rvos_wav_path recordings/ \
         [--audio_noise {white,pink,babble} --audio_snr_db 5] [--audio_rt60 0.6] [--audio_band telephone]
         [--audio_speed 1.2]
@@ -21,8 +22,12 @@ Unlike the official script (first `--num_frames` frames only), long videos are c
 consecutive clips; the last clip is filled by repeating its frames, as the official does for short
 videos. Entries follow the official format and also carry `exp_id`. Optional outputs: the
 Ref-YouTube-VOS submission PNGs (`--png_dir`) and overlay images, a contact sheet and a GIF per
-video (`--visualize`). Finished videos are kept in `<save_path>.partial` as they are done: a run stopped
-by a broken file or Ctrl-C continues with `--resume_results`.
+video (`--visualize`), an overlay video per video with its recordings as the sound (`--save_video`).
+One video file (`--video`, any container FFmpeg reads, `--fps` to subsample) or one folder of frames
+(`--video_dir`) runs with one recording (`--audio`, any format `datasets.audio.io.load_audio` reads, the sound
+of a video file too), resampled to the rate of the model's training features when its checkpoint records one.
+Finished videos are kept in `<save_path>.partial` as they are done: a run stopped by a broken file or Ctrl-C
+continues with `--resume_results`.
 """
 import argparse
 import sys
@@ -43,7 +48,10 @@ from datasets.common import (SKIP_HINT, BadSampleWarning, SampleError, build_for
 from datasets.formats import DataFormatError, read_rgb
 from datasets.ytvos import TEST_PART, audio_stem, read_ytvos_videos, resolve_split_file, video_frame_paths
 from datasets.ytvos_format import read_video_list
-from engine.inference import list_frames, load_frame, load_model_for_inference, predict_video_masks
+from datasets.audio.io import RESAMPLER, is_recording, resample
+from datasets.audio.loader import decode
+from datasets.video import read_video_frames
+from engine.inference import frame_tensor, list_frames, load_model_for_inference, predict_video_masks
 from models.postprocess import PostProcessSegm
 from datasets import add_dataset_args, add_training_data_args
 from models import add_model_args
@@ -56,12 +64,15 @@ from util.options import (ENTRY_POINT_GROUPS, add_inference_args, add_run_args, 
                           inference_args)
 from util.reporting import log_json
 from util.results import make_entry, write_results
-from util.visualize import PALETTE, contact_sheet, labelled_rows, overlay, save_gif
+from util.visualize import PALETTE, annotate_frame, contact_sheet, labelled_rows, overlay, save_gif
+from util.video_writer import H264_CODECS, container_format, write_video
 from util.weights import count_trained_on
 
 PNG_FOREGROUND = 255  # the submission PNGs hold 0 / 255
 GIF_FPS = 6
 CONTACT_SHEET_COLUMNS = 6
+FOLDER_FPS = 6.0  # --save_video's rate for frame folders: the Ref-YouTube-VOS frames are every 5th of 30 fps
+VIDEO_SUFFIX = ".mp4"  # a split's overlay videos: <save_video>/<video>.mp4
 
 
 @dataclass
@@ -76,8 +87,14 @@ class Expression:
 class VideoJob:
     name: str
     video_id: int
-    frame_paths: List[Path]
+    frame_paths: List[Path]  # of a decoded video file: its frames' names (`images` holds the frames)
     expressions: List[Expression] = field(default_factory=list)
+    images: Optional[List[Image.Image]] = None  # the frames of a video file, decoded (`--video`)
+    fps: float = 0.0  # the frames' rate, when known (a video file's)
+
+    def image(self, index: int) -> Image.Image:
+        """Frame `index`, RGB: decoded already, or read from its file."""
+        return self.images[index] if self.images is not None else read_rgb(self.frame_paths[index])
 
 
 def get_parser(prog: str = "Wnet Ref-YouTube-VOS inference") -> argparse.ArgumentParser:
@@ -141,14 +158,21 @@ def split_jobs(args, dropped: Optional[List[str]] = None) -> List[VideoJob]:
 
 
 def single_job(args) -> VideoJob:
-    """`--audio FILE --video_dir DIR`: one recording on one folder of frames."""
-    if not (args.audio and args.video_dir):
-        raise OptionError("--audio and --video_dir go together: one recording and one folder of frames")
+    """`--audio FILE` with `--video FILE` or `--video_dir DIR`: one recording on one video file or folder of frames."""
+    if not (args.audio and bool(args.video) != bool(args.video_dir)):
+        raise OptionError("--audio goes with one of --video (a video file) or --video_dir (a folder of frames)")
     audio = Path(args.audio)
     if not audio.is_file():
         raise OptionError(f"--audio {audio}: the file does not exist")
-    frames = list_frames(args.video_dir)
-    return VideoJob(Path(args.video_dir).resolve().name, 0, frames, [Expression(audio.stem, 0, audio)])
+    if args.save_video:
+        container_format(args.save_video)  # a wrong suffix fails before any work
+    expressions = [Expression(audio.stem, 0, audio)]
+    if args.video:
+        decoded = read_video_frames(args.video, args.fps, args.max_frames)
+        log_json({"event": "video", "path": str(args.video), "frames": len(decoded.images), "fps": decoded.fps})
+        return VideoJob(Path(args.video).stem, 0, [Path(name) for name in decoded.names], expressions,
+                        decoded.images, decoded.fps)
+    return VideoJob(Path(args.video_dir).resolve().name, 0, list_frames(args.video_dir), expressions)
 
 
 def check_jobs(jobs: Sequence[VideoJob], load_audio: Callable[[Path], torch.Tensor]) -> List[str]:
@@ -156,7 +180,8 @@ def check_jobs(jobs: Sequence[VideoJob], load_audio: Callable[[Path], torch.Tens
     problems: List[str] = []
     for job in jobs:
         describe = f"video {job.name}"
-        check_frame_sizes(decode_images(job.frame_paths, read_rgb, describe, problems), describe, problems)
+        if job.images is None:  # a video file's frames are decoded already
+            check_frame_sizes(decode_images(job.frame_paths, read_rgb, describe, problems), describe, problems)
         for expression in job.expressions:
             try:
                 load_audio(expression.audio_path)
@@ -178,7 +203,7 @@ def write_visualisation(out_dir: Path, job: VideoJob, masks: Dict[str, np.ndarra
     overlays = []
     rows: List[List[np.ndarray]] = [[] for _ in masks]
     for index, frame_path in enumerate(job.frame_paths):
-        frame = np.asarray(read_rgb(frame_path))
+        frame = np.asarray(job.image(index))
         image = frame
         for number, exp_id in enumerate(masks):
             color = PALETTE[number % len(PALETTE)]
@@ -198,6 +223,30 @@ def write_visualisation(out_dir: Path, job: VideoJob, masks: Dict[str, np.ndarra
                  lambda tmp: rows_picture.save(tmp, format="JPEG", quality=90))
 
 
+def expression_sound(expressions: Sequence[Expression]) -> Tuple[Optional[np.ndarray], int]:
+    """The recordings of `expressions` one after another (at the first one's rate) for an overlay video's sound;
+    (None, 0) when they are extracted features."""
+    recordings = [decode(e.audio_path) for e in expressions if is_recording(e.audio_path)]
+    if not recordings:
+        return None, 0
+    rate = recordings[0][1]
+    return np.concatenate([resample(samples, own_rate, rate) for samples, own_rate in recordings]), rate
+
+
+def write_overlay_video(path: Path, job: VideoJob, masks: Dict[str, np.ndarray], fps: float) -> None:
+    """The video's frames with every expression's mask, box and words (when known), its recordings as the sound."""
+    expressions = [e for e in job.expressions if e.exp_id in masks]
+    captions = [f'"{e.text}"' if e.text else "" for e in expressions]
+    frames = [annotate_frame(np.asarray(job.image(index)), [masks[e.exp_id][index] for e in expressions], captions)
+              for index in range(len(job.frame_paths))]
+    sound, rate = expression_sound(expressions)
+    codec = write_video(path, frames, fps, sound, rate)
+    log_json({"event": "overlay_video", "path": str(path), "frames": len(frames), "fps": fps, "codec": codec,
+              "audio_seconds": None if sound is None else round(len(sound) / rate, 3),
+              **({} if codec in H264_CODECS else {"note": f"no H.264 encoder in this PyAV build: {codec}"}),
+              **({} if sound is not None else {"note_audio": "no recordings (extracted features): no sound"})})
+
+
 # ----------------------------------------------------------------------------- inference
 def drop_or_raise(what: str, error: Exception, skip_bad_samples: bool) -> str:
     """A broken video or expression: a SampleError naming it, or with `skip_bad_samples` a warning; returns
@@ -215,7 +264,7 @@ def infer_video(model: torch.nn.Module, postprocess: PostProcessSegm, job: Video
     """Masks `[n, H, W]` (bool) of every expression of one video, every frame covered; frames at short
     side 300 x `scale`. Returns (masks by exp_id, the dropped video or expressions when `skip_bad_samples`)."""
     try:
-        loaded = [load_frame(path, scale) for path in job.frame_paths]
+        loaded = [(frame_tensor(image, scale), image) for image in map(job.image, range(len(job.frame_paths)))]
         sizes = {image.size for _, image in loaded}
         if len(sizes) != 1:
             raise DataFormatError(f"frames have different sizes {sorted(sizes)}")
@@ -253,6 +302,10 @@ def infer_job(model: torch.nn.Module, postprocess: PostProcessSegm, job: VideoJo
                 save_png(child_path(args.png_dir, job.name, expression.exp_id, f"{frame_path.stem}.png"), mask)
     if args.visualize and masks:
         write_visualisation(Path(args.visualize), job, masks)
+    if args.save_video and masks:  # one video: the file named; a split: a folder of <video>.mp4
+        write_overlay_video(Path(args.save_video) if args.audio else
+                            child_path(args.save_video, f"{job.name}{VIDEO_SUFFIX}"), job, masks,
+                            job.fps or args.fps or FOLDER_FPS)
     log_json({"video": job.name, "frames": len(job.frame_paths), "expressions": len(entries), "dropped": len(dropped)})
     return {"entries": entries, "dropped": dropped}
 
@@ -279,6 +332,10 @@ def run(args, jobs: Sequence[VideoJob], model: Optional[torch.nn.Module] = None,
                                       else train_videos.get("ytvos", []), args.model_path)
     if not args.audio:
         load_audio.warn_feature_rate(args.rvos_audio_path)
+    elif not args.audio_sample_rate and load_audio.model_rate:  # one recording: at the model's rate
+        load_audio.resample_to = load_audio.model_rate
+        log_json({"event": "audio_resample", "audio": str(args.audio), "to": load_audio.model_rate,
+                  "resampler": RESAMPLER})
     entries, dropped, start, num_frames = [], list(dropped_before), time.time(), 0
     with journal_on_interrupt(journal):
         for job in tqdm(jobs, desc=progress, dynamic_ncols=True):
@@ -299,7 +356,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
     """Write results.json; with `--check_data` return the exit code of the data check instead."""
     args = parse(argv)
     dropped: List[str] = []
-    if args.audio or args.video_dir:
+    if args.audio or args.video or args.video_dir:
         jobs = [single_job(args)]
     else:
         jobs = build_for_check(lambda: split_jobs(args, dropped)) if args.check_data else split_jobs(args, dropped)

@@ -90,11 +90,16 @@ def list_frames(folder: PathLike) -> List[Path]:
     return natural_sorted(frames, folder)
 
 
+def frame_tensor(image: Image.Image, scale: float = 1.0) -> Tensor:
+    """An RGB frame -> the normalised tensor `[3, h, w]` at short side 300 x `scale`."""
+    (tensor,), _ = frame_transform(scale)([image], {})
+    return tensor
+
+
 def load_frame(path: PathLike, scale: float = 1.0) -> Tuple[Tensor, Image.Image]:
     """A frame file -> (normalised tensor `[3, h, w]` at short side 300 x `scale`, the RGB image)."""
     image = read_rgb(path)
-    (tensor,), _ = frame_transform(scale)([image], {})
-    return tensor, image
+    return frame_tensor(image, scale), image
 
 
 # ----------------------------------------------------------------------------- masks of a clip, of a video

@@ -10,7 +10,9 @@ Stages (each reported as one JSON line with its wall time):
 2. warmup and train: `main.main` with `--config` (configs/demo.yaml), checkpoints in `--out`. The config's
    `--warmup_epochs` stage first memorises a few training videos (recordings included), then the whole
    training set is trained on from those weights (why: see the README's demo section);
-3. evaluate: `inference_rvos.main` on the held-out videos (overlays, contact sheets and GIFs in `--out/vis`),
+   The training curves go to `--out/training_curves.png` (`scripts/plot_logs.py`);
+3. evaluate: `inference_rvos.main` on the held-out videos (overlays, contact sheets and GIFs in `--out/vis`, an
+   overlay video per video with its recordings as the sound in `--out/videos`, about 9 s for the 40 videos),
    J, F and J&F (`scripts/evaluate_rvos.py`), then the same with each video's recordings deranged (every
    expression gets the recording of another object of the same video). A model that listens segments the
    object the wrong recording names, so J&F drops; one that ignores the audio scores the same;
@@ -52,6 +54,7 @@ from scripts.extract_mfcc import available_cpus
 from scripts.make_demo_data import DemoConfig, generate
 from scripts.listening_report import REPORT_NAME
 from scripts.listening_report import main as listening_report
+from scripts.plot_logs import plot_logs
 from scripts.probe_audio import probe
 from util.config import inference_scale, own_argv
 from util.errors import run_main
@@ -74,6 +77,8 @@ LISTENING_ARGS = ["--conditions", "unseen,white,babble,room,band", "--snrs", "0"
                   "--bands", "telephone", "--deranged", "clean"]
 SCORE_KEYS = ("J", "F", "J&F", "J&F_audio_shuffled")
 VIS_DIR = "vis"
+VIDEOS_DIR = "videos"  # <video>.mp4: the held-out videos with their masks, words and recordings
+CURVES_NAME = "training_curves.png"
 PROBE_VIDEOS = 10  # the listening probe runs on the first 10 held-out videos (20 expressions): all 40 took 20 s
 DEFAULT_THREADS = 1  # measured on the 2-core machine: 0.19 s per training step with one thread, 0.25 s with two
 
@@ -167,14 +172,16 @@ def test_videos(data: Path) -> List[str]:
 
 
 def infer_and_evaluate(infer_argv: List[str], data: Path, out: Path, name: str, seed: int,
-                       visualize: str = "") -> Dict[str, object]:
+                       visualize: str = "", videos: str = "") -> Dict[str, object]:
     """Infer the held-out videos of `data` with their own recordings and with each video's recordings deranged;
-    returns J, F, J&F of both passes and the derangement."""
+    returns J, F, J&F of both passes and the derangement. `visualize`: the first pass's pictures; `videos`: its
+    overlay videos, from the recordings (`audio_wav/`, whose features equal the extracted ones) to play them."""
     split_file = str(data / "test_videos.txt")
     data_argv = ["--ytvos_path", str(data), "--rvos_audio_path", str(data / "audio_feature"), "--split_file", split_file]
     results = out / f"{name}.json"  # name: a results file's stem
     inference_rvos.main(infer_argv + data_argv + ["--save_path", str(results)]
-                        + (["--visualize", visualize] if visualize else []))
+                        + (["--visualize", visualize] if visualize else [])
+                        + (["--rvos_wav_path", str(data / "audio_wav"), "--save_video", videos] if videos else []))
     metrics = evaluate_rvos(results, data, SPLIT, split_file)
     shuffled_results = out / f"{name}_audio_shuffled.json"
     with tempfile.TemporaryDirectory(prefix=".audio_shuffled.", dir=out) as shuffled_dir:
@@ -245,6 +252,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     train.train(args)
     stages["train"] = time.time() - start
     epochs = epoch_seconds(out / LOG_NAME)
+    plot_logs([out / LOG_NAME], out / CURVES_NAME, labels=["make demo"])
     report("warmup", epochs["warmup"], videos=args.warmup_subset, epochs=args.warmup_epochs)
     report("train", stages["train"], epochs=args.epochs, warmup_seconds=round(epochs["warmup"], 2),
            checkpoint=str(out / LATEST_CHECKPOINT))
@@ -252,7 +260,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     infer_argv = base_argv + ["--model_path", str(out / LATEST_CHECKPOINT)]
     start = time.time()
     held_out = infer_and_evaluate(infer_argv, data, out, Path(RESULTS_NAME).stem, args.seed,
-                                  visualize=str(out / VIS_DIR))
+                                  visualize=str(out / VIS_DIR), videos=str(out / VIDEOS_DIR))
     stages["evaluate"] = time.time() - start
     report("evaluate", stages["evaluate"], **{k: round(held_out[k], 4) for k in SCORE_KEYS})
 

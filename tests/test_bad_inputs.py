@@ -31,6 +31,7 @@ import main as train
 from audio_helpers import load_script, tone_signal, write_audio
 from data_factory import draw_frame, make_a2d, make_jhmdb, make_ytvos
 from datasets import audio
+from datasets.audio.io import RESAMPLER
 from datasets.common import BadSampleWarning
 from datasets.formats import write_jpeg, write_npy, write_palette_png
 from util.config import own_argv
@@ -156,7 +157,7 @@ def test_02_an_earlier_run_is_not_overwritten(trained, tiny, tmp_path, capsys):
     assert [(r["epoch"], r["dropped_samples"]) for r in records] == [(0, 1)]
 
 
-def test_03_recordings_are_resampled_to_one_rate_and_the_rate_is_recorded(trained, tiny, tmp_path):
+def test_03_recordings_are_resampled_to_one_rate_and_the_rate_is_recorded(trained, tiny, tmp_path, capsys):
     from datasets.speech import synthesize
 
     phrase, rate = synthesize("the red square moving left")  # 22050 Hz
@@ -181,18 +182,23 @@ def test_03_recordings_are_resampled_to_one_rate_and_the_rate_is_recorded(traine
     assert info["files"]["high"] == {"sample_rate": FEATURE_RATE, "source_sample_rate": 48000}
     assert audio.feature_sample_rate(tmp_path / "out") == FEATURE_RATE
 
-    # training copied the features' rate into its checkpoint; inference warns about a recording of another rate
+    # training copied the features' rate into its checkpoint; one recording of another rate (--audio) is resampled
+    # to it, as with --audio_sample_rate, and the log names the resampler
     checkpoint = trained / "checkpoint.pth"
     assert load(checkpoint)["args"]["audio_sample_rate"] == FEATURE_RATE
     argv = rvos_argv(tiny, checkpoint, tmp_path / "r.json", "--audio", in_dir / "high.wav", "--video_dir",
                      frame(tiny, "vid000", "00000").parent)
-    with pytest.warns(audio.AudioWarning, match=f"48000 Hz.*{FEATURE_RATE} Hz.*--audio_sample_rate {FEATURE_RATE}"):
-        inference_rvos.main([str(a) for a in argv])
+    capsys.readouterr()
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
+        inference_rvos.main([str(a) for a in argv])
         inference_rvos.main([str(a) for a in argv + ["--save_path", tmp_path / "r2.json", "--audio_sample_rate",
                                                      FEATURE_RATE]])
     assert not [w for w in record if "Hz" in str(w.message)]  # resampled to the model's rate: nothing to say
+    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [(e["to"], e["resampler"]) for e in logged if e.get("event") == "audio_resample"] == [
+        (FEATURE_RATE, RESAMPLER)]
+    assert (tmp_path / "r.json").read_text() == (tmp_path / "r2.json").read_text()
 
 
 def test_04_inference_keeps_finished_videos_and_skips_broken_ones(trained, tmp_path, capsys):

@@ -2,8 +2,10 @@
 import json
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
+from PIL import Image
 
 from scripts import demo
 from scripts.demo_args import SPLIT
@@ -43,6 +45,11 @@ def test_quick_demo_runs_every_stage(quick_run):
         vis = out / demo.VIS_DIR
         assert (vis / f"{video}.gif").is_file() and (vis / f"{video}_sheet.jpg").is_file()
         assert len(list((vis / video).glob("*.jpg"))) == len(frames)
+        with av.open(str(out / demo.VIDEOS_DIR / f"{video}.mp4")) as container:  # with its recordings' sound
+            assert len(container.streams.audio) == 1
+            assert sum(1 for _ in container.decode(video=0)) == len(frames)
+    with Image.open(out / demo.CURVES_NAME) as curves:
+        assert curves.format == "PNG"
 
     # both results files cover every held-out expression
     for name in (demo.RESULTS_NAME, demo.SHUFFLED_RESULTS_NAME):

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from util.visualize import LABEL_HEIGHT, PALETTE, contact_sheet, labelled_rows, mask_contour, overlay, save_gif
+from util.visualize import (LABEL_HEIGHT, PALETTE, SHEET_BACKGROUND, annotate_frame, contact_sheet, labelled_rows,
+                             mask_box, mask_contour, overlay, save_gif)
 
 
 def gradient_image(height: int, width: int) -> np.ndarray:
@@ -102,3 +103,21 @@ def test_save_gif_writes_every_frame_at_the_rate(tmp_path):
     with pytest.raises(ValueError, match="differ in size"):
         save_gif([frames[0], np.zeros((5, 5, 3), dtype=np.uint8)], tmp_path / "bad.gif", fps=5)
     assert not (tmp_path / "bad.gif").exists()
+
+
+def test_annotate_frame_draws_each_mask_its_box_and_a_caption_band():
+    rgb = np.zeros((20, 30, 3), dtype=np.uint8)
+    first, second = np.zeros((20, 30), dtype=bool), np.zeros((20, 30), dtype=bool)
+    first[4:9, 3:12] = True
+    second[12:18, 20:27] = True
+    assert mask_box(first) == (3, 4, 11, 8) and mask_box(np.zeros((2, 2), dtype=bool)) is None
+    plain = annotate_frame(rgb, [first, second], ["", ""])
+    assert plain.shape == rgb.shape  # no words: no band
+    assert tuple(plain[4, 3]) == PALETTE[0] and tuple(plain[17, 26]) == PALETTE[1]  # box corners, own colours
+    assert not plain[~(first | second)].any()  # nothing outside the masks
+    captioned = annotate_frame(rgb, [first, second], ['"the red circle"', ""])
+    assert captioned.shape == (20 + LABEL_HEIGHT, 30, 3)  # one caption line: the second has no words
+    np.testing.assert_array_equal(captioned[:20], plain)
+    band = captioned[20:]
+    ink = band[(band != SHEET_BACKGROUND).any(axis=2)].astype(int)  # the words (antialiased), in their mask's colour
+    assert len(ink) and (ink[:, 0] > ink[:, 1]).all() and PALETTE[0][0] > PALETTE[0][1]

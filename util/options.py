@@ -13,6 +13,7 @@ from util.config import (PARTIAL_SUFFIX, FrozenNamespace, ImgPathAction, add_off
 OFFICIAL_PRETRAINED_WEIGHTS = "coco_pretrained_weights/384_coco_r50.pth"
 DEFAULT_AMP_DTYPE = "bfloat16"
 AMP_DTYPES = ("bfloat16", "float16")
+DEFAULT_MAX_FRAMES = 900  # 30 s at 30 fps: about 2.5 GB of 720p frames decoded
 
 
 def add_run_args(parser: argparse.ArgumentParser) -> None:
@@ -127,8 +128,20 @@ def add_rvos_inference_args(parser: argparse.ArgumentParser) -> None:
                             "--ytvos_split SPLIT")
     group.add_argument("--png_dir", default="", type=str, help="write the Ref-YouTube-VOS submission PNGs here")
     group.add_argument("--visualize", default="", type=str, help="write overlay images here")
-    group.add_argument("--audio", default="", type=str, help="one raw recording (wav/flac/ogg) to run")
+    group.add_argument("--audio", default="", type=str,
+                       help="one recording to run (wav, flac, ogg, mp3, m4a, ... or a video file's audio track), "
+                            "resampled to the rate the checkpoint's training features had")
     group.add_argument("--video_dir", default="", type=str, help="one folder of frames to run --audio on")
+    group.add_argument("--video", default="", type=str,
+                       help="one video file (any container FFmpeg reads: mp4, mkv, webm, ...) to run --audio on")
+    group.add_argument("--fps", default=0.0, type=non_negative_float, metavar="F",
+                       help="--video: keep about F frames per second (0: every frame); --save_video of frame "
+                            "folders: their rate (0: 6, the Ref-YouTube-VOS frames')")
+    group.add_argument("--max_frames", default=DEFAULT_MAX_FRAMES, type=positive_int, metavar="N",
+                       help="--video: refuse a video of more than N frames (after --fps), before it fills the memory")
+    group.add_argument("--save_video", default="", type=str, metavar="PATH",
+                       help="the overlay video (masks, boxes, words; the recording as its sound; H.264): with "
+                            "--video/--video_dir the file PATH (.mp4), else a folder of <video>.mp4")
 
 
 def add_middle_frame_args(parser: argparse.ArgumentParser) -> None:

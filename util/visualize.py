@@ -4,7 +4,7 @@ Images are `[H, W, 3]` uint8 RGB arrays throughout; masks are `[H, W]` booleans.
 """
 import math
 from pathlib import Path
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -130,3 +130,35 @@ def save_gif(frames: Sequence[np.ndarray], path: Union[str, Path], fps: float) -
     duration_ms = round(MILLISECONDS_PER_SECOND / fps)
     atomic_write(path, lambda tmp: pictures[0].save(tmp, format="GIF", save_all=True, append_images=pictures[1:],
                                                     duration=duration_ms, loop=0))
+
+
+def mask_box(mask: np.ndarray) -> Optional[Tuple[int, int, int, int]]:
+    """The bounding box `(x0, y0, x1, y1)` of a mask's pixels (x1 / y1 inclusive), None for an empty mask."""
+    ys, xs = np.nonzero(np.asarray(mask, dtype=bool))
+    if not len(xs):
+        return None
+    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+
+
+def annotate_frame(rgb: np.ndarray, masks: Sequence[np.ndarray], captions: Sequence[str]) -> np.ndarray:
+    """A frame with each mask overlaid in its `PALETTE` colour with its bounding box, and a caption band below
+    it holding each non-empty caption in its mask's colour -> `[H + LABEL_HEIGHT * captions, W, 3]` uint8
+    (no band when every caption is empty)."""
+    image = _check_rgb(rgb)
+    colors = [PALETTE[number % len(PALETTE)] for number in range(len(masks))]
+    for mask, color in zip(masks, colors):
+        image = overlay(image, mask, color=color)
+    picture = Image.fromarray(image)
+    draw = ImageDraw.Draw(picture)
+    for mask, color in zip(masks, colors):
+        box = mask_box(mask)
+        if box is not None:
+            draw.rectangle(box, outline=color)
+    lines = [(caption, color) for caption, color in zip(captions, colors) if caption]
+    if not lines:
+        return np.asarray(picture)
+    band = Image.new("RGB", (picture.width, LABEL_HEIGHT * len(lines)), SHEET_BACKGROUND)
+    band_draw, font = ImageDraw.Draw(band), ImageFont.load_default()
+    for row, (caption, color) in enumerate(lines):
+        band_draw.text((SHEET_PADDING, row * LABEL_HEIGHT), caption, fill=color, font=font)
+    return np.concatenate([np.asarray(picture), np.asarray(band)], axis=0)

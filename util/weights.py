@@ -4,18 +4,24 @@ Every file is read with `torch.load(weights_only=True)` on the CPU, and nothing 
 ResNet weights come from a path the user gives or from torchvision's local cache.
 """
 import argparse
+import hashlib
+import json
 import logging
 import pickle
+import struct
 import sys
 from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+import safetensors
+import safetensors.torch
 import torch
 import torchvision
 from torch import Tensor, nn
 
 from util.errors import UserError
+from util.misc import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +42,15 @@ IMAGENET_WEIGHTS = "IMAGENET1K_V1"
 ZIP_MAGIC = b"PK\x03\x04"
 PICKLE_MAGIC = b"\x80"
 MAGIC_LENGTH = 8  # bytes of an unreadable file shown in its error
+# safetensors files (weights for sharing, scripts/export_weights.py): an 8-byte little-endian header length, then
+# the header, a JSON object; no pickle. Ours carry the model's args, the training videos and a hash of the tensors.
+SAFETENSORS_SUFFIX = ".safetensors"
+SAFETENSORS_LENGTH = struct.Struct("<Q")
+SAFETENSORS_HEADER_START = b"{"
+METADATA_KEY = "__metadata__"
+ARGS_METADATA = "wnet_args"  # JSON of the training args
+TRAIN_VIDEOS_METADATA = "wnet_train_videos"  # JSON of `{part: [video names]}`
+DIGEST_METADATA = "wnet_sha256"  # of the bytes after the header: a changed or cut file is refused
 
 
 class WeightsFileError(UserError, ValueError):
@@ -62,15 +77,86 @@ class StateDictMismatchError(UserError, RuntimeError):
         super().__init__("\n  ".join(parts))
 
 
+# ----------------------------------------------------------------------------- safetensors
+def is_safetensors(path: PathLike) -> bool:
+    """Whether `path` is (meant to be) a safetensors file: by its suffix, or a header length then a JSON object."""
+    if Path(path).suffix.lower() == SAFETENSORS_SUFFIX:
+        return True
+    with open(path, "rb") as f:
+        start = f.read(SAFETENSORS_LENGTH.size + len(SAFETENSORS_HEADER_START))
+    return len(start) > SAFETENSORS_LENGTH.size and start[SAFETENSORS_LENGTH.size:] == SAFETENSORS_HEADER_START
+
+
+def _split_safetensors(data: bytes, path: PathLike) -> Tuple[dict, bytes]:
+    """(the header as JSON, the tensors' bytes) of a safetensors file's contents."""
+    if len(data) < SAFETENSORS_LENGTH.size:
+        raise WeightsFileError(f"{path} is not a readable safetensors file (it holds {len(data)} bytes)")
+    (length,) = SAFETENSORS_LENGTH.unpack_from(data)
+    end = SAFETENSORS_LENGTH.size + length
+    try:
+        header = json.loads(data[SAFETENSORS_LENGTH.size:end].decode("utf-8")) if end <= len(data) else None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        header = None
+    if not isinstance(header, dict):
+        raise WeightsFileError(f"{path} is not a readable safetensors file (its header is not a JSON object of "
+                               f"{length} bytes)")
+    return header, data[end:]
+
+
+def save_safetensors(path: PathLike, state_dict: Mapping[str, Tensor], args: Mapping[str, object],
+                     train_videos: Optional[Mapping[str, List[str]]] = None) -> None:
+    """Write `state_dict` as a weights-only safetensors file, atomically, with the model's `args` and the training
+    videos (JSON strings) and the SHA-256 of its tensors as metadata."""
+    tensors = {key: value.detach().cpu().contiguous().clone() for key, value in state_dict.items()}
+    metadata = {"format": "pt", ARGS_METADATA: json.dumps(dict(args), default=str, sort_keys=True)}
+    if train_videos is not None:
+        metadata[TRAIN_VIDEOS_METADATA] = json.dumps(dict(train_videos))
+    _, body = _split_safetensors(safetensors.torch.save(tensors, metadata), path)  # the bytes do not depend on it
+    metadata[DIGEST_METADATA] = hashlib.sha256(body).hexdigest()
+    data = safetensors.torch.save(tensors, metadata)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    atomic_write(path, write)
+
+
+def load_safetensors(path: PathLike) -> Dict[str, object]:
+    """A safetensors file as a checkpoint: `{'model': state_dict, 'args': dict, 'train_videos': ...}` (the last two
+    when its metadata holds them). A file whose tensors do not match the hash it records is refused."""
+    data = Path(path).read_bytes()
+    header, body = _split_safetensors(data, path)
+    metadata = header.get(METADATA_KEY) or {}
+    digest = metadata.get(DIGEST_METADATA)
+    if digest is not None and hashlib.sha256(body).hexdigest() != digest:
+        raise WeightsFileError(f"{path}: its tensors do not match the SHA-256 its header records (changed or cut "
+                               f"after export)")
+    try:
+        state_dict = safetensors.torch.load(data)
+    except safetensors.SafetensorError as error:
+        raise WeightsFileError(f"{path} is not a readable safetensors file ({error})") from None
+    checkpoint: Dict[str, object] = {"model": state_dict}
+    for key, name in ((ARGS_METADATA, "args"), (TRAIN_VIDEOS_METADATA, TRAIN_VIDEOS_KEY)):
+        if key in metadata:
+            try:
+                checkpoint[name] = json.loads(metadata[key])
+            except json.JSONDecodeError:
+                raise WeightsFileError(f"{path}: its metadata {key!r} is not JSON") from None
+    return checkpoint
+
+
 # ----------------------------------------------------------------------------- reading files
 def load_weights_file(path: PathLike) -> object:
-    """`torch.load(path, weights_only=True, map_location='cpu')` with errors that name the file.
+    """`torch.load(path, weights_only=True, map_location='cpu')` with errors that name the file; a safetensors
+    file (`is_safetensors`) as the checkpoint `load_safetensors` makes of it.
 
     `argparse.Namespace` is allowed too: training checkpoints (ours and DETR's) store their args.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
+    if is_safetensors(path):
+        return load_safetensors(path)
     with open(path, "rb") as f:
         start = f.read(MAGIC_LENGTH)
     if not (start.startswith(ZIP_MAGIC) or start.startswith(PICKLE_MAGIC)):

@@ -131,6 +131,9 @@ def save_features(path: PathLike, features: np.ndarray) -> None:
     atomic_write(path, write)
 
 
+RESAMPLER = "scipy.signal.resample_poly (polyphase FIR, Kaiser window)"  # what `resample` uses, for the logs
+
+
 def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     """Polyphase resampling (scipy's Kaiser-windowed FIR) of a mono signal from `from_rate` to `to_rate` Hz."""
     if from_rate == to_rate:
