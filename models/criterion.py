@@ -68,8 +68,11 @@ def kl_divergence_loss(memory: Tensor, fusion: Tensor) -> Tensor:
     return F.kl_div(log_p_memory, log_p_fusion, reduction="none", log_target=True).mean()
 
 
-class SetCriterion(nn.Module):
+class WnetCriterion(nn.Module):
     """Computes the Wnet losses; `weight_dict` holds the weight of every loss name (aux ones included).
+
+    The official code calls it `SetCriterion` after DETR's, but there is no set matching: query `j` predicts
+    frame `j` of the clip (module docstring).
 
     `losses` lists the loss groups to compute: "kl" (`loss_kl`), "boxes" (`loss_bbox`,
     `loss_giou`, and `_i` copies for every auxiliary decoder output) and "masks" (`loss_mask`,
@@ -212,9 +215,9 @@ def build_weight_dict(kl_loss_coef: float, bbox_loss_coef: float, giou_loss_coef
     return weight_dict
 
 
-def build_criterion(args) -> SetCriterion:
+def build_criterion(args) -> WnetCriterion:
     weight_dict = build_weight_dict(args.kl_loss_coef, args.bbox_loss_coef, args.giou_loss_coef,
                                     args.mask_loss_coef, args.dice_loss_coef, masks=args.masks,
                                     aux_loss=args.aux_loss, dec_layers=args.dec_layers)
     losses = ["kl", "boxes"] + (["masks"] if args.masks else [])
-    return SetCriterion(weight_dict=weight_dict, losses=losses)
+    return WnetCriterion(weight_dict=weight_dict, losses=losses)

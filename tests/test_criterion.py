@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.criterion import SetCriterion, build_criterion, kl_divergence_loss
+from models.criterion import WnetCriterion, build_criterion, kl_divergence_loss
 from util import box_ops
 from main import get_args_parser
 from util.config import parse_args
@@ -17,7 +17,7 @@ BOX_TERMS = ("loss_bbox", "loss_giou")
 MASK_TERMS = ("loss_mask", "loss_dice")
 
 
-def make_criterion(*extra: str) -> SetCriterion:
+def make_criterion(*extra: str) -> WnetCriterion:
     return build_criterion(parse_args(get_args_parser(), ["--masks", *extra]))
 
 

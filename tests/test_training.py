@@ -316,20 +316,20 @@ def test_official_pretrained_weights_by_default_and_from_scratch_is_logged(tmp_p
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path: Path, tiny_ytvos: dict, monkeypatch):
-    from models.criterion import SetCriterion
+    from models.criterion import WnetCriterion
 
     output_dir = tmp_path / "out"
     run_main(train_argv(tiny_ytvos, output_dir))
     before = (output_dir / "checkpoint.pth").read_bytes()
 
-    real_forward = SetCriterion.forward
+    real_forward = WnetCriterion.forward
 
     def nan_forward(self, outputs, targets):
         losses = real_forward(self, outputs, targets)
         losses["loss_bbox"] = losses["loss_bbox"] * float("nan")
         return losses
 
-    monkeypatch.setattr(SetCriterion, "forward", nan_forward)
+    monkeypatch.setattr(WnetCriterion, "forward", nan_forward)
     with pytest.raises(NonFiniteLossError, match=r"epoch 1: loss is nan on the batch of samples \(video=vid000"):
         run_main(train_argv(tiny_ytvos, output_dir, "--epochs", "2", "--resume", str(output_dir / "checkpoint.pth")))
     assert (output_dir / "checkpoint.pth").read_bytes() == before

@@ -60,11 +60,6 @@ def _giou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     return iou - ((enclosing - union) + IOU_SMOOTHING) / (enclosing + IOU_SMOOTHING)
 
 
-def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tuple[Tensor, Tensor]:
-    """Pairwise IoU and union `[N, M]` of xyxy boxes `[N, 4]` and `[M, 4]`."""
-    return _iou_and_union(boxes1[:, None, :], boxes2[None, :, :])
-
-
 def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """Pairwise GIoU `[N, M]` of xyxy boxes `[N, 4]` and `[M, 4]`; degenerate boxes raise a ValueError."""
     check_boxes_not_degenerate(boxes1, "predicted boxes", allow_nan=True)

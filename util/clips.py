@@ -9,15 +9,15 @@ def middle_frame_index(num_frames: int) -> int:
     return (num_frames - 1) // 2
 
 
-def cyclic_clips(num_frames: int, clip_len: int) -> List[Tuple[List[int], int]]:
-    """Cover frames `0..num_frames-1` with consecutive clips of `clip_len` frames.
+def cyclic_clips(video_len: int, clip_len: int) -> List[Tuple[List[int], int]]:
+    """Cover the frames `0..video_len-1` of a video with consecutive clips of `clip_len` frames.
 
     Returns `(frame indices of the clip, number of new frames it predicts)`. A clip short of frames
     (the last one, or the only one of a short video) repeats its frames cyclically, as the official
     does for videos shorter than the clip; only its first `count` predictions are kept.
     """
     clips = []
-    for start in range(0, num_frames, clip_len):
-        own = list(range(start, min(start + clip_len, num_frames)))
+    for start in range(0, video_len, clip_len):
+        own = list(range(start, min(start + clip_len, video_len)))
         clips.append(([own[j % len(own)] for j in range(clip_len)], len(own)))
     return clips
