@@ -94,6 +94,15 @@ def add_inference_args(parser: argparse.ArgumentParser) -> None:
                             "(the CPU demo trains at 0.24 and infers at 0.32)")
     group.add_argument("--inference_dropout", action="store_true",
                        help="infer in training mode like the official scripts (they forget model.eval())")
+    group.add_argument("--amp", action="store_true",
+                       help="not official: infer under bfloat16 autocast (CPUs with bfloat16 support, CUDA; float16 "
+                            "on CUDA with --amp_dtype float16): about 2x faster on the CPU, masks within a few pixels "
+                            "of float32 (docs/benchmark.md)")
+    group.add_argument("--amp_dtype", default=DEFAULT_AMP_DTYPE, choices=AMP_DTYPES,
+                       help="the autocast dtype of --amp on CUDA (the CPU always uses bfloat16)")
+    group.add_argument("--compile", action="store_true",
+                       help="not official: run the model through torch.compile (each new frame size compiles "
+                            "first; docs/benchmark.md says when it pays)")
     group.add_argument("--resume_results", action="store_true",
                        help="keep what an interrupted run finished (<save_path or metrics_path>"
                             f"{PARTIAL_SUFFIX}) and do the rest")
