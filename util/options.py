@@ -6,9 +6,12 @@ Each entry point builds its parser from the groups it needs (`main.get_args_pars
 point ignores those its parser lacks). The defaults are the official ones (the official main.py).
 """
 import argparse
+import os
 
 from util.config import (PARTIAL_SUFFIX, FrozenNamespace, ImgPathAction, add_official_unused, freeze,
                          non_negative_float, non_negative_int, positive_int, videos_epochs)
+from util.errors import check_device
+from util.misc import distributed_environment, init_distributed_mode
 
 OFFICIAL_PRETRAINED_WEIGHTS = "coco_pretrained_weights/384_coco_r50.pth"
 DEFAULT_AMP_DTYPE = "bfloat16"
@@ -106,6 +109,8 @@ def add_inference_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--resume_results", action="store_true",
                        help="keep what an interrupted run finished (<save_path or metrics_path>"
                             f"{PARTIAL_SUFFIX}) and do the rest")
+    group.add_argument("--dist_url", default="env://",
+                       help="rendezvous of sharded inference under a launcher (torchrun, SLURM; engine/shard.py)")
     add_official_unused(group, "num_ins", "the official inference scripts' instances per frame (from VisTR) is "
                                            "always 1 in Wnet's one query per frame", type=int, choices=(1,))
     # The official inference scripts parse the official training options too; they mean nothing here.
@@ -118,7 +123,7 @@ def add_inference_args(parser: argparse.ArgumentParser) -> None:
 # reads the dataset it is named after).
 OFFICIAL_TRAINING_OPTIONS = ("lr", "lr_backbone", "batch_size", "weight_decay", "epochs", "lr_drop", "clip_max_norm",
                              "pretrained_weights", "output_dir", "resume", "start_epoch", "eval", "num_workers",
-                             "world_size", "dist_url", "dataset_file", "remove_difficult")
+                             "world_size", "dataset_file", "remove_difficult")
 OFFICIAL_TRAINING_FLAGS = ("eval", "remove_difficult")
 
 
@@ -153,5 +158,14 @@ ENTRY_POINT_GROUPS = (add_run_args, add_training_args, add_inference_args, add_r
 
 def inference_args(parsed: argparse.Namespace) -> FrozenNamespace:
     """The post-parse step of the inference scripts: `--check_data` lists every broken sample (as
-    `--skip_bad_samples`), and nothing is trained (the backbone built frozen, `lr_backbone` 0)."""
-    return freeze(parsed, skip_bad_samples=parsed.skip_bad_samples or parsed.check_data, lr_backbone=0.0)
+    `--skip_bad_samples`), and nothing is trained (the backbone built frozen, `lr_backbone` 0). Under a launcher
+    (torchrun, SLURM) the distributed settings of this process (`distributed`, `rank`, `world_size`, `gpu`, the
+    `device` of its GPU; `util.misc.init_distributed_mode`): the inference is sharded (engine/shard.py); a data
+    check runs in each process alone."""
+    if parsed.check_data or distributed_environment(os.environ) is None:
+        distributed = {"distributed": False, "rank": 0, "world_size": 1, "gpu": 0, "device": parsed.device}
+    else:
+        check_device(parsed.device)
+        distributed = init_distributed_mode(parsed)
+    return freeze(parsed, skip_bad_samples=parsed.skip_bad_samples or parsed.check_data, lr_backbone=0.0,
+                  **distributed)
