@@ -1,8 +1,10 @@
 """Sharded inference (engine/shard.py): `torchrun --nproc_per_node 2 inference_rvos.py` (gloo, one intra-op thread
 per process) writes the results.json of one process byte for byte; a rank that fails or is killed fails the run
 naming it and leaves no merged file; `--resume_results` continues a stopped sharded run."""
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -11,7 +13,8 @@ from typing import List
 
 import pytest
 
-from data_factory import make_ytvos
+from data_factory import make_a2d, make_ytvos
+from datasets.a2d_format import A2D_TEST_SPLIT
 from engine.shard import Shard
 from model_helpers import save_untrained_checkpoint
 from util.errors import OptionError
@@ -150,3 +153,65 @@ def test_killed_rank_fails_the_run(setup: dict, tmp_path: Path) -> None:
     assert process.returncode != 0
     assert "rank: 1" in output or "rank 1" in output, output[-2000:]
     assert not results.exists()
+
+
+@pytest.mark.slow  # a one-process and a two-process A2D evaluation (about 25 s here)
+def test_two_ranks_write_the_a2d_metrics_of_one(tmp_path: Path) -> None:
+    checkpoint = save_untrained_checkpoint(tmp_path, MODEL_ARGV)
+    data = make_a2d(tmp_path / "a2d", num_frames=9, splits=(A2D_TEST_SPLIT,) * 3)
+    argv = MODEL_ARGV + ["--model_path", str(checkpoint), "--a2d_path", data["root"],
+                         "--a2d_audio_path", data["audio_root"]]
+    reports = []
+    for ranks in (1, RANKS):
+        path = tmp_path / f"metrics_{ranks}.json"
+        command = inference_command(argv + ["--metrics_path", str(path)], ranks)
+        command[command.index("inference_rvos.py")] = "inference_a2d.py"
+        done = subprocess.run(command, cwd=REPO, env=environment(), capture_output=True, text=True,
+                              timeout=RUN_TIMEOUT_S)
+        assert done.returncode == 0, done.stderr
+        report = json.loads(path.read_text())
+        report["metrics"].pop("seconds")  # the one figure that differs
+        reports.append(report)
+        assert leftovers(path) == []
+    assert reports[0]["metrics"]["num_samples"] == len(reports[0]["samples"]) > RANKS
+    assert reports[0] == reports[1]
+
+
+FAKE_SRUN = """#!/usr/bin/env bash
+# srun for one node: SLURM_NTASKS tasks with their SLURM_PROCID and SLURM_LOCALID; the exit code of the worst
+while [[ "$1" == --* ]]; do shift; done
+pids=()
+for ((task = 0; task < SLURM_NTASKS; task++)); do
+    SLURM_PROCID=$task SLURM_LOCALID=$task "$@" & pids+=($!)
+done
+code=0
+for pid in "${pids[@]}"; do wait "$pid" || code=$?; done
+exit $code
+"""
+
+
+@pytest.mark.slow  # a two-task run through scripts/slurm_infer.sh (about 15 s here)
+def test_slurm_script_runs_the_ranks(setup: dict, tmp_path: Path) -> None:
+    """scripts/slurm_infer.sh with stand-ins for `scontrol` (the node list) and `srun` (the tasks of one node)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text(FAKE_SRUN)
+    (bin_dir / "scontrol").write_text("#!/usr/bin/env bash\necho localhost\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    results = tmp_path / "results.json"
+    env = {**environment(), "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "SLURM_JOB_NODELIST": "localhost", "SLURM_JOB_ID": "4242", "SLURM_NTASKS": str(RANKS),
+           "SLURM_CPUS_PER_TASK": "1", "MASTER_PORT": str(free_port())}
+    done = subprocess.run(["bash", "scripts/slurm_infer.sh", "inference_rvos.py", *setup["argv"],
+                           "--save_path", str(results)], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT_S)
+    assert done.returncode == 0, done.stderr
+    assert results.read_bytes() == setup["reference"]
+    assert leftovers(results) == []
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
