@@ -19,7 +19,8 @@ AMP_DTYPES = ("bfloat16", "float16")
 
 
 def add_run_args(parser: argparse.ArgumentParser) -> None:
-    """What every run has: its config file, device, seed and the handling of broken inputs."""
+    """What every run has: its config file, device, seed, the handling of broken inputs, mixed precision and the
+    rendezvous of several processes."""
     group = parser.add_argument_group("run")
     group.add_argument("--config", default="", type=str,
                        help="YAML file whose keys set this parser's defaults (flags still override)")
@@ -30,6 +31,15 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--check_data", action="store_true",
                        help="decode every frame, mask and audio feature once, report every problem and exit "
                             "(exit code 0: none, 1: some)")
+    group.add_argument("--amp", action="store_true",
+                       help="mixed precision: bfloat16 autocast (CPU/CUDA), float16 (in training with a grad scaler) "
+                            "on CUDA with --amp_dtype float16; at inference not official (about 2x faster on the "
+                            "CPU, masks within a few pixels of float32: docs/benchmark.md)")
+    group.add_argument("--amp_dtype", default=DEFAULT_AMP_DTYPE, choices=AMP_DTYPES,
+                       help="the autocast dtype of --amp on CUDA (the CPU uses bfloat16)")
+    group.add_argument("--dist_url", default="env://",
+                       help="url used to set up distributed training, or sharded inference (engine/shard.py), "
+                            "under a launcher (torchrun, SLURM)")
 
 
 def add_training_args(parser: argparse.ArgumentParser) -> None:
@@ -46,9 +56,6 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--pretrained_weights", default=OFFICIAL_PRETRAINED_WEIGHTS, type=str,
                        help="DETR-style weights (keys 'detr.*' or 'wnet.*') to initialise from (VisTR's "
                             "384_coco_r50.pth, the official default); 'none' trains from scratch")
-    group.add_argument("--amp", action="store_true",
-                       help="mixed precision: bfloat16 autocast (CPU/CUDA), float16 + grad scaler on CUDA")
-    group.add_argument("--amp_dtype", default=DEFAULT_AMP_DTYPE, choices=AMP_DTYPES)
 
     group = parser.add_argument_group("training set and stages")
     group.add_argument("--subset", default=0, type=non_negative_int, metavar="N",
@@ -83,7 +90,6 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--num_workers", default=4, type=non_negative_int)
     add_official_unused(group, "world_size", "the number of processes is the launcher's (torchrun's WORLD_SIZE, "
                                              "SLURM_NTASKS), as in the official (DETR) code", type=positive_int)
-    group.add_argument("--dist_url", default="env://", help="url used to set up distributed training")
 
 
 def add_inference_args(parser: argparse.ArgumentParser) -> None:
@@ -97,20 +103,12 @@ def add_inference_args(parser: argparse.ArgumentParser) -> None:
                             "(the CPU demo trains at 0.24 and infers at 0.32)")
     group.add_argument("--inference_dropout", action="store_true",
                        help="infer in training mode like the official scripts (they forget model.eval())")
-    group.add_argument("--amp", action="store_true",
-                       help="not official: infer under bfloat16 autocast (CPUs with bfloat16 support, CUDA; float16 "
-                            "on CUDA with --amp_dtype float16): about 2x faster on the CPU, masks within a few pixels "
-                            "of float32 (docs/benchmark.md)")
-    group.add_argument("--amp_dtype", default=DEFAULT_AMP_DTYPE, choices=AMP_DTYPES,
-                       help="the autocast dtype of --amp on CUDA (the CPU always uses bfloat16)")
     group.add_argument("--compile", action="store_true",
                        help="not official: run the model through torch.compile (each new frame size compiles "
                             "first; docs/benchmark.md says when it pays)")
     group.add_argument("--resume_results", action="store_true",
                        help="keep what an interrupted run finished (<save_path or metrics_path>"
                             f"{PARTIAL_SUFFIX}) and do the rest")
-    group.add_argument("--dist_url", default="env://",
-                       help="rendezvous of sharded inference under a launcher (torchrun, SLURM; engine/shard.py)")
     add_official_unused(group, "num_ins", "the official inference scripts' instances per frame (from VisTR) is "
                                            "always 1 in Wnet's one query per frame", type=int, choices=(1,))
     # The official inference scripts parse the official training options too; they mean nothing here.
