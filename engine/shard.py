@@ -12,13 +12,14 @@ others and names the failed rank, and no merged output is written. One process (
 the output and its journal are the usual `OUT` and `OUT.partial`.
 """
 import contextlib
+import datetime
 import glob
 import json
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, TypeVar, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, TypeVar, Union
 
 import torch.distributed as dist
 
@@ -32,16 +33,26 @@ PART_PATTERN = re.compile(r"\.rank(\d+)of(\d+)$")
 STATUS_OK = "ok"
 
 
+# The longest a rank that has finished its share waits for the others (the process group's default, 30 minutes,
+# is shorter than the gap between the ranks' shares of a long split can be).
+SHARE_WAIT = datetime.timedelta(days=3)
+
+
 @dataclass(frozen=True)
 class Shard:
-    """The share of one process: rank `rank` of `world_size` takes every `world_size`-th item from `rank` on."""
+    """The share of one process: rank `rank` of `world_size` takes every `world_size`-th item from `rank` on;
+    `group` the gloo group the ranks report through (None in one process)."""
     rank: int = 0
     world_size: int = 1
+    group: Optional[Any] = field(default=None, compare=False)
 
     @classmethod
     def of(cls, args) -> "Shard":
-        """The shard of this process from its post-parse settings (`util.misc.init_distributed_mode`)."""
-        return cls(args.rank, args.world_size)
+        """The shard of this process from its post-parse settings (`util.misc.init_distributed_mode`); sharded, every
+        rank calls it at the same point (it sets up the ranks' gloo group, CPU objects on NCCL runs too)."""
+        if args.world_size <= 1:
+            return cls()
+        return cls(args.rank, args.world_size, dist.new_group(backend="gloo", timeout=SHARE_WAIT))
 
     @property
     def sharded(self) -> bool:
@@ -90,7 +101,7 @@ class Shard:
         atomic_json_dump(done, self.part_path(output))
         statuses: List[Optional[str]] = [None] * self.world_size
         try:
-            dist.all_gather_object(statuses, STATUS_OK)
+            dist.all_gather_object(statuses, STATUS_OK, group=self.group)
         except RuntimeError as error:  # a rank that died without a word (killed): its connection is gone
             raise UserError(f"rank {self.rank} of {self.world_size}: another rank stopped before its part of {output} "
                             f"was finished ({one_line(error)}); no merged output is written") from error
