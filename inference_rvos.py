@@ -52,6 +52,7 @@ from datasets.audio.io import RESAMPLER, is_recording, resample
 from datasets.audio.loader import decode
 from datasets.video import read_video_frames
 from engine.inference import frame_tensor, list_frames, load_model_for_inference, predict_video_masks
+from engine.shard import Shard
 from models.postprocess import PostProcessSegm
 from datasets import add_dataset_args, add_training_data_args
 from models import add_model_args
@@ -321,7 +322,9 @@ def run(args, jobs: Sequence[VideoJob], model: Optional[torch.nn.Module] = None,
     names the progress bar (a caller running several passes names each)."""
     if model is not None and postprocessors is None:
         raise ValueError("run: a given model needs its postprocessors (load_model_for_inference returns both)")
-    journal = ResultJournal(args.save_path, journal_settings(args), args.resume_results)
+    shard = Shard.of(args)  # under torchrun: this rank's share of the videos (engine/shard.py)
+    shard.check_layout(args.save_path)
+    journal = ResultJournal(shard.part_path(args.save_path), journal_settings(args), args.resume_results)
     # the audio options first (a bad noise or band fails before the model is loaded)
     load_audio = build_audio_loader(args, [e.audio_path for job in jobs for e in job.expressions],
                                     model_rate=model_rate)
@@ -337,15 +340,20 @@ def run(args, jobs: Sequence[VideoJob], model: Optional[torch.nn.Module] = None,
         log_json({"event": "audio_resample", "audio": str(args.audio), "to": load_audio.model_rate,
                   "resampler": RESAMPLER})
     entries, dropped, start, num_frames = [], list(dropped_before), time.time(), 0
-    with journal_on_interrupt(journal):
-        for job in tqdm(jobs, desc=progress, dynamic_ncols=True):
+    with journal_on_interrupt(journal), shard.named_on_failure():
+        for job in tqdm(shard.take(jobs), desc=progress, dynamic_ncols=True):
             if job.name not in journal.done:
                 journal.add(job.name, infer_job(model, postprocessors["segm"], job, args, load_audio, journal))
-            entries += journal.done[job.name]["entries"]
-            dropped += journal.done[job.name]["dropped"]
-            num_frames += len(job.frame_paths)
+        done = shard.gather(args.save_path, journal.done)
+    if done is None:  # another rank than 0: its part is written, rank 0 writes the results
+        return []
+    for job in jobs:
+        entries += done[job.name]["entries"]
+        dropped += done[job.name]["dropped"]
+        num_frames += len(job.frame_paths)
     write_results(args.save_path, entries)
     journal.finish()
+    shard.finish(args.save_path)
     log_json({"videos": len(jobs), "expressions": len(entries), "frames": num_frames, "dropped": len(dropped),
               "seconds": round(time.time() - start, 2), "results": str(args.save_path),
               "trained_on_evaluated_videos": trained_on})
@@ -366,7 +374,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
     if not jobs:
         raise UserError("no videos to infer")
     run(args, jobs, dropped_before=dropped)
-    print(f"results written to {args.save_path}", file=sys.stderr)
+    if args.rank == 0:
+        print(f"results written to {args.save_path}", file=sys.stderr)
     return None
 
 

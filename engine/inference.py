@@ -17,6 +17,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 import util.misc as utils
+from engine.train import amp_settings, outputs_to_float
 from datasets.formats import read_rgb
 from datasets.transforms import make_inference_transforms
 from models import build_model, optimize_for_inference
@@ -34,13 +35,32 @@ FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
 # ----------------------------------------------------------------------------- the model for inference
+class AutocastInference(nn.Module):
+    """`model` run under autocast to `dtype` on its parameters' device (`--amp` at inference), its outputs in
+    float32 for the postprocessor (the sigmoid and the upsampling to the frame size, as the official)."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.model = model
+        self.dtype = dtype
+
+    def forward(self, *inputs: Tensor) -> Dict[str, Tensor]:
+        """The wrapped model's outputs (same keys and shapes), floating tensors in float32."""
+        device_type = next(self.model.parameters()).device.type
+        with torch.autocast(device_type=device_type, dtype=self.dtype):
+            outputs = self.model(*inputs)
+        return outputs_to_float(outputs)
+
+
 def load_model_for_inference(args) -> Tuple[nn.Module, Dict[str, nn.Module], Optional[Dict[str, List[str]]], int]:
     """Build the mask model of `args` and its postprocessors, load `--model_path` strictly, and make the model
     ready for inference. Returns (model, postprocessors, the `{part: [video names]}` the checkpoint records as
     trained on or None when it records none, the rate of the features the model was trained on).
 
     Eval mode unless `--inference_dropout` (the official scripts forget `model.eval()`, so their
-    numbers come from the model in training mode); `models.optimize_for_inference` otherwise. The training
+    numbers come from the model in training mode); `models.optimize_for_inference` otherwise. `--amp` runs it
+    under autocast (`AutocastInference`: bfloat16 on the CPU, `--amp_dtype` on CUDA), `--compile` through
+    `torch.compile`; both depart from the official float32 protocol and are off by default. The training
     features' rate is the one the checkpoint's args record (0: unknown, e.g. the released checkpoint).
     """
     if not args.model_path:
@@ -67,6 +87,15 @@ def load_model_for_inference(args) -> Tuple[nn.Module, Dict[str, nn.Module], Opt
     else:
         model.eval()
         model = optimize_for_inference(model)
+    if args.amp:
+        dtype, _ = amp_settings(args, torch.device(device))
+        log_json({"event": "amp", "dtype": str(dtype).replace("torch.", ""),
+                  "note": "--amp: inference under autocast departs from the official float32 protocol (masks may "
+                          "differ from float32 in a few pixels; docs/benchmark.md)"})
+        model = AutocastInference(model, dtype)
+    if args.compile:
+        log_json({"event": "compile", "note": "--compile: torch.compile; the first clip of each frame size compiles"})
+        model = torch.compile(model)
     return model, postprocessors, checkpoint_train_videos(checkpoint, args.model_path), model_audio_sample_rate
 
 

@@ -16,6 +16,7 @@ from datasets.audio import build_audio_loader
 from datasets.common import (SKIP_HINT, BadSampleWarning, MiddleFrameDataset, SampleError, build_for_check,
                              report_data_check)
 from engine.inference import load_model_for_inference, predict_clip_masks
+from engine.shard import Shard
 from models.postprocess import PostProcessSegm
 from util.errors import USER_OS_ERRORS, OptionError, UserError, one_line
 from util.journal import ResultJournal, journal_on_interrupt, journal_settings, unfinished_hint
@@ -41,8 +42,9 @@ def predict_middle_frame(model: nn.Module, postprocess: PostProcessSegm, dataset
 
 
 def evaluate_middle_frame(model: nn.Module, postprocess: PostProcessSegm, dataset: MiddleFrameDataset,
-                          skip_bad_samples: bool = False, journal: Optional[ResultJournal] = None
-                          ) -> Tuple[Dict[str, float], List[Dict], List[str]]:
+                          skip_bad_samples: bool = False, journal: Optional[ResultJournal] = None,
+                          shard: Shard = Shard(), output: str = ""
+                          ) -> Optional[Tuple[Dict[str, float], List[Dict], List[str]]]:
     """The official A2D/JHMDB protocol over every sample of `dataset`: the clip centred on each sample's frame, the
     middle frame's mask against the ground truth. Returns (metrics, per-sample records, dropped samples).
 
@@ -50,15 +52,18 @@ def evaluate_middle_frame(model: nn.Module, postprocess: PostProcessSegm, datase
     overall/mean IoU, mAP); the mask score for mAP is the postprocessor's (the mean foreground probability
     inside the mask). A broken sample stops the evaluation naming it, or with `skip_bad_samples` is named,
     dropped and counted. Each finished sample goes to `journal` at once (its samples are not evaluated again).
+    Sharded (`shard`, engine/shard.py), this rank evaluates its share, writes its part beside `output`, and rank 0
+    scores every rank's samples in the dataset's order (the other ranks return None).
     """
     records: List[Dict] = []
     dropped: List[str] = []
     start = time.time()
     desc = dataset.title
-    for index in tqdm(range(len(dataset)), desc=desc, dynamic_ncols=True):
+    done: Dict[str, Dict] = {}
+    for index in tqdm(shard.take(range(len(dataset))), desc=desc, dynamic_ncols=True):
         name = dataset.describe(index)
         if journal is not None and name in journal.done:
-            record = journal.done[name]
+            done[name] = journal.done[name]
         else:
             try:
                 record = predict_middle_frame(model, postprocess, dataset, index)
@@ -70,6 +75,11 @@ def evaluate_middle_frame(model: nn.Module, postprocess: PostProcessSegm, datase
                 record = {"sample": name, "dropped": message}
             if journal is not None:
                 journal.add(name, record)
+            done[name] = record
+    done = shard.gather(output, done)
+    if done is None:
+        return None
+    for record in (done[dataset.describe(index)] for index in range(len(dataset))):
         if "dropped" in record:
             dropped.append(record["dropped"])
         else:
@@ -99,20 +109,29 @@ def run_middle_frame_evaluation(args: argparse.Namespace,
 def run_middle_frame_protocol(args: argparse.Namespace, dataset: MiddleFrameDataset) -> Dict[str, float]:
     """Load `--model_path`, evaluate every sample of `dataset`, print the metrics and write them to
     `--metrics_path`, with the samples dropped as broken (at `dataset`'s construction and while evaluating)."""
-    if args.resume_results and not args.metrics_path:
-        raise OptionError("--resume_results needs --metrics_path (the unfinished run's samples are kept beside it)")
-    journal = ResultJournal(args.metrics_path, journal_settings(args), args.resume_results) if args.metrics_path else None
+    shard = Shard.of(args)  # under torchrun: this rank's share of the samples (engine/shard.py)
+    if (args.resume_results or shard.sharded) and not args.metrics_path:
+        raise OptionError("--resume_results and sharded runs need --metrics_path (the unfinished run's samples, "
+                          "and the ranks' parts, are kept beside it)")
+    if args.metrics_path:
+        shard.check_layout(args.metrics_path)
+    journal = (ResultJournal(shard.part_path(args.metrics_path), journal_settings(args), args.resume_results)
+               if args.metrics_path else None)
     # the audio options first (a bad noise or band fails before the model is loaded)
     dataset.audio_loader = load_audio = build_audio_loader(args, dataset.audio_paths())
     model, postprocessors, _, load_audio.model_rate = load_model_for_inference(args)
     load_audio.warn_feature_rate(args.a2d_audio_path)
-    with journal_on_interrupt(journal):
-        metrics, records, dropped = evaluate_middle_frame(model, postprocessors["segm"], dataset,
-                                                          args.skip_bad_samples, journal)
+    with journal_on_interrupt(journal), shard.named_on_failure():
+        evaluated = evaluate_middle_frame(model, postprocessors["segm"], dataset, args.skip_bad_samples, journal,
+                                          shard, args.metrics_path)
+    if evaluated is None:  # another rank than 0: its part is written, rank 0 reports
+        return {}
+    metrics, records, dropped = evaluated
     dropped = dataset.problems + dropped
     metrics["num_dropped"] = len(dropped)
     metrics.update(load_audio.describe())
     report_metrics(metrics, records, args.metrics_path, dropped)
     if journal is not None:
         journal.finish()
+    shard.finish(args.metrics_path)
     return metrics

@@ -20,6 +20,7 @@ dcn_module = importlib.import_module("models.dcn.deform_conv")
 MAX_RELATIVE_ERROR = 1e-9
 FLOAT32_RELATIVE_ERROR = 1e-5
 BFLOAT16_RELATIVE_ERROR = 1e-2  # only the final rounding to bfloat16 differs
+BFLOAT16_INPUTS_RELATIVE_ERROR = 3e-2  # the inputs too are rounded to bfloat16 (offsets of several pixels)
 # Offsets of several pixels push many taps across and beyond the image border.
 OFFSET_SCALE = 4.0
 
@@ -145,6 +146,23 @@ def test_float32_and_half_inputs() -> None:
     assert output.dtype == torch.bfloat16
     reference = deform_conv(x.float(), offset.float(), weight.float(), padding=1, backend="torchvision")
     assert relative_error(output.float(), reference) <= BFLOAT16_RELATIVE_ERROR
+
+
+@pytest.mark.parametrize("backend", ["extension", "torchvision"])
+def test_cpu_bfloat16_autocast(backend: str) -> None:
+    """Under CPU bfloat16 autocast (`--amp` inference) the offsets come from a bfloat16 conv while the layer's
+    weight stays float32: both backends compute in float32 (neither has bfloat16 CPU kernels) and agree with the
+    float32 result to bfloat16 rounding; the output takes the input's dtype."""
+    if backend == "extension":
+        require_extension()
+    x, offset, weight, _ = (t.detach() for t in random_problem(2, 4, 4, 9, 9, 3, 1, 1, 1, 1, 1, dtype=torch.float32))
+    reference = deform_conv(x, offset, weight, padding=1, backend="torchvision")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = deform_conv(x, offset.to(torch.bfloat16), weight, padding=1, backend=backend)
+        half = deform_conv(x.to(torch.bfloat16), offset.to(torch.bfloat16), weight, padding=1, backend=backend)
+    assert mixed.dtype == torch.float32 and half.dtype == torch.bfloat16
+    for output in (mixed, half):
+        assert relative_error(output.float(), reference) <= BFLOAT16_INPUTS_RELATIVE_ERROR
 
 
 def test_module_uses_selected_backend(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,8 +29,9 @@ PRODUCT = ([ROOT / name for name in ("main.py", "inference_rvos.py", "inference_
               if path.name != "options.py"])
 # Read from the command line itself, not the namespace: `util.errors.run_main` looks for `--debug` in argv.
 READ_FROM_ARGV = {"debug", "help"}
+# (--amp is a run option: bfloat16 autocast in training and at inference, issue 24)
 OPTIMISER_OPTIONS = ("--lr", "--lr_backbone", "--weight_decay", "--lr_drop", "--clip_max_norm", "--batch_size",
-                     "--epochs", "--warmup_epochs", "--warmup_subset", "--curriculum_stages", "--amp")
+                     "--epochs", "--warmup_epochs", "--warmup_subset", "--curriculum_stages")
 
 
 def stored_names(*groups) -> Set[str]:

@@ -18,7 +18,7 @@ PathLike = Union[str, Path]
 # when they are the same.
 JOURNAL_OPTIONS = ("num_frames", "data_scale", "inference_data_scale", "audio_feature", "audio_sample_rate",
                    "inference_dropout", "seed", "audio_speed", "audio_rt60", "audio_noise", "audio_snr_db", "audio_band",
-                   "wavelet_threshold")
+                   "wavelet_threshold", "amp", "amp_dtype", "compile")
 
 
 def journal_settings(args) -> Dict[str, object]:

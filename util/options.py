@@ -6,9 +6,12 @@ Each entry point builds its parser from the groups it needs (`main.get_args_pars
 point ignores those its parser lacks). The defaults are the official ones (the official main.py).
 """
 import argparse
+import os
 
 from util.config import (PARTIAL_SUFFIX, FrozenNamespace, ImgPathAction, add_official_unused, freeze,
                          non_negative_float, non_negative_int, positive_int, videos_epochs)
+from util.errors import check_device
+from util.misc import distributed_environment, init_distributed_mode
 
 OFFICIAL_PRETRAINED_WEIGHTS = "coco_pretrained_weights/384_coco_r50.pth"
 DEFAULT_AMP_DTYPE = "bfloat16"
@@ -17,7 +20,8 @@ DEFAULT_MAX_FRAMES = 900  # 30 s at 30 fps: about 2.5 GB of 720p frames decoded
 
 
 def add_run_args(parser: argparse.ArgumentParser) -> None:
-    """What every run has: its config file, device, seed and the handling of broken inputs."""
+    """What every run has: its config file, device, seed, the handling of broken inputs, mixed precision and the
+    rendezvous of several processes."""
     group = parser.add_argument_group("run")
     group.add_argument("--config", default="", type=str,
                        help="YAML file whose keys set this parser's defaults (flags still override)")
@@ -28,6 +32,15 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--check_data", action="store_true",
                        help="decode every frame, mask and audio feature once, report every problem and exit "
                             "(exit code 0: none, 1: some)")
+    group.add_argument("--amp", action="store_true",
+                       help="mixed precision: bfloat16 autocast (CPU/CUDA), float16 (in training with a grad scaler) "
+                            "on CUDA with --amp_dtype float16; at inference not official (about 2x faster on the "
+                            "CPU, masks within a few pixels of float32: docs/benchmark.md)")
+    group.add_argument("--amp_dtype", default=DEFAULT_AMP_DTYPE, choices=AMP_DTYPES,
+                       help="the autocast dtype of --amp on CUDA (the CPU uses bfloat16)")
+    group.add_argument("--dist_url", default="env://",
+                       help="url used to set up distributed training, or sharded inference (engine/shard.py), "
+                            "under a launcher (torchrun, SLURM)")
 
 
 def add_training_args(parser: argparse.ArgumentParser) -> None:
@@ -44,9 +57,6 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--pretrained_weights", default=OFFICIAL_PRETRAINED_WEIGHTS, type=str,
                        help="DETR-style weights (keys 'detr.*' or 'wnet.*') to initialise from (VisTR's "
                             "384_coco_r50.pth, the official default); 'none' trains from scratch")
-    group.add_argument("--amp", action="store_true",
-                       help="mixed precision: bfloat16 autocast (CPU/CUDA), float16 + grad scaler on CUDA")
-    group.add_argument("--amp_dtype", default=DEFAULT_AMP_DTYPE, choices=AMP_DTYPES)
 
     group = parser.add_argument_group("training set and stages")
     group.add_argument("--subset", default=0, type=non_negative_int, metavar="N",
@@ -81,7 +91,6 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--num_workers", default=4, type=non_negative_int)
     add_official_unused(group, "world_size", "the number of processes is the launcher's (torchrun's WORLD_SIZE, "
                                              "SLURM_NTASKS), as in the official (DETR) code", type=positive_int)
-    group.add_argument("--dist_url", default="env://", help="url used to set up distributed training")
 
 
 def add_inference_args(parser: argparse.ArgumentParser) -> None:
@@ -95,6 +104,9 @@ def add_inference_args(parser: argparse.ArgumentParser) -> None:
                             "(the CPU demo trains at 0.24 and infers at 0.32)")
     group.add_argument("--inference_dropout", action="store_true",
                        help="infer in training mode like the official scripts (they forget model.eval())")
+    group.add_argument("--compile", action="store_true",
+                       help="not official: run the model through torch.compile (each new frame size compiles "
+                            "first; docs/benchmark.md says when it pays)")
     group.add_argument("--resume_results", action="store_true",
                        help="keep what an interrupted run finished (<save_path or metrics_path>"
                             f"{PARTIAL_SUFFIX}) and do the rest")
@@ -110,7 +122,7 @@ def add_inference_args(parser: argparse.ArgumentParser) -> None:
 # reads the dataset it is named after).
 OFFICIAL_TRAINING_OPTIONS = ("lr", "lr_backbone", "batch_size", "weight_decay", "epochs", "lr_drop", "clip_max_norm",
                              "pretrained_weights", "output_dir", "resume", "start_epoch", "eval", "num_workers",
-                             "world_size", "dist_url", "dataset_file", "remove_difficult")
+                             "world_size", "dataset_file", "remove_difficult")
 OFFICIAL_TRAINING_FLAGS = ("eval", "remove_difficult")
 
 
@@ -157,5 +169,14 @@ ENTRY_POINT_GROUPS = (add_run_args, add_training_args, add_inference_args, add_r
 
 def inference_args(parsed: argparse.Namespace) -> FrozenNamespace:
     """The post-parse step of the inference scripts: `--check_data` lists every broken sample (as
-    `--skip_bad_samples`), and nothing is trained (the backbone built frozen, `lr_backbone` 0)."""
-    return freeze(parsed, skip_bad_samples=parsed.skip_bad_samples or parsed.check_data, lr_backbone=0.0)
+    `--skip_bad_samples`), and nothing is trained (the backbone built frozen, `lr_backbone` 0). Under a launcher
+    (torchrun, SLURM) the distributed settings of this process (`distributed`, `rank`, `world_size`, `gpu`, the
+    `device` of its GPU; `util.misc.init_distributed_mode`): the inference is sharded (engine/shard.py); a data
+    check runs in each process alone."""
+    if parsed.check_data or distributed_environment(os.environ) is None:
+        distributed = {"distributed": False, "rank": 0, "world_size": 1, "gpu": 0, "device": parsed.device}
+    else:
+        check_device(parsed.device)
+        distributed = init_distributed_mode(parsed)
+    return freeze(parsed, skip_bad_samples=parsed.skip_bad_samples or parsed.check_data, lr_backbone=0.0,
+                  **distributed)

@@ -24,8 +24,8 @@ BACKEND_ENV = "WNET_DCN_BACKEND"
 EXTENSION = "extension"
 TORCHVISION = "torchvision"
 BUILD_HINT = "run `make build-ext` in the repository root, or `cd models/dcn && python setup.py build_ext --inplace`"
-# dtypes the compiled kernels run in; others (float16, bfloat16) are computed in float32.
-_EXTENSION_DTYPES = (torch.float32, torch.float64)
+# dtypes both backends' kernels run in; others (float16, bfloat16) are computed in float32.
+_KERNEL_DTYPES = (torch.float32, torch.float64)
 
 try:
     from . import _C as _extension
@@ -93,13 +93,27 @@ class DeformConvFunction(torch.autograd.Function):
 def _extension_deform_conv(x: Tensor, offset: Tensor, weight: Tensor, bias: Optional[Tensor],
                            stride: Tuple[int, int], padding: Tuple[int, int], dilation: Tuple[int, int],
                            groups: int, deformable_groups: int) -> Tensor:
-    if x.dtype in _EXTENSION_DTYPES:
-        return DeformConvFunction.apply(x, offset, weight, bias, stride, padding, dilation, groups,
-                                        deformable_groups)
-    # Half precision (e.g. under autocast): compute in float32 as torchvision's autocast rule does.
+    return DeformConvFunction.apply(x, offset, weight, bias, stride, padding, dilation, groups, deformable_groups)
+
+
+def _torchvision_deform_conv(x: Tensor, offset: Tensor, weight: Tensor, bias: Optional[Tensor],
+                             stride: Tuple[int, int], padding: Tuple[int, int], dilation: Tuple[int, int],
+                             groups: int, deformable_groups: int) -> Tensor:
+    # torchvision infers groups and deformable groups from the channel counts.
+    return torchvision_deform_conv2d(x, offset, weight, bias, stride=stride, padding=padding, dilation=dilation)
+
+
+def _run_in_kernel_dtype(kernel: Any, x: Tensor, offset: Tensor, weight: Tensor, bias: Optional[Tensor],
+                         *geometry: Any) -> Tensor:
+    """`kernel` on inputs of one dtype the kernels have (float32, float64) as they are; otherwise (bfloat16 or
+    float16 inputs, or a mix such as a float32 weight with bfloat16 activations under CPU autocast) in float32,
+    the result cast to `x`'s dtype: torchvision's own autocast rule on CUDA. Neither backend's CPU kernels have
+    half-precision versions, and both refuse inputs of mixed dtypes."""
+    tensors = (x, offset, weight) + ((bias,) if bias is not None else ())
+    if x.dtype in _KERNEL_DTYPES and all(t.dtype == x.dtype for t in tensors):
+        return kernel(x, offset, weight, bias, *geometry)
     as_float = [t.float() if t is not None else None for t in (x, offset, weight, bias)]
-    output = DeformConvFunction.apply(*as_float, stride, padding, dilation, groups, deformable_groups)
-    return output.to(x.dtype)
+    return kernel(*as_float, *geometry).to(x.dtype)
 
 
 def _pair(value: IntPair, name: str) -> Tuple[int, int]:
@@ -158,14 +172,11 @@ def deform_conv(x: Tensor, offset: Tensor, weight: Tensor, bias: Optional[Tensor
     stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
     _check_inputs(x, offset, weight, bias, stride, padding, dilation, groups, deformable_groups)
     backend = selected_backend() if backend is None else backend
-    if backend == EXTENSION:
-        return _extension_deform_conv(x, offset, weight, bias, stride, padding, dilation, groups,
-                                      deformable_groups)
-    if backend != TORCHVISION:
+    kernels = {EXTENSION: _extension_deform_conv, TORCHVISION: _torchvision_deform_conv}
+    if backend not in kernels:
         raise ValueError(f"deform_conv: unknown backend {backend!r}; use {EXTENSION!r} or {TORCHVISION!r}")
-    # torchvision infers groups and deformable groups from the channel counts.
-    return torchvision_deform_conv2d(x, offset, weight, bias, stride=stride, padding=padding,
-                                     dilation=dilation)
+    return _run_in_kernel_dtype(kernels[backend], x, offset, weight, bias, stride, padding, dilation, groups,
+                                deformable_groups)
 
 
 class DeformConv(nn.Module):
