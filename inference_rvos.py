@@ -43,15 +43,18 @@ from datasets.common import (SKIP_HINT, BadSampleWarning, SampleError, build_for
 from datasets.formats import DataFormatError, read_rgb
 from datasets.ytvos import TEST_PART, audio_stem, read_ytvos_videos, resolve_split_file, video_frame_paths
 from datasets.ytvos_format import read_video_list
-from engine.inference import list_frames, load_frame, load_model_for_inference, predict_video_masks
+from engine.inference import (list_frames, load_frame, load_model_for_inference, predict_video_masks,
+                              with_checkpoint_args)
 from models.postprocess import PostProcessSegm
 from datasets import add_dataset_args, add_training_data_args
 from models import add_model_args
-from util.config import ArgumentParser, HelpFormatter, inference_scale, option_names, parse_args
+from util.config import (ArgumentParser, HelpFormatter, given_options, inference_scale, option_names,
+                         parse_args)
 from util.errors import USER_OS_ERRORS, OptionError, UserError, one_line, run_main
 from util.journal import ResultJournal, journal_on_interrupt, journal_settings, unfinished_hint
 from util.misc import atomic_write
 from util.names import child_path
+from util.paths import check_outputs_apart, check_writable
 from util.options import (ENTRY_POINT_GROUPS, add_inference_args, add_run_args, add_rvos_inference_args,
                           inference_args)
 from util.reporting import log_json
@@ -62,6 +65,9 @@ from util.weights import count_trained_on
 PNG_FOREGROUND = 255  # the submission PNGs hold 0 / 255
 GIF_FPS = 6
 CONTACT_SHEET_COLUMNS = 6
+# What a run reads, which its outputs may not replace (util.paths.check_outputs_apart)
+INPUT_OPTIONS = ("--ytvos_path", "--rvos_audio_path", "--rvos_wav_path", "--model_path", "--audio", "--video_dir",
+                 "--split_file")
 
 
 @dataclass
@@ -91,9 +97,12 @@ def get_parser(prog: str = "Wnet Ref-YouTube-VOS inference") -> argparse.Argumen
 def parse(argv: Optional[Sequence[str]] = None,
           parser: Optional[argparse.ArgumentParser] = None) -> argparse.Namespace:
     """The options of `argv` (by `parser`, default `get_parser()`) after the post-parse step
-    (`util.options.inference_args`), frozen."""
-    return inference_args(parse_args(parser or get_parser(), argv,
-                                     other_options=option_names(*ENTRY_POINT_GROUPS, add_training_data_args)))
+    (`util.options.inference_args`), with the model options that `argv` leaves out taken from `--model_path`'s
+    own (`engine.inference.with_checkpoint_args`), frozen."""
+    parser = parser or get_parser()
+    other_options = option_names(*ENTRY_POINT_GROUPS, add_training_data_args)
+    args = inference_args(parse_args(parser, argv, other_options=other_options))
+    return with_checkpoint_args(args, given_options(parser, argv, other_options), parser)
 
 
 # ----------------------------------------------------------------------------- what to run
@@ -298,6 +307,8 @@ def run(args, jobs: Sequence[VideoJob], model: Optional[torch.nn.Module] = None,
 def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
     """Write results.json; with `--check_data` return the exit code of the data check instead."""
     args = parse(argv)
+    check_outputs_apart({"--save_path": args.save_path, "--png_dir": args.png_dir, "--visualize": args.visualize},
+                        {option: getattr(args, option[2:]) for option in INPUT_OPTIONS}, {"--visualize": "--video_dir"})
     dropped: List[str] = []
     if args.audio or args.video_dir:
         jobs = [single_job(args)]
@@ -308,6 +319,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
                                                                                   "videos": len(jobs)})
     if not jobs:
         raise UserError("no videos to infer")
+    for option, folder in (("--save_path", Path(args.save_path).parent), ("--png_dir", args.png_dir),
+                           ("--visualize", args.visualize)):
+        if folder:
+            check_writable(option, folder)
     run(args, jobs, dropped_before=dropped)
     print(f"results written to {args.save_path}", file=sys.stderr)
     return None

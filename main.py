@@ -69,8 +69,9 @@ def main(parsed: argparse.Namespace):
     check_paths(args)
 
     output_dir = Path(args.output_dir) if args.output_dir else None
+    lock = None  # the --output_dir lock, held while this function runs (released when it returns or fails)
     if output_dir and not args.eval:
-        prepare_output_dir(output_dir, args)
+        lock = prepare_output_dir(output_dir, args)
     elif output_dir and utils.is_main_process():
         output_dir.mkdir(parents=True, exist_ok=True)
 

@@ -2,7 +2,9 @@
 from, what an earlier run's files allow (`--resume`, `--overwrite`), the epoch log and the videos a checkpoint
 records."""
 import argparse
+import fcntl
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -10,9 +12,13 @@ from typing import Any, Dict, List, Optional
 import util.misc as utils
 from util.config import is_none
 from util.errors import OptionError
+from util.paths import check_outputs_apart, check_writable
 from util.reporting import log_json
 
 LOG_NAME = "log.txt"
+# The data a run reads, which its --output_dir may not be or lie inside (util.paths.check_outputs_apart)
+TRAINING_INPUT_OPTIONS = ("--ytvos_path", "--rvos_audio_path", "--rvos_wav_path", "--a2d_path", "--jhmdb_path",
+                          "--a2d_audio_path", "--a2d_wav_path")
 LATEST_CHECKPOINT = "checkpoint.pth"
 CHECKPOINT_TEMPLATE = "checkpoint{epoch:04}.pth"
 CHECKPOINT_GLOB = "checkpoint*.pth"
@@ -39,14 +45,18 @@ def check_paths(args: argparse.Namespace) -> None:
         raise OptionError(missing_pretrained_weights_message(args.pretrained_weights))
 
 
-def prepare_output_dir(output_dir: Path, args: argparse.Namespace) -> None:
+def prepare_output_dir(output_dir: Path, args: argparse.Namespace) -> Optional["OutputDirLock"]:
     """Refuse to train into an earlier run unless `--resume` (continue it) or `--overwrite` (delete its
-    checkpoints and log) is given; create `output_dir` and remove the temporary files of a killed save.
-    Every process checks (so that all stop together); only the main process changes files."""
+    checkpoints and log) is given, into a dataset's folder, or into a folder that cannot be written; create
+    `output_dir`, lock it for this run and remove the temporary files of a killed save. Every process checks
+    (so that all stop together); only the main process changes files. Returns the main process's lock."""
+    check_outputs_apart({"--output_dir": output_dir}, {option: getattr(args, option[2:], "")
+                                                       for option in TRAINING_INPUT_OPTIONS})
     if not utils.is_main_process():
         check_output_dir(output_dir, args)
-        return
-    output_dir.mkdir(parents=True, exist_ok=True)
+        return None
+    check_writable("--output_dir", output_dir)
+    lock = OutputDirLock(output_dir)
     stale = utils.remove_stale_temporaries(output_dir, CHECKPOINT_GLOB)
     if stale:
         print(f"removed {len(stale)} temporary file(s) of an interrupted save: {', '.join(p.name for p in stale)}",
@@ -56,6 +66,29 @@ def prepare_output_dir(output_dir: Path, args: argparse.Namespace) -> None:
         path.unlink()
     if earlier:
         print(f"--overwrite: deleted {len(earlier)} file(s) of an earlier run in {output_dir}", file=sys.stderr)
+    return lock
+
+
+class OutputDirLock:
+    """An exclusive lock on a run's `--output_dir` (`flock` on the folder itself: no file is left behind), held
+    until `release()` or until the lock is collected; the system releases it when the process ends, however it
+    ends. An OptionError when another run holds it."""
+
+    def __init__(self, output_dir: Path):
+        self.descriptor: Optional[int] = os.open(output_dir, os.O_RDONLY)
+        try:
+            fcntl.flock(self.descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.release()
+            raise OptionError(f"--output_dir {output_dir}: another training run is writing there (it holds the "
+                              f"folder's lock); wait for it to end or choose another folder") from None
+
+    def release(self) -> None:
+        if getattr(self, "descriptor", None) is not None:  # None: released, or the folder never opened
+            os.close(self.descriptor)
+            self.descriptor = None
+
+    __del__ = release
 
 
 def check_output_dir(output_dir: Path, args: argparse.Namespace) -> List[Path]:

@@ -10,6 +10,9 @@ import argparse
 from util.config import (PARTIAL_SUFFIX, FrozenNamespace, ImgPathAction, add_official_unused, freeze,
                          non_negative_float, non_negative_int, positive_int, videos_epochs)
 
+# The inference options a training run records that inference takes from its checkpoint by default
+# (engine.inference.with_checkpoint_args; the command line wins, with a note).
+TRAINED_WITH_INFERENCE_OPTIONS = ("inference_data_scale",)
 OFFICIAL_PRETRAINED_WEIGHTS = "coco_pretrained_weights/384_coco_r50.pth"
 DEFAULT_AMP_DTYPE = "bfloat16"
 AMP_DTYPES = ("bfloat16", "float16")

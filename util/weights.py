@@ -36,6 +36,11 @@ IMAGENET_WEIGHTS = "IMAGENET1K_V1"
 ZIP_MAGIC = b"PK\x03\x04"
 PICKLE_MAGIC = b"\x80"
 MAGIC_LENGTH = 8  # bytes of an unreadable file shown in its error
+KEYS_SHOWN = 3  # keys of each kind named in a StateDictMismatchError
+# torch.nn.parallel.DistributedDataParallel's name for the model it wraps: a checkpoint saved from the wrapper
+DDP_PREFIX = "module."
+# Training checkpoints record their options under this key (main.py: `vars(args)`; DETR's: a Namespace).
+ARGS_KEY = "args"
 
 
 class WeightsFileError(UserError, ValueError):
@@ -43,23 +48,30 @@ class WeightsFileError(UserError, ValueError):
 
 
 class StateDictMismatchError(UserError, RuntimeError):
-    """A state dict that does not fit a model; the message lists every offending key."""
+    """A state dict that does not fit a model; the message counts the offending keys of each kind and names the
+    first few (the attributes hold them all)."""
 
     def __init__(self, source: str, missing: List[str], unexpected: List[str],
-                 mismatched: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]]):
+                 mismatched: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]], hint: str = ""):
         self.source = source
         self.missing = missing
         self.unexpected = unexpected
         self.mismatched = mismatched
-        parts = [f"{source} does not fit the model:"]
+        parts = []
         if missing:
-            parts.append(f"{len(missing)} missing key(s): {', '.join(missing)}")
+            parts.append(f"{len(missing)} missing key(s): {first_few(missing)}")
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s): {', '.join(unexpected)}")
+            parts.append(f"{len(unexpected)} unexpected key(s): {first_few(unexpected)}")
         if mismatched:
-            shapes = ", ".join(f"{k} (file {list(f)}, model {list(m)})" for k, f, m in mismatched)
-            parts.append(f"{len(mismatched)} key(s) with mismatched shapes: {shapes}")
-        super().__init__("\n  ".join(parts))
+            shapes = [f"{k} (file {list(f)}, model {list(m)})" for k, f, m in mismatched]
+            parts.append(f"{len(mismatched)} key(s) with mismatched shapes: {first_few(shapes)}")
+        super().__init__(f"{source} does not fit the model: {'; '.join(parts)}{hint}")
+
+
+def first_few(items: Sequence[str]) -> str:
+    """The first `KEYS_SHOWN` of `items`, comma-separated, and how many more: a summary, never a dump."""
+    more = len(items) - KEYS_SHOWN
+    return ", ".join(items[:KEYS_SHOWN]) + (f", ... ({more} more)" if more > 0 else "")
 
 
 # ----------------------------------------------------------------------------- reading files
@@ -130,11 +142,30 @@ def load_wnet_checkpoint(model: nn.Module, path: PathLike) -> Dict[str, object]:
     """
     checkpoint = load_weights_file(path)
     state_dict = _model_state_dict_from_checkpoint(checkpoint, path)
+    if state_dict and all(key.startswith(DDP_PREFIX) for key in state_dict):
+        print(f"note: {path}: its keys start with {DDP_PREFIX!r} (saved from a DistributedDataParallel wrapper); "
+              f"loaded without it", file=sys.stderr)
+        state_dict = {key[len(DDP_PREFIX):]: value for key, value in state_dict.items()}
     missing, unexpected, mismatched = compare_state_dicts(model.state_dict(), state_dict)
     if missing or unexpected or mismatched:
-        raise StateDictMismatchError(f"checkpoint {path}", missing, unexpected, mismatched)
+        hint = "" if checkpoint.get(ARGS_KEY) else (
+            " (it records no training options: pass those it was trained with, e.g. its --config)")
+        raise StateDictMismatchError(f"checkpoint {path}", missing, unexpected, mismatched, hint)
     model.load_state_dict(state_dict, strict=True)
     return dict(checkpoint)
+
+
+def checkpoint_args(checkpoint: Mapping, path: PathLike) -> Dict[str, object]:
+    """The options a checkpoint was trained with (`{}` when it records none, e.g. the released checkpoint); a
+    record that is not a mapping of option names is a WeightsFileError naming `path`."""
+    recorded = checkpoint.get(ARGS_KEY)
+    if recorded is None:
+        return {}
+    recorded = vars(recorded) if isinstance(recorded, argparse.Namespace) else recorded
+    if not (isinstance(recorded, Mapping) and all(isinstance(key, str) for key in recorded)):
+        raise WeightsFileError(f"{path}: '{ARGS_KEY}' is a {type(recorded).__name__}, not the mapping of option "
+                               f"names to values that training records")
+    return dict(recorded)
 
 
 # ----------------------------------------------------------------------------- leakage guard

@@ -1,0 +1,171 @@
+"""The second bad-input matrix (issue 23), its faults part: inference builds the model from the checkpoint's own
+options, outputs never replace inputs, a training `--output_dir` is checked writable and locked at start.
+
+One test per item of the issue (`test_NN_...`), each failing when its fix is reverted; the data is written in the
+real on-disk formats by `data_factory`, the checkpoints by `model_helpers`. User errors are checked as the user
+meets them: `util.errors.run_main` around the script's `main`, exactly one `error:` line naming the option.
+"""
+from pathlib import Path
+from typing import Callable, List, Sequence
+
+import pytest
+import torch
+
+import inference_rvos
+import main
+from data_factory import make_ytvos
+from engine.checkpoint import OutputDirLock
+from model_helpers import save_untrained_checkpoint
+from scripts import evaluate_rvos
+from util.errors import EXIT_DATA, EXIT_OPTION, run_main
+from util.weights import DDP_PREFIX
+
+MODEL_OPTIONS = ["--backbone", "resnet18", "--hidden_dim", "48", "--nheads", "4", "--dim_feedforward", "64",
+                 "--enc_layers", "1", "--dec_layers", "1", "--num_frames", "2", "--num_queries", "2", "--masks",
+                 "--data_scale", "0.1"]
+RUN_OPTIONS = ["--device", "cpu", "--num_workers", "0", "--pretrained_weights", "none"]
+LONGEST_ERROR = 1000  # characters: a summary of missing keys, never a dump of them
+
+
+# ----------------------------------------------------------------------------- helpers
+def user_error(capsys, main: Callable, argv: Sequence, code: int, *named: str) -> str:
+    """Exactly one `error:` line naming everything in `named`, no traceback, exit code `code`."""
+    capsys.readouterr()
+    exit_code = run_main(main, [str(a) for a in argv])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert exit_code == code and len(errors) == 1 and "Traceback" not in err, err
+    for text in named:
+        assert text in errors[0], (text, errors[0])
+    return errors[0]
+
+
+def succeeds(capsys, main: Callable, argv: Sequence) -> str:
+    """`main` exits 0; returns its stderr."""
+    capsys.readouterr()
+    exit_code = run_main(main, [str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert exit_code == 0 and "error:" not in err, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint that records the options it was trained with, as main.py writes them (`vars(args)`)."""
+    path = save_untrained_checkpoint(tmp_path_factory.mktemp("ckpt"), MODEL_OPTIONS + RUN_OPTIONS)
+    args = inference_rvos.parse([str(a) for a in MODEL_OPTIONS + RUN_OPTIONS])
+    torch.save({**torch.load(path, weights_only=True), "args": vars(args).copy()}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict:
+    return make_ytvos(tmp_path_factory.mktemp("data") / "ytvos", num_videos=1, num_frames=2)
+
+
+def rvos_argv(data: dict, checkpoint: Path, tmp_path: Path, *extra) -> List:
+    return ["--model_path", checkpoint, "--ytvos_path", data["root"], "--ytvos_split", "train", "--rvos_audio_path",
+            data["audio_root"], "--split_file", "none", "--save_path", tmp_path / "results.json", "--device", "cpu",
+            *extra]
+
+
+# ----------------------------------------------------------------------------- the checkpoint's own options
+def test_20_inference_builds_the_model_from_the_checkpoints_own_options(trained_checkpoint, data, tmp_path, capsys):
+    succeeds(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path))  # no model option given
+    assert (tmp_path / "results.json").is_file()
+    # an option that contradicts the checkpoint is named in one line, with what it was trained with
+    user_error(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path, "--hidden_dim", "96"),
+               EXIT_OPTION, "--hidden_dim 96: the checkpoint was trained with 48", str(trained_checkpoint))
+
+
+
+def test_17_a_wavelet_threshold_other_than_the_trained_one_is_noted(trained_checkpoint, data, tmp_path, capsys):
+    # an option that changes predictions but not the weights: the command line's is used, with a note
+    err = succeeds(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path, "--wavelet_threshold",
+                                                          "0"))
+    assert "--wavelet_threshold 0.0: the checkpoint" in err and "trained with 0.008" in err
+
+
+def test_20_a_ddp_prefix_is_stripped_with_a_note(trained_checkpoint, data, tmp_path, capsys):
+    checkpoint = torch.load(trained_checkpoint, weights_only=True)
+    checkpoint["model"] = {DDP_PREFIX + key: value for key, value in checkpoint["model"].items()}
+    path = tmp_path / "ddp.pth"
+    torch.save(checkpoint, path)
+    err = succeeds(capsys, inference_rvos.main, rvos_argv(data, path, tmp_path))
+    assert f"note: {path}" in err and repr(DDP_PREFIX) in err
+
+
+def test_20_missing_keys_are_summarised(data, tmp_path, capsys):
+    # a checkpoint that records no options (the released one) and a command line without them
+    path = save_untrained_checkpoint(tmp_path, MODEL_OPTIONS + RUN_OPTIONS)
+    line = user_error(capsys, inference_rvos.main, rvos_argv(data, path, tmp_path, "--masks"), EXIT_DATA,
+                      str(path), "missing key(s)", "more)", "records no training options")
+    assert len(line) < LONGEST_ERROR, line
+
+
+def test_18_a_checkpoint_whose_args_are_not_options_is_named(trained_checkpoint, data, tmp_path, capsys):
+    checkpoint = torch.load(trained_checkpoint, weights_only=True)
+    for bad_args, named in (("resnet18", "'args' is a str"), ({**checkpoint["args"], "hidden_dim": "48x"},
+                                                                 "hidden_dim")):
+        path = tmp_path / "bad_args.pth"
+        torch.save({**checkpoint, "args": bad_args}, path)
+        user_error(capsys, inference_rvos.main, rvos_argv(data, path, tmp_path), EXIT_DATA, str(path), named)
+
+
+# ----------------------------------------------------------------------------- outputs never replace inputs
+def files_under(folder: Path) -> dict:
+    """Every file under `folder` with its bytes."""
+    return {path: path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_04_overlays_never_replace_the_frames(trained_checkpoint, data, tmp_path, capsys):
+    root = Path(data["root"])
+    before = files_under(root)
+    user_error(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path, "--visualize",
+                                                      root / "train" / "JPEGImages"),
+               EXIT_OPTION, "--visualize", "lies inside --ytvos_path")
+    # one folder of frames: overlays into its parent would be written over the frames themselves
+    video_dir = root / "train" / "JPEGImages" / "vid000"
+    audio = next(Path(data["audio_root"]).rglob("*.npy"))
+    user_error(capsys, inference_rvos.main, ["--model_path", trained_checkpoint, "--audio", audio, "--video_dir",
+                                             video_dir, "--visualize", video_dir.parent, "--save_path",
+                                             tmp_path / "r.json", "--device", "cpu"],
+               EXIT_OPTION, "--visualize", "--video_dir")
+    assert files_under(root) == before
+
+
+def test_05_results_never_replace_the_checkpoint_or_what_is_scored(trained_checkpoint, data, tmp_path, capsys):
+    before = trained_checkpoint.read_bytes()
+    user_error(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path)[:-4] + [
+        "--save_path", trained_checkpoint, "--device", "cpu"], EXIT_OPTION, "--save_path", "is --model_path")
+    assert trained_checkpoint.read_bytes() == before
+    results = tmp_path / "r.json"
+    results.write_text("[]")
+    user_error(capsys, evaluate_rvos.main, [results, "--ytvos_path", data["root"], "--out", results], EXIT_OPTION,
+               f"--out {results} is the results")
+    assert results.read_text() == "[]"
+
+
+# ----------------------------------------------------------------------------- a training run's --output_dir
+def train_argv(data: dict, output_dir: Path) -> List:
+    return MODEL_OPTIONS + RUN_OPTIONS + ["--dataset_file", "ytvos", "--ytvos_path", data["root"], "--rvos_audio_path",
+                                          data["audio_root"], "--output_dir", output_dir, "--epochs", "1"]
+
+
+def test_06_a_second_run_into_one_output_dir_is_refused(data, tmp_path, capsys):
+    output_dir = tmp_path / "run"
+    output_dir.mkdir()
+    held = OutputDirLock(output_dir)  # the first run, still training
+    try:
+        user_error(capsys, main.cli, train_argv(data, output_dir), EXIT_OPTION, f"--output_dir {output_dir}",
+                   "another training run")
+    finally:
+        held.release()
+    assert not list(output_dir.glob("checkpoint*.pth"))
+
+
+def test_07_an_unwritable_output_dir_is_found_at_start(data, capsys):
+    # an existing folder where not even root can create a file (a read-only mount says the same at start)
+    unwritable = Path("/proc/self")
+    user_error(capsys, main.cli, train_argv(data, unwritable), EXIT_OPTION, f"--output_dir {unwritable}",
+               "cannot write there")
