@@ -24,7 +24,7 @@ from datasets import add_dataset_args, add_training_data_args, build_dataset, se
 from datasets.audio import feature_sample_rate
 from datasets.common import BadSampleLog, build_for_check, report_data_check
 from engine.checkpoint import (CHECKPOINT_TEMPLATE, LATEST_CHECKPOINT, append_log, check_paths, merge_video_names,
-                               prepare_output_dir)
+                               prepare_output_dir, resume_notes)
 from engine.signals import StopSignals, stopped_message
 from engine.train import (amp_settings, build_loader, build_lr_scheduler, build_optimizer, evaluate_loss,
                           train_one_epoch)
@@ -35,7 +35,7 @@ from util.errors import DataWarning, Interrupted, OptionError, UserError, check_
 from util.options import ENTRY_POINT_GROUPS, add_run_args, add_training_args
 from util.reporting import log_json
 from util.rng import gather_rng_states, set_rng_state
-from util.weights import load_pretrained_weights, load_wnet_checkpoint
+from util.weights import checkpoint_args, load_pretrained_weights, load_wnet_checkpoint
 
 
 def build_checked_dataset(image_set: str, args: argparse.Namespace):
@@ -117,7 +117,10 @@ def main(parsed: argparse.Namespace):
         checkpoint = load_wnet_checkpoint(model_without_ddp, args.resume)  # strict, errors list the keys
         trained_epoch = checkpoint.get("epoch", trained_epoch)
         earlier_videos = checkpoint.get("train_videos")
-        if not args.eval and all(k in checkpoint for k in ("optimizer", "lr_scheduler", "epoch")):
+        restored = not args.eval and all(k in checkpoint for k in ("optimizer", "lr_scheduler", "epoch"))
+        for note in resume_notes(checkpoint_args(checkpoint, args.resume), args, restored):
+            print(note, file=sys.stderr)
+        if restored:
             optimizer.load_state_dict(checkpoint["optimizer"])
             lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
             if scaler is not None and "scaler" in checkpoint:

@@ -104,6 +104,33 @@ def check_output_dir(output_dir: Path, args: argparse.Namespace) -> List[Path]:
     return earlier
 
 
+# What a resumed run takes from its checkpoint whatever the command line says: the optimizer's and the schedule's
+# state, restored with them, hold these values.
+RESTORED_OPTIONS = ("lr", "lr_backbone", "weight_decay", "lr_drop")
+# What may change between a run and its resumption without a word: where and how long it runs, not what it learns.
+UNCOMPARED_OPTIONS = frozenset({"resume", "output_dir", "overwrite", "start_epoch", "epochs", "config", "device",
+                                "num_workers", "eval", "check_data", "dist_url", "world_size", "rank", "gpu",
+                                "distributed", "debug", "skip_bad_samples", "pretrained_weights", "backbone_weights"})
+
+
+def resume_notes(recorded: Dict[str, Any], args: argparse.Namespace, restored: bool) -> List[str]:
+    """One line per option whose value differs from the one the resumed checkpoint records (`recorded`), saying
+    which value wins: the checkpoint's for `RESTORED_OPTIONS` when its optimizer state is `restored`, this run's
+    for the others."""
+    def comparable(value: Any) -> Any:
+        return [comparable(item) for item in value] if isinstance(value, (list, tuple)) else value
+
+    notes = []
+    for name in sorted(set(vars(args)) & set(recorded) - UNCOMPARED_OPTIONS):
+        if comparable(getattr(args, name)) == comparable(recorded[name]):
+            continue
+        wins = ("the checkpoint's wins (its optimizer and schedule state are restored)"
+                if restored and name in RESTORED_OPTIONS else "this run's wins")
+        notes.append(f"note: --resume {args.resume}: --{name} {getattr(args, name)}, the checkpoint's "
+                     f"{recorded[name]}: {wins}")
+    return notes
+
+
 def merge_video_names(earlier: Optional[Dict[str, List[str]]], current: Dict[str, List[str]]) -> Dict[str, List[str]]:
     """The videos a resumed model has seen: those of its checkpoint, then the new ones of this run."""
     merged = {part: list(names) for part, names in (earlier or {}).items()}

@@ -5,6 +5,7 @@ One test per item of the issue (`test_NN_...`), each failing when its fix is rev
 real on-disk formats by `data_factory`, the checkpoints by `model_helpers`. User errors are checked as the user
 meets them: `util.errors.run_main` around the script's `main`, exactly one `error:` line naming the option.
 """
+import shutil
 from pathlib import Path
 from typing import Callable, List, Sequence
 
@@ -169,3 +170,35 @@ def test_07_an_unwritable_output_dir_is_found_at_start(data, capsys):
     unwritable = Path("/proc/self")
     user_error(capsys, main.cli, train_argv(data, unwritable), EXIT_OPTION, f"--output_dir {unwritable}",
                "cannot write there")
+
+
+# ----------------------------------------------------------------------------- resuming checks what changes results
+def test_10_resume_results_refuses_other_features_or_audio_options(trained_checkpoint, tmp_path, capsys):
+    data = make_ytvos(tmp_path / "ytvos", num_videos=2, num_frames=2)
+    broken = Path(data["root"]) / "train" / "JPEGImages" / "vid001" / "00000.jpg"
+    good_frame = broken.read_bytes()
+    broken.write_bytes(b"\xff\xd8 not a whole JPEG")
+    user_error(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path), EXIT_DATA, "vid001")
+    partial = tmp_path / "results.json.partial"
+    assert partial.is_file()  # vid000 is kept
+    broken.write_bytes(good_frame)
+    other_features = tmp_path / "other_features"
+    shutil.copytree(data["audio_root"], other_features)
+    for changed in (["--rvos_audio_path", other_features], ["--audio_cmvn"]):
+        argv = rvos_argv(data, trained_checkpoint, tmp_path, "--resume_results")
+        argv[argv.index("--rvos_audio_path"):argv.index("--rvos_audio_path") + 2] = []
+        user_error(capsys, inference_rvos.main, argv + ["--rvos_audio_path", data["audio_root"], *changed],
+                   EXIT_OPTION, "--resume_results", str(partial), changed[0][2:])
+    assert run_main(inference_rvos.main, [str(a) for a in rvos_argv(data, trained_checkpoint, tmp_path,
+                                                                    "--resume_results")]) == 0
+
+
+def test_13_resume_names_the_options_that_differ_and_which_value_wins(data, tmp_path, capsys):
+    output_dir = tmp_path / "run"
+    succeeds(capsys, main.cli, train_argv(data, output_dir) + ["--lr", "0.001"])
+    err = succeeds(capsys, main.cli, train_argv(data, output_dir) + [
+        "--lr", "0.05", "--clip_max_norm", "0.5", "--epochs", "2", "--resume", output_dir / "checkpoint.pth"])
+    notes = [line for line in err.splitlines() if line.startswith("note: --resume")]
+    assert any("--lr 0.05, the checkpoint's 0.001: the checkpoint's wins" in line for line in notes), err
+    assert any("--clip_max_norm 0.5, the checkpoint's 0.1: this run's wins" in line for line in notes), err
+    assert len(notes) == 2, notes  # nothing else differs (--epochs and --resume are where and how long it runs)

@@ -17,8 +17,12 @@ PathLike = Union[str, Path]
 # Options the predictions depend on (with the checkpoint): a journal of an unfinished run is resumed only
 # when they are the same.
 JOURNAL_OPTIONS = ("num_frames", "data_scale", "inference_data_scale", "audio_feature", "audio_sample_rate",
-                   "inference_dropout", "seed", "audio_speed", "audio_rt60", "audio_noise", "audio_snr_db", "audio_band",
-                   "wavelet_threshold")
+                   "inference_dropout", "dropout", "seed", "audio_speed", "audio_rt60", "audio_noise", "audio_snr_db",
+                   "audio_band", "wavelet_threshold", "audio_cmvn", "audio_encoder", "ytvos_split")
+# The input paths the predictions depend on (frames, features, recordings), compared resolved.
+JOURNAL_PATHS = ("ytvos_path", "rvos_audio_path", "rvos_wav_path", "a2d_path", "jhmdb_path", "a2d_audio_path",
+                 "a2d_wav_path", "audio", "video_dir")
+CHANGES_SHOWN = 3  # changed settings named, with their values, when a journal is refused
 
 
 def journal_settings(args) -> Dict[str, object]:
@@ -27,7 +31,13 @@ def journal_settings(args) -> Dict[str, object]:
     stat = model.stat() if model.is_file() else None
     return {"model_path": str(model.resolve()), "model_bytes": stat.st_size if stat else None,
             "model_mtime_ns": stat.st_mtime_ns if stat else None,
-            **{key: getattr(args, key) for key in JOURNAL_OPTIONS}}
+            **{key: getattr(args, key, None) for key in JOURNAL_OPTIONS},
+            **{key: resolved(getattr(args, key, "")) for key in JOURNAL_PATHS}}
+
+
+def resolved(path: str) -> str:
+    """`path` absolute, links followed ('' stays '': an input not given)."""
+    return os.path.realpath(path) if path else ""
 
 
 class ResultJournal:
@@ -68,9 +78,11 @@ class ResultJournal:
                     break
                 if number == 0 and record.get("settings") != self.settings:
                     saved = record.get("settings") or {}
-                    changed = sorted(k for k in self.settings if saved.get(k) != self.settings[k])
+                    changed = [f"{k} {saved.get(k)!r} then, {self.settings[k]!r} now"
+                               for k in sorted(self.settings) if saved.get(k) != self.settings[k]]
+                    more = f", and {len(changed) - CHANGES_SHOWN} more" if len(changed) > CHANGES_SHOWN else ""
                     raise OptionError(f"--resume_results: {self.path} was made with other settings "
-                                      f"({', '.join(changed)}); delete it to start again")
+                                      f"({'; '.join(changed[:CHANGES_SHOWN])}{more}); delete it to start again")
                 if number > 0:
                     self.done[record.pop("key")] = record
                 valid += len(line)
