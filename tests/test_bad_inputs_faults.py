@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, List, Sequence
 
+import numpy as np
 import pytest
 import torch
 
@@ -106,11 +107,36 @@ def test_20_missing_keys_are_summarised(data, tmp_path, capsys):
 
 def test_18_a_checkpoint_whose_args_are_not_options_is_named(trained_checkpoint, data, tmp_path, capsys):
     checkpoint = torch.load(trained_checkpoint, weights_only=True)
-    for bad_args, named in (("resnet18", "'args' is a str"), ({**checkpoint["args"], "hidden_dim": "48x"},
-                                                                 "hidden_dim")):
+    recorded = checkpoint["args"]
+    for changed, named in (({"args": "resnet18"}, "'args' is a str"),
+                           ({"args": {**recorded, "hidden_dim": "48x"}}, "hidden_dim"),
+                           ({"args": {**recorded, "audio_sample_rate": "22050Hz"}}, "audio_sample_rate"),
+                           ({"train_videos": {"ytvos": [1, 2]}}, "train_videos")):
         path = tmp_path / "bad_args.pth"
-        torch.save({**checkpoint, "args": bad_args}, path)
+        torch.save({**checkpoint, **changed}, path)
         user_error(capsys, inference_rvos.main, rvos_argv(data, path, tmp_path), EXIT_DATA, str(path), named)
+
+
+def test_18_text_that_is_not_utf8_is_named(trained_checkpoint, tmp_path, capsys):
+    data = make_ytvos(tmp_path / "ytvos", num_videos=1, num_frames=2)
+    meta = Path(data["root"]) / "meta_expressions" / "train" / "meta_expressions.json"
+    meta.write_bytes(meta.read_bytes().replace(b'"videos"', b'"vid\xffeos"', 1))
+    user_error(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path), EXIT_DATA, str(meta),
+               "not UTF-8")
+    results = tmp_path / "r.json"
+    results.write_bytes(b'[{"video": "vid\xff"}]')
+    user_error(capsys, evaluate_rvos.main, [results, "--ytvos_path", data["root"], "--out", tmp_path / "m.json"],
+               EXIT_DATA, str(results), "not UTF-8")
+
+
+def test_17_feature_files_that_are_not_numbers_are_refused(trained_checkpoint, tmp_path, capsys):
+    data = make_ytvos(tmp_path / "ytvos", num_videos=1, num_frames=2)
+    feature = Path(data["audio_root"]) / "vid000_0.npy"
+    frames = len(np.load(feature))
+    for values, named in ((np.ones((frames, 39), dtype=bool), "bool"), (np.full((frames, 39), "1"), "<U1")):
+        np.save(feature, values)
+        user_error(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path), EXIT_DATA,
+                   str(feature), named)
 
 
 # ----------------------------------------------------------------------------- outputs never replace inputs

@@ -182,7 +182,7 @@ def checkpoint_train_videos(checkpoint: Mapping, path: PathLike) -> Optional[Dic
         return None
     if not (isinstance(videos, Mapping) and all(isinstance(k, str) and isinstance(v, (list, tuple))
                                                 and all(isinstance(n, str) for n in v) for k, v in videos.items())):
-        raise ValueError(f"{path}: '{TRAIN_VIDEOS_KEY}' is not a mapping of dataset names to lists of video names")
+        raise WeightsFileError(f"{path}: '{TRAIN_VIDEOS_KEY}' is not a mapping of dataset names to lists of video names")
     return {part: list(names) for part, names in videos.items()}
 
 
@@ -190,7 +190,7 @@ def read_train_videos(path: PathLike) -> Optional[Dict[str, List[str]]]:
     """`checkpoint_train_videos` of the checkpoint file `path`."""
     checkpoint = load_weights_file(path)
     if not isinstance(checkpoint, Mapping):
-        raise ValueError(f"{path} is not a checkpoint of the form {{'model': state_dict, ...}}")
+        raise WeightsFileError(f"{path} is not a checkpoint of the form {{'model': state_dict, ...}}")
     return checkpoint_train_videos(checkpoint, path)
 
 
