@@ -25,7 +25,7 @@ from models import build_model, optimize_for_inference
 from models.options import ARCHITECTURE_OPTIONS, TRAINED_WITH_OPTIONS
 from models.postprocess import PostProcessSegm
 from util.clips import cyclic_clips
-from util.config import FrozenNamespace, freeze, inference_scale
+from util.config import NONE, FrozenNamespace, freeze, inference_scale
 from util.errors import OptionError, check_device
 from util.names import natural_sorted
 from util.options import TRAINED_WITH_INFERENCE_OPTIONS
@@ -110,7 +110,8 @@ def load_model_for_inference(args) -> Tuple[nn.Module, Dict[str, nn.Module], Opt
                   "note": "--inference_data_scale: the frames are resized for inference to another scale than "
                           "--data_scale (the official infers at the training sizes)"})
     utils.seed_everything(args.seed)
-    model, _, postprocessors = build_model(args)
+    # no ImageNet weights (nor a note that there are none): the checkpoint replaces every backbone weight
+    model, _, postprocessors = build_model(freeze(args, backbone_weights=NONE))
     checkpoint = load_wnet_checkpoint(model, args.model_path)
     saved_rate = checkpoint_args(checkpoint, args.model_path).get("audio_sample_rate") or 0
     if isinstance(saved_rate, bool) or not isinstance(saved_rate, int):

@@ -23,7 +23,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     """The model's options, in the groups 'model', 'audio encoder' and 'loss coefficients'."""
     group = parser.add_argument_group("model")
     group.add_argument("--backbone_weights", default="", type=str,
-                       help="ImageNet ResNet weights (torchvision state_dict); empty = torchvision cache or random")
+                       help="ImageNet ResNet weights (torchvision state_dict); empty = torchvision cache or random; "
+                            "none = random without a note")
     group.add_argument("--backbone", default=DEFAULT_BACKBONE, type=str, choices=RESNET_NAMES)
     group.add_argument("--dilation", action="store_true",
                        help="replace the stride of the last ResNet stage by dilation (DC5)")

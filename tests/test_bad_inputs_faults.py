@@ -5,7 +5,9 @@ One test per item of the issue (`test_NN_...`), each failing when its fix is rev
 real on-disk formats by `data_factory`, the checkpoints by `model_helpers`. User errors are checked as the user
 meets them: `util.errors.run_main` around the script's `main`, exactly one `error:` line naming the option.
 """
+import os
 import shutil
+import signal
 from pathlib import Path
 from typing import Callable, List, Sequence
 
@@ -228,3 +230,36 @@ def test_13_resume_names_the_options_that_differ_and_which_value_wins(data, tmp_
     assert any("--lr 0.05, the checkpoint's 0.001: the checkpoint's wins" in line for line in notes), err
     assert any("--clip_max_norm 0.5, the checkpoint's 0.1: this run's wins" in line for line in notes), err
     assert len(notes) == 2, notes  # nothing else differs (--epochs and --resume are where and how long it runs)
+
+
+# ----------------------------------------------------------------------------- stopping
+class HandlerCalled(Exception):
+    """What SIGTERM raises here when inference installs no handler of its own (the default would end pytest)."""
+
+
+def test_22_sigterm_during_inference_says_how_to_continue(trained_checkpoint, tmp_path, capsys, monkeypatch):
+    data = make_ytvos(tmp_path / "ytvos", num_videos=2, num_frames=2)
+    infer_job, calls = inference_rvos.infer_job, []
+
+    def terminated_at_the_second_video(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return infer_job(*args, **kwargs)
+
+    def test_handler(signum, frame):
+        raise HandlerCalled()
+
+    monkeypatch.setattr(inference_rvos, "infer_job", terminated_at_the_second_video)
+    previous = signal.signal(signal.SIGTERM, test_handler)
+    try:
+        user_error(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path), 128 + signal.SIGTERM,
+                   "SIGTERM", str(tmp_path / "results.json.partial"), "--resume_results")
+        assert signal.getsignal(signal.SIGTERM) is test_handler  # put back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_22_inference_says_nothing_of_imagenet_weights_it_replaces(trained_checkpoint, data, tmp_path, capsys, caplog):
+    succeeds(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path))
+    assert "ImageNet" not in caplog.text + capsys.readouterr().err

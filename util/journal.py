@@ -5,6 +5,7 @@ import glob
 import json
 import os
 import signal
+import threading
 from pathlib import Path
 from typing import Dict, Iterator, Optional, Union
 
@@ -113,10 +114,26 @@ def unfinished_hint(journal: Optional[ResultJournal]) -> str:
     return f"; the {len(journal.done)} finished item(s) are kept in {journal.path}: rerun with --resume_results"
 
 
+class Terminated(Exception):
+    """SIGTERM arrived (raised by `journal_on_interrupt`'s handler, as Python raises KeyboardInterrupt for SIGINT)."""
+
+
+def _raise_terminated(signum: int, frame) -> None:
+    raise Terminated()
+
+
 @contextlib.contextmanager
 def journal_on_interrupt(journal: Optional[ResultJournal]) -> Iterator[None]:
-    """Ctrl-C during inference: say where the finished work is kept."""
+    """Ctrl-C or SIGTERM during inference: stop with one line that says where the finished work is kept (a
+    handler can only be installed in the main thread; elsewhere SIGTERM keeps its action)."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         yield
     except KeyboardInterrupt:
         raise Interrupted("interrupted" + unfinished_hint(journal), signal.SIGINT) from None
+    except Terminated:
+        raise Interrupted("terminated (SIGTERM)" + unfinished_hint(journal), signal.SIGTERM) from None
+    finally:
+        if in_main_thread:  # None: a handler installed from outside Python, which cannot be put back
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

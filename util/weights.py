@@ -15,6 +15,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from util.config import is_none
 from util.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -280,9 +281,12 @@ def load_backbone_weights(body: nn.Module, name: str, path: PathLike = "") -> No
     """Load ImageNet weights of torchvision ResNet `name` into the backbone `body`.
 
     From `path` (a torchvision state dict) when given, else from torchvision's local cache. With
-    neither, the body keeps its random initialisation and a warning is logged. `fc.*` and the BN
+    neither, the body keeps its random initialisation and a warning is logged; with `path` 'none' it keeps it
+    without a word (what a model that a checkpoint fills next needs). `fc.*` and the BN
     `num_batches_tracked` counters are dropped; every other key must fit the body exactly.
     """
+    if path and is_none(path):
+        return  # the caller loads every weight afterwards (a checkpoint at inference)
     if path:
         source = Path(path)
         if not source.is_file():
