@@ -54,7 +54,7 @@ from util.errors import USER_OS_ERRORS, OptionError, UserError, one_line, run_ma
 from util.journal import ResultJournal, journal_on_interrupt, journal_settings, unfinished_hint
 from util.misc import atomic_write
 from util.names import child_path
-from util.paths import check_outputs_apart, check_writable
+from util.paths import check_outputs_apart, check_writable, file_problem
 from util.options import (ENTRY_POINT_GROUPS, add_inference_args, add_run_args, add_rvos_inference_args,
                           inference_args)
 from util.reporting import log_json
@@ -118,8 +118,8 @@ def split_jobs(args, dropped: Optional[List[str]] = None) -> List[VideoJob]:
     resolved = resolve_split_file(args.split_file, args.ytvos_path, TEST_PART)
     split_file = str(resolved) if resolved is not None else ""
     log_json({"event": "videos", "videos_from": split_file or "every video of the split"})
-    if split_file and not Path(split_file).is_file():
-        raise FileNotFoundError(f"split file not found: {split_file}")
+    if split_file and file_problem(split_file):
+        raise OptionError(f"--split_file {split_file}: {file_problem(split_file)}")
     videos = read_ytvos_videos(args.ytvos_path, args.ytvos_split, split_file if split_file.endswith(".json") else "")
     if split_file and not split_file.endswith(".json"):
         by_name = {video.name: video for video in videos}
@@ -154,8 +154,8 @@ def single_job(args) -> VideoJob:
     if not (args.audio and args.video_dir):
         raise OptionError("--audio and --video_dir go together: one recording and one folder of frames")
     audio = Path(args.audio)
-    if not audio.is_file():
-        raise OptionError(f"--audio {audio}: the file does not exist")
+    if file_problem(audio):
+        raise OptionError(f"--audio {audio}: {file_problem(audio)}")
     frames = list_frames(args.video_dir)
     return VideoJob(Path(args.video_dir).resolve().name, 0, frames, [Expression(audio.stem, 0, audio)])
 

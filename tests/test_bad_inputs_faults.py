@@ -5,9 +5,12 @@ One test per item of the issue (`test_NN_...`), each failing when its fix is rev
 real on-disk formats by `data_factory`, the checkpoints by `model_helpers`. User errors are checked as the user
 meets them: `util.errors.run_main` around the script's `main`, exactly one `error:` line naming the option.
 """
+import json
 import os
+import re
 import shutil
 import signal
+import urllib.error
 from pathlib import Path
 from typing import Callable, List, Sequence
 
@@ -21,7 +24,7 @@ from data_factory import make_ytvos
 from engine.checkpoint import OutputDirLock
 from model_helpers import save_untrained_checkpoint
 from scripts import evaluate_rvos
-from util.errors import EXIT_DATA, EXIT_OPTION, run_main
+from util.errors import EXIT_DATA, EXIT_OPTION, UserError, run_main
 from util.weights import DDP_PREFIX
 
 MODEL_OPTIONS = ["--backbone", "resnet18", "--hidden_dim", "48", "--nheads", "4", "--dim_feedforward", "64",
@@ -263,3 +266,47 @@ def test_22_sigterm_during_inference_says_how_to_continue(trained_checkpoint, tm
 def test_22_inference_says_nothing_of_imagenet_weights_it_replaces(trained_checkpoint, data, tmp_path, capsys, caplog):
     succeeds(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path))
     assert "ImageNet" not in caplog.text + capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- messages that say what is wrong
+def test_21_empty_frames_a_fifo_and_a_folder_are_named_as_such(trained_checkpoint, tmp_path, capsys):
+    data = make_ytvos(tmp_path / "ytvos", num_videos=1, num_frames=2)
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    user_error(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path)[:-6] + [
+        "--split_file", folder, "--save_path", tmp_path / "r.json", "--device", "cpu"], EXIT_OPTION,
+        f"--split_file {folder}", "is a folder")
+    fifo = tmp_path / "phrase.wav"
+    os.mkfifo(fifo)
+    video_dir = Path(data["root"]) / "train" / "JPEGImages" / "vid000"
+    user_error(capsys, inference_rvos.main, ["--model_path", trained_checkpoint, "--audio", fifo, "--video_dir",
+                                             video_dir, "--save_path", tmp_path / "r.json", "--device", "cpu"],
+               EXIT_OPTION, f"--audio {fifo}", "not a regular file")
+    meta = Path(data["root"]) / "meta_expressions" / "train" / "meta_expressions.json"
+    videos = json.loads(meta.read_text())["videos"]
+    videos["vid000"]["frames"] = []
+    meta.write_text(json.dumps({"videos": videos}))
+    user_error(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path), EXIT_DATA, str(meta),
+               "'vid000' lists no frames")
+
+
+# ----------------------------------------------------------------------------- torch.hub
+def test_15_and_21_a_hub_url_is_cached_under_its_own_name_and_offline_is_named(tmp_path, monkeypatch,
+                                                                                 trained_checkpoint):
+    import hubconf
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    first, other = "https://host/v1/checkpoint.pth", "https://other-host/v2/checkpoint.pth"
+    assert hubconf.cached_checkpoint_path(first) != hubconf.cached_checkpoint_path(other)
+    # an earlier download of the first URL, where a cache keyed by file name would also look for the other
+    for earlier in (hubconf.cached_checkpoint_path(first), tmp_path / "hub" / "checkpoints" / "checkpoint.pth"):
+        earlier.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(trained_checkpoint, earlier)
+    assert hubconf._checkpoint_file(first) == hubconf.cached_checkpoint_path(first)  # no download: cached
+
+    def offline(url: str, destination: str) -> None:
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(UserError, match=re.escape(f"checkpoint {other}: cannot download it (")):
+        hubconf._checkpoint_file(other)

@@ -5,7 +5,8 @@ input (a dataset root, `--video_dir`, `--model_path`, `--audio`, the results bei
 run reads: `check_outputs_apart` refuses it, naming both options. A folder output whose files are named after the
 inputs (`--visualize DIR` writes `DIR/<video folder name>/<frame>.jpg`) must not be that input's parent either. Paths are
 compared resolved (links followed: a link into the dataset is the dataset). `check_writable` creates an output
-folder and writes a probe file there, so that an unwritable folder fails at start, not after an epoch.
+folder and writes a probe file there, so that an unwritable folder fails at start, not after an epoch;
+`file_problem` says why an input file cannot be read (absent, a folder, a FIFO or device).
 """
 import os
 import tempfile
@@ -44,6 +45,19 @@ def check_outputs_apart(outputs: Mapping[str, PathLike], inputs: Mapping[str, Pa
                     _resolved(output):
                 raise OptionError(f"{output_option} {output} holds {input_option} {source}: its files would replace "
                                   f"the input's; choose another folder")
+
+
+def file_problem(path: PathLike) -> Optional[str]:
+    """Why `path` cannot be read as a file ('does not exist', 'is a folder', 'is not a regular file ...'), or None
+    when it can: a FIFO or a device would be read forever or not at all."""
+    path = Path(path)
+    if path.is_file():
+        return None
+    if path.is_dir():
+        return "is a folder, not a file"
+    if path.exists():
+        return "is not a regular file (a FIFO, a socket or a device); pass a file"
+    return "the file does not exist"
 
 
 def check_writable(option: str, folder: PathLike) -> None:
