@@ -140,7 +140,7 @@ def main(parsed: argparse.Namespace):
         stats = evaluate_loss(model, criterion, data_loader, device, amp=args.amp, amp_dtype=amp_dtype,
                               bad_samples=bad_samples)
         append_log(output_dir, {**{f"val_{k}": v for k, v in stats.items()}, "epoch": trained_epoch,
-                                "dropped_samples": bad_samples.count})
+                                "dropped_samples": bad_samples.count_over_ranks()})
         return model_without_ddp
 
     if start_epoch >= args.epochs:
@@ -190,7 +190,7 @@ def main(parsed: argparse.Namespace):
                 utils.save_on_master(checkpoint, output_dir / LATEST_CHECKPOINT)
                 saved_epoch = epoch
             record = {**{f"train_{k}": v for k, v in train_stats.items()}, "epoch": epoch,
-                      "n_parameters": n_parameters, "dropped_samples": bad_samples.count,
+                      "n_parameters": n_parameters, "dropped_samples": bad_samples.count_over_ranks(),
                       "epoch_seconds": round(time.time() - epoch_start, 2)}
             if args.distributed:  # DDP keeps replicas equal; say so, since a divergence would be silent
                 record["ranks_in_sync"] = utils.ranks_in_sync(model_without_ddp)

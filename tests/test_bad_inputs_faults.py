@@ -310,3 +310,21 @@ def test_15_and_21_a_hub_url_is_cached_under_its_own_name_and_offline_is_named(t
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     with pytest.raises(UserError, match=re.escape(f"checkpoint {other}: cannot download it (")):
         hubconf._checkpoint_file(other)
+
+
+# ----------------------------------------------------------------------------- distributed runs
+def count_dropped_on_rank(rank: int, init_file: str, out_dir: str) -> None:
+    """One gloo rank of two: rank 0 met samples a and b, rank 1 b, c and d (b on both); 1 dropped before."""
+    import torch.distributed as dist
+    from datasets.common import BadSampleLog
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    log = BadSampleLog(dropped_before=1)
+    log.names.update(["a", "b"] if rank == 0 else ["b", "c", "d"])
+    Path(out_dir, f"rank{rank}.txt").write_text(str(log.count_over_ranks()))
+    dist.destroy_process_group()
+
+
+def test_14_dropped_samples_are_counted_over_ranks(tmp_path):
+    torch.multiprocessing.spawn(count_dropped_on_rank, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    assert [Path(tmp_path, f"rank{rank}.txt").read_text() for rank in (0, 1)] == ["5", "5"]  # 1 + a, b, c, d
