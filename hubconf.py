@@ -15,6 +15,8 @@ Only the model and the weight loading are imported (`models`, `util`), not the d
 entry point, so `dependencies` is every package that loading a model needs (tests/test_hubconf.py checks it
 against the imports).
 """
+import hashlib
+import urllib.error
 from pathlib import Path
 from typing import Dict, Tuple
 from urllib.parse import urlparse
@@ -23,19 +25,22 @@ import torch
 from torch import nn
 
 from models import add_model_args, build_model
-from util.config import ANY_OPTION, ArgumentParser, parse_args
+from util.config import ANY_OPTION, NONE, ArgumentParser, freeze, parse_args
 from util.options import add_run_args, add_training_args
+from util.errors import UserError
 from util.weights import load_wnet_checkpoint
 
 dependencies = ["torch", "torchvision", "numpy", "pytorch_wavelets", "safetensors", "threadpoolctl", "yaml"]  # torch.hub checks them
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 URL_SCHEMES = ("http", "https")
+URL_HASH_LENGTH = 12  # hex digits of the URL's SHA-256 in its cached file's name
 
 
 def _checkpoint_file(checkpoint: str) -> Path:
     """A local checkpoint path, checked before the model is built; a URL is downloaded once into torch.hub's
-    cache (`<hub dir>/checkpoints/<file name>`, where `torch.hub.load_state_dict_from_url` keeps its files)."""
+    cache (`cached_checkpoint_path`: one file per URL, in the folder where `torch.hub.load_state_dict_from_url`
+    keeps its files)."""
     url = urlparse(str(checkpoint))
     if url.scheme not in URL_SCHEMES:
         path = Path(checkpoint).expanduser()
@@ -45,10 +50,29 @@ def _checkpoint_file(checkpoint: str) -> Path:
         return path
     # Downloaded to a file rather than through load_state_dict_from_url: the strict loader reads files, and
     # training checkpoints hold their argparse.Namespace, which it allows and a bare weights_only load refuses.
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(url.path).name
+    return _download_once(checkpoint)
+
+
+def cached_checkpoint_path(url: str) -> Path:
+    """Where a checkpoint URL is kept: `<hub dir>/checkpoints/<file stem>-<hash of the whole URL><suffix>`, so
+    that two URLs of one file name (`.../v1/checkpoint.pth`, `.../v2/checkpoint.pth`) are two files."""
+    name = Path(urlparse(url).path)
+    digest = hashlib.sha256(url.encode("utf-8")).hexdigest()[:URL_HASH_LENGTH]
+    return Path(torch.hub.get_dir()) / "checkpoints" / f"{name.stem}-{digest}{name.suffix}"
+
+
+def _download_once(url: str) -> Path:
+    """The cached copy of `url`, downloaded when absent; a download that fails (offline, a wrong URL) is a
+    UserError naming the URL."""
+    cached = cached_checkpoint_path(url)
     if not cached.is_file():
         cached.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(checkpoint, str(cached))
+        try:
+            torch.hub.download_url_to_file(url, str(cached))
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", None) or error
+            raise UserError(f"checkpoint {url}: cannot download it ({reason}); download it yourself and pass its "
+                            f"path") from None
     return cached
 
 
@@ -59,7 +83,8 @@ def _official_wnet(config_name: str, checkpoint: str) -> Tuple[nn.Module, Dict[s
     for add_group in (add_run_args, add_model_args, add_training_args):  # the model's, trainable as main.py's
         add_group(parser)
     args = parse_args(parser, ["--config", str(CONFIG_DIR / config_name)], other_options=ANY_OPTION)
-    model, _, postprocessors = build_model(args)
+    # no ImageNet weights (nor a note that there are none): the checkpoint replaces every backbone weight
+    model, _, postprocessors = build_model(freeze(args, backbone_weights=NONE))
     load_wnet_checkpoint(model, path)
     return model.eval(), postprocessors
 

@@ -51,16 +51,19 @@ from datasets.ytvos_format import read_video_list
 from datasets.audio.io import RESAMPLER, is_recording, resample
 from datasets.audio.loader import decode
 from datasets.video import read_video_frames
-from engine.inference import frame_tensor, list_frames, load_model_for_inference, predict_video_masks
+from engine.inference import (frame_tensor, list_frames, load_model_for_inference, predict_video_masks,
+                              with_checkpoint_args)
 from engine.shard import Shard
 from models.postprocess import PostProcessSegm
 from datasets import add_dataset_args, add_training_data_args
 from models import add_model_args
-from util.config import ArgumentParser, HelpFormatter, inference_scale, option_names, parse_args
+from util.config import (ArgumentParser, HelpFormatter, given_options, inference_scale, option_names,
+                         parse_args)
 from util.errors import USER_OS_ERRORS, OptionError, UserError, one_line, run_main
 from util.journal import ResultJournal, journal_on_interrupt, journal_settings, unfinished_hint
 from util.misc import atomic_write
 from util.names import child_path
+from util.paths import check_outputs_apart, check_writable, file_problem
 from util.options import (ENTRY_POINT_GROUPS, add_inference_args, add_run_args, add_rvos_inference_args,
                           inference_args)
 from util.reporting import log_json
@@ -74,6 +77,9 @@ GIF_FPS = 6
 CONTACT_SHEET_COLUMNS = 6
 FOLDER_FPS = 6.0  # --save_video's rate for frame folders: the Ref-YouTube-VOS frames are every 5th of 30 fps
 VIDEO_SUFFIX = ".mp4"  # a split's overlay videos: <save_video>/<video>.mp4
+# What a run reads, which its outputs may not replace (util.paths.check_outputs_apart)
+INPUT_OPTIONS = ("--ytvos_path", "--rvos_audio_path", "--rvos_wav_path", "--model_path", "--audio", "--video",
+                 "--video_dir", "--split_file")
 
 
 @dataclass
@@ -109,9 +115,12 @@ def get_parser(prog: str = "Wnet Ref-YouTube-VOS inference") -> argparse.Argumen
 def parse(argv: Optional[Sequence[str]] = None,
           parser: Optional[argparse.ArgumentParser] = None) -> argparse.Namespace:
     """The options of `argv` (by `parser`, default `get_parser()`) after the post-parse step
-    (`util.options.inference_args`), frozen."""
-    return inference_args(parse_args(parser or get_parser(), argv,
-                                     other_options=option_names(*ENTRY_POINT_GROUPS, add_training_data_args)))
+    (`util.options.inference_args`), with the model options that `argv` leaves out taken from `--model_path`'s
+    own (`engine.inference.with_checkpoint_args`), frozen."""
+    parser = parser or get_parser()
+    other_options = option_names(*ENTRY_POINT_GROUPS, add_training_data_args)
+    args = inference_args(parse_args(parser, argv, other_options=other_options))
+    return with_checkpoint_args(args, given_options(parser, argv, other_options), parser)
 
 
 # ----------------------------------------------------------------------------- what to run
@@ -127,8 +136,8 @@ def split_jobs(args, dropped: Optional[List[str]] = None) -> List[VideoJob]:
     resolved = resolve_split_file(args.split_file, args.ytvos_path, TEST_PART)
     split_file = str(resolved) if resolved is not None else ""
     log_json({"event": "videos", "videos_from": split_file or "every video of the split"})
-    if split_file and not Path(split_file).is_file():
-        raise FileNotFoundError(f"split file not found: {split_file}")
+    if split_file and file_problem(split_file):
+        raise OptionError(f"--split_file {split_file}: {file_problem(split_file)}")
     videos = read_ytvos_videos(args.ytvos_path, args.ytvos_split, split_file if split_file.endswith(".json") else "")
     if split_file and not split_file.endswith(".json"):
         by_name = {video.name: video for video in videos}
@@ -163,8 +172,8 @@ def single_job(args) -> VideoJob:
     if not (args.audio and bool(args.video) != bool(args.video_dir)):
         raise OptionError("--audio goes with one of --video (a video file) or --video_dir (a folder of frames)")
     audio = Path(args.audio)
-    if not audio.is_file():
-        raise OptionError(f"--audio {audio}: the file does not exist")
+    if file_problem(audio):
+        raise OptionError(f"--audio {audio}: {file_problem(audio)}")
     if args.save_video:
         container_format(args.save_video)  # a wrong suffix fails before any work
     expressions = [Expression(audio.stem, 0, audio)]
@@ -363,6 +372,9 @@ def run(args, jobs: Sequence[VideoJob], model: Optional[torch.nn.Module] = None,
 def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
     """Write results.json; with `--check_data` return the exit code of the data check instead."""
     args = parse(argv)
+    check_outputs_apart({"--save_path": args.save_path, "--png_dir": args.png_dir, "--visualize": args.visualize,
+                         "--save_video": args.save_video},
+                        {option: getattr(args, option[2:]) for option in INPUT_OPTIONS}, {"--visualize": "--video_dir"})
     dropped: List[str] = []
     if args.audio or args.video or args.video_dir:
         jobs = [single_job(args)]
@@ -373,6 +385,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
                                                                                   "videos": len(jobs)})
     if not jobs:
         raise UserError("no videos to infer")
+    for option, folder in (("--save_path", Path(args.save_path).parent), ("--png_dir", args.png_dir),
+                           ("--visualize", args.visualize)):
+        if folder:
+            check_writable(option, folder)
     run(args, jobs, dropped_before=dropped)
     if args.rank == 0:
         print(f"results written to {args.save_path}", file=sys.stderr)

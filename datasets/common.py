@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 from datasets.audio.loader import AudioLoader
 from datasets.formats import DataFormatError, read_rgb
 from datasets.transforms import Normalize
+import util.misc as utils
 from util.clips import middle_frame_index
 from util.errors import DataWarning, UserError
 
@@ -249,6 +250,12 @@ class BadSampleLog:
     @property
     def count(self) -> int:
         return self.dropped_before + len(self.names)
+
+    def count_over_ranks(self) -> int:
+        """`count` over every process of a distributed run (each must call it): the samples each met, a sample
+        met by two counted once, and those dropped before the run (the same on every rank) once."""
+        names = set().union(*(set(names) for names in utils.all_gather_object(sorted(self.names))))
+        return self.dropped_before + len(names)
 
 
 class ClipDataset(Dataset):

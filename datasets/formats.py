@@ -136,12 +136,14 @@ def read_json(path: PathLike, note_duplicates: bool = False) -> Any:
     """Any JSON file (e.g. JHMDB `video_info.json`), with errors naming the file. With `note_duplicates` its
     objects are `JSONObject`s that list their repeated keys (`duplicate_keys`)."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             return json.load(f, object_pairs_hook=JSONObject if note_duplicates else None)
     except FileNotFoundError:
         raise FileNotFoundError(f"file not found: {path}") from None
     except json.JSONDecodeError as error:
         raise DataFormatError(f"{path}: not valid JSON ({error})") from None
+    except UnicodeDecodeError as error:
+        raise DataFormatError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
 
 
 def duplicate_keys(obj: Any) -> List[str]:

@@ -17,6 +17,9 @@ OFFICIAL_RVOS_AUDIO_PATH = "data/rvos_audio_feature"
 OFFICIAL_A2D_PATH = "data/a2d"
 OFFICIAL_A2D_AUDIO_PATH = "data/a2d_j_audio_feature"
 OFFICIAL_JHMDB_PATH = "data/JHMDB"
+# The data options a model was trained with that inference takes from its checkpoint by default
+# (engine.inference.with_checkpoint_args; the command line wins, with a note).
+TRAINED_WITH_DATA_OPTIONS = ("data_scale", "audio_feature")
 
 
 def add_dataset_args(parser: argparse.ArgumentParser) -> None:

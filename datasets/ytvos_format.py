@@ -35,6 +35,8 @@ def read_meta_expressions(path: PathLike) -> Dict[str, dict]:
         frames, expressions = video.get("frames"), video.get("expressions")
         if not isinstance(frames, list) or not all(isinstance(f, str) for f in frames):
             raise DataFormatError(f"{path}: video {vid!r} has no list of frame names")
+        if not frames:
+            raise DataFormatError(f"{path}: video {vid!r} lists no frames")
         for frame in frames:
             check_name(frame, f"video {vid!r}: frame name", path)
         if not isinstance(expressions, dict):

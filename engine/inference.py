@@ -8,8 +8,9 @@ original frame size and threshold the sigmoid at 0.5 (docs/protocol.md §7): `bu
 """
 import argparse
 import functools
+import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Collection, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -19,15 +20,19 @@ from torch import Tensor, nn
 import util.misc as utils
 from engine.train import amp_settings, outputs_to_float
 from datasets.formats import read_rgb
+from datasets.options import TRAINED_WITH_DATA_OPTIONS
 from datasets.transforms import make_inference_transforms
 from models import build_model, optimize_for_inference
+from models.options import ARCHITECTURE_OPTIONS, TRAINED_WITH_OPTIONS
 from models.postprocess import PostProcessSegm
 from util.clips import cyclic_clips
-from util.config import inference_scale
+from util.config import NONE, FrozenNamespace, freeze, inference_scale
 from util.errors import OptionError, check_device
 from util.names import natural_sorted
+from util.options import TRAINED_WITH_INFERENCE_OPTIONS
 from util.reporting import log_json
-from util.weights import checkpoint_train_videos, load_wnet_checkpoint
+from util.weights import (WeightsFileError, checkpoint_args, checkpoint_train_videos, load_weights_file,
+                          load_wnet_checkpoint)
 
 PathLike = Union[str, Path]
 
@@ -50,6 +55,55 @@ class AutocastInference(nn.Module):
         with torch.autocast(device_type=device_type, dtype=self.dtype):
             outputs = self.model(*inputs)
         return outputs_to_float(outputs)
+
+
+def with_checkpoint_args(args: FrozenNamespace, given: Collection[str],
+                         parser: argparse.ArgumentParser) -> FrozenNamespace:
+    """`args` with the options `--model_path` was trained with (its checkpoint's `args`, checked by `parser`'s
+    types) in place of those the command line and its config left at their defaults (not in `given`): a checkpoint
+    alone builds its model, as VisTR/DETR users expect. A given option of `ARCHITECTURE_OPTIONS` that differs from
+    the checkpoint's is an OptionError naming it; one of the trained-with options is used, with a note on stderr.
+    A checkpoint that records no options (the released one) leaves `args` as they are."""
+    path = Path(args.model_path) if args.model_path else None
+    if path is None or not path.is_file():
+        return args  # load_model_for_inference names the problem
+    recorded = checkpoint_args(load_weights_file(path), path)
+    actions = {action.dest: action for action in parser._actions}
+    taken, contradicted = {}, []
+    for name in ARCHITECTURE_OPTIONS + TRAINED_WITH_OPTIONS + TRAINED_WITH_DATA_OPTIONS + TRAINED_WITH_INFERENCE_OPTIONS:
+        if name not in recorded or name not in actions:
+            continue
+        trained = recorded_value(actions[name], recorded[name], path)
+        if name not in given:
+            taken[name] = trained
+        elif getattr(args, name) != trained and name in ARCHITECTURE_OPTIONS:
+            contradicted.append(f"--{name} {getattr(args, name)}: the checkpoint was trained with {trained}")
+        elif getattr(args, name) != trained:
+            print(f"note: --{name} {getattr(args, name)}: the checkpoint {path} was trained with {trained}; "
+                  f"inferring with {getattr(args, name)} (the command line's)", file=sys.stderr)
+    if contradicted:
+        raise OptionError("; ".join(contradicted) + f" ({path}; leave these options out: the model is built from "
+                                                    f"the checkpoint's own)")
+    changed = {name: value for name, value in taken.items() if getattr(args, name) != value}
+    if changed:
+        log_json({"event": "checkpoint_args", "model_path": str(path), "options": changed})
+    return freeze(args, **taken)
+
+
+def recorded_value(action: argparse.Action, value: object, path: Path) -> object:
+    """A checkpoint's recorded `value` of `action`'s option, checked as the command line would check it; a value
+    the option cannot take is a WeightsFileError naming `path` and the option."""
+    try:
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{value!r} is not true or false")
+        elif action.type is not None:
+            value = action.type(value if isinstance(value, str) else str(value))
+        if action.choices is not None and value not in action.choices:
+            raise ValueError(f"{value!r} is not one of {list(action.choices)}")
+    except (argparse.ArgumentTypeError, ValueError) as error:
+        raise WeightsFileError(f"{path}: its recorded option {action.dest}: {error}") from None
+    return value
 
 
 def load_model_for_inference(args) -> Tuple[nn.Module, Dict[str, nn.Module], Optional[Dict[str, List[str]]], int]:
@@ -76,11 +130,14 @@ def load_model_for_inference(args) -> Tuple[nn.Module, Dict[str, nn.Module], Opt
                   "note": "--inference_data_scale: the frames are resized for inference to another scale than "
                           "--data_scale (the official infers at the training sizes)"})
     utils.seed_everything(args.seed)
-    model, _, postprocessors = build_model(args)
+    # no ImageNet weights (nor a note that there are none): the checkpoint replaces every backbone weight
+    model, _, postprocessors = build_model(freeze(args, backbone_weights=NONE))
     checkpoint = load_wnet_checkpoint(model, args.model_path)
-    saved_args = checkpoint.get("args") or {}
-    saved_args = vars(saved_args) if isinstance(saved_args, argparse.Namespace) else saved_args
-    model_audio_sample_rate = int(saved_args.get("audio_sample_rate") or 0)
+    saved_rate = checkpoint_args(checkpoint, args.model_path).get("audio_sample_rate") or 0
+    if isinstance(saved_rate, bool) or not isinstance(saved_rate, int):
+        raise WeightsFileError(f"{args.model_path}: its recorded option audio_sample_rate: {saved_rate!r} is not a "
+                               f"whole number of samples per second")
+    model_audio_sample_rate = saved_rate
     model.to(device)
     if args.inference_dropout:
         model.train()  # reproduce the official numbers (dropout active)

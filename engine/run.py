@@ -22,7 +22,7 @@ from datasets import add_dataset_args, add_training_data_args, build_dataset, se
 from datasets.audio import feature_sample_rate
 from datasets.common import BadSampleLog, build_for_check, report_data_check
 from engine.checkpoint import (CHECKPOINT_TEMPLATE, LATEST_CHECKPOINT, append_log, check_paths, merge_video_names,
-                               prepare_output_dir)
+                               prepare_output_dir, resume_notes)
 from engine.signals import StopSignals, stopped_message
 from engine.train import (amp_settings, build_loader, build_lr_scheduler, build_optimizer, evaluate_loss,
                           train_one_epoch)
@@ -33,7 +33,7 @@ from util.errors import DataWarning, Interrupted, OptionError, UserError, check_
 from util.options import ENTRY_POINT_GROUPS, add_run_args, add_training_args
 from util.reporting import log_json
 from util.rng import gather_rng_states, set_rng_state
-from util.weights import load_pretrained_weights, load_wnet_checkpoint
+from util.weights import checkpoint_args, load_pretrained_weights, load_wnet_checkpoint
 
 
 def build_checked_dataset(image_set: str, args: argparse.Namespace):
@@ -67,8 +67,9 @@ def train(parsed: argparse.Namespace):
     check_paths(args)
 
     output_dir = Path(args.output_dir) if args.output_dir else None
+    lock = None  # the --output_dir lock, held while this function runs (released when it returns or fails)
     if output_dir and not args.eval:
-        prepare_output_dir(output_dir, args)
+        lock = prepare_output_dir(output_dir, args)
     elif output_dir and utils.is_main_process():
         output_dir.mkdir(parents=True, exist_ok=True)
 
@@ -114,7 +115,10 @@ def train(parsed: argparse.Namespace):
         checkpoint = load_wnet_checkpoint(model_without_ddp, args.resume)  # strict, errors list the keys
         trained_epoch = checkpoint.get("epoch", trained_epoch)
         earlier_videos = checkpoint.get("train_videos")
-        if not args.eval and all(k in checkpoint for k in ("optimizer", "lr_scheduler", "epoch")):
+        restored = not args.eval and all(k in checkpoint for k in ("optimizer", "lr_scheduler", "epoch"))
+        for note in resume_notes(checkpoint_args(checkpoint, args.resume), args, restored):
+            print(note, file=sys.stderr)
+        if restored:
             optimizer.load_state_dict(checkpoint["optimizer"])
             lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
             if scaler is not None and "scaler" in checkpoint:
@@ -134,7 +138,7 @@ def train(parsed: argparse.Namespace):
         stats = evaluate_loss(model, criterion, data_loader, device, amp=args.amp, amp_dtype=amp_dtype,
                               bad_samples=bad_samples)
         append_log(output_dir, {**{f"val_{k}": v for k, v in stats.items()}, "epoch": trained_epoch,
-                                "dropped_samples": bad_samples.count})
+                                "dropped_samples": bad_samples.count_over_ranks()})
         return model_without_ddp
 
     if start_epoch >= args.epochs:
@@ -184,7 +188,7 @@ def train(parsed: argparse.Namespace):
                 utils.save_on_master(checkpoint, output_dir / LATEST_CHECKPOINT)
                 saved_epoch = epoch
             record = {**{f"train_{k}": v for k, v in train_stats.items()}, "epoch": epoch,
-                      "n_parameters": n_parameters, "dropped_samples": bad_samples.count,
+                      "n_parameters": n_parameters, "dropped_samples": bad_samples.count_over_ranks(),
                       "epoch_seconds": round(time.time() - epoch_start, 2)}
             if args.distributed:  # DDP keeps replicas equal; say so, since a divergence would be silent
                 record["ranks_in_sync"] = utils.ranks_in_sync(model_without_ddp)

@@ -10,13 +10,21 @@ from .backbone import RESNET_NAMES
 from .encoder import THRESHOLD_RATIO
 
 DEFAULT_BACKBONE = "resnet50"
+# What a checkpoint's own args decide at inference (engine.inference.with_checkpoint_args): the options that shape
+# the weights or what they mean must match the checkpoint (a command line that contradicts it is refused) ...
+ARCHITECTURE_OPTIONS = ("backbone", "dilation", "enc_layers", "dec_layers", "dim_feedforward", "hidden_dim", "nheads",
+                        "num_queries", "num_frames", "pre_norm", "masks", "audio_encoder")
+# ... those that change the predictions but not the weights default to the checkpoint's (the command line wins,
+# with a note).
+TRAINED_WITH_OPTIONS = ("wavelet_threshold", "audio_cmvn", "dropout")
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """The model's options, in the groups 'model', 'audio encoder' and 'loss coefficients'."""
     group = parser.add_argument_group("model")
     group.add_argument("--backbone_weights", default="", type=str,
-                       help="ImageNet ResNet weights (torchvision state_dict); empty = torchvision cache or random")
+                       help="ImageNet ResNet weights (torchvision state_dict); empty = torchvision cache or random; "
+                            "none = random without a note")
     group.add_argument("--backbone", default=DEFAULT_BACKBONE, type=str, choices=RESNET_NAMES)
     group.add_argument("--dilation", action="store_true",
                        help="replace the stride of the last ResNet stage by dilation (DC5)")

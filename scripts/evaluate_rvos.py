@@ -38,6 +38,7 @@ from util.errors import USER_OS_ERRORS, UserError, one_line, run_main
 from util.metrics import db_eval_boundary, db_eval_iou
 from util.misc import atomic_json_dump
 from util.names import check_name, child_path
+from util.paths import check_outputs_apart
 from util.results import (FRAMES_KEY, ResultsFormatError, decode_masks, describe_entry, read_results,
                           validate_results)
 from util.weights import count_trained_on, read_train_videos
@@ -271,6 +272,9 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = get_parser().parse_args(argv)
     split_file = resolve_split_file(args.split_file, args.ytvos_path, TEST_PART)
+    out = Path(args.out) if args.out else Path(args.results).with_name(f"{Path(args.results).stem}_metrics.json")
+    check_outputs_apart({"--out": out}, {"the results": args.results, "--ytvos_path": args.ytvos_path,
+                                         "--model_path": args.model_path, "--split_file": split_file or ""})
     recorded = read_train_videos(args.model_path) if args.model_path else None
     train_videos = None if recorded is None else recorded.get("ytvos", [])
     metrics = evaluate_rvos(args.results, args.ytvos_path, args.ytvos_split, split_file, progress=True,
@@ -287,7 +291,6 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     if missing:
         print(f"warning: {args.results}: {missing} of {total} expressions have no prediction; they are scored "
               f"as empty masks", file=sys.stderr)
-    out = Path(args.out) if args.out else Path(args.results).with_name(f"{Path(args.results).stem}_metrics.json")
     print(f"J {metrics['J']:.4f}  F {metrics['F']:.4f}  J&F {metrics['J&F']:.4f}  "
           f"({metrics['num_frames']} frames, {metrics['num_expressions']} expressions, "
           f"{metrics['num_missing_expressions']} missing from the results, "

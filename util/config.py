@@ -179,6 +179,23 @@ def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = 
     return parser.parse_args(argv)
 
 
+def given_options(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None,
+                  other_options: Optional[Collection[str]] = frozenset()) -> FrozenSet[str]:
+    """The option names (dests) that `argv` or its `--config FILE` set; every other option holds the parser's
+    default (what a checkpoint's own args may replace at inference)."""
+    defaults = {action: action.default for action in parser._actions}
+    try:
+        for action in parser._actions:
+            action.default = argparse.SUPPRESS
+        explicit, _ = parser.parse_known_args(argv)
+    finally:
+        for action, default in defaults.items():
+            action.default = default
+    config = getattr(explicit, "config", "")
+    from_config = load_config(config, parser, other_options) if config else {}
+    return (frozenset(vars(explicit)) | frozenset(from_config)) - {"config"}
+
+
 def load_config(path: str, parser: argparse.ArgumentParser,
                 other_options: Optional[Collection[str]] = frozenset()) -> dict:
     """Read a YAML mapping of option names to values, checked as the command line would check them;

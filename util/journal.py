@@ -5,6 +5,7 @@ import glob
 import json
 import os
 import signal
+import threading
 from pathlib import Path
 from typing import Dict, Iterator, Optional, Union
 
@@ -17,8 +18,13 @@ PathLike = Union[str, Path]
 # Options the predictions depend on (with the checkpoint): a journal of an unfinished run is resumed only
 # when they are the same.
 JOURNAL_OPTIONS = ("num_frames", "data_scale", "inference_data_scale", "audio_feature", "audio_sample_rate",
-                   "inference_dropout", "seed", "audio_speed", "audio_rt60", "audio_noise", "audio_snr_db", "audio_band",
-                   "wavelet_threshold", "amp", "amp_dtype", "compile")
+                   "inference_dropout", "dropout", "seed", "audio_speed", "audio_rt60", "audio_noise", "audio_snr_db",
+                   "audio_band", "wavelet_threshold", "audio_cmvn", "audio_encoder", "ytvos_split", "amp", "amp_dtype",
+                   "compile")
+# The input paths the predictions depend on (frames, features, recordings), compared resolved.
+JOURNAL_PATHS = ("ytvos_path", "rvos_audio_path", "rvos_wav_path", "a2d_path", "jhmdb_path", "a2d_audio_path",
+                 "a2d_wav_path", "audio", "video_dir")
+CHANGES_SHOWN = 3  # changed settings named, with their values, when a journal is refused
 
 
 def journal_settings(args) -> Dict[str, object]:
@@ -27,7 +33,13 @@ def journal_settings(args) -> Dict[str, object]:
     stat = model.stat() if model.is_file() else None
     return {"model_path": str(model.resolve()), "model_bytes": stat.st_size if stat else None,
             "model_mtime_ns": stat.st_mtime_ns if stat else None,
-            **{key: getattr(args, key) for key in JOURNAL_OPTIONS}}
+            **{key: getattr(args, key, None) for key in JOURNAL_OPTIONS},
+            **{key: resolved(getattr(args, key, "")) for key in JOURNAL_PATHS}}
+
+
+def resolved(path: str) -> str:
+    """`path` absolute, links followed ('' stays '': an input not given)."""
+    return os.path.realpath(path) if path else ""
 
 
 class ResultJournal:
@@ -68,9 +80,11 @@ class ResultJournal:
                     break
                 if number == 0 and record.get("settings") != self.settings:
                     saved = record.get("settings") or {}
-                    changed = sorted(k for k in self.settings if saved.get(k) != self.settings[k])
+                    changed = [f"{k} {saved.get(k)!r} then, {self.settings[k]!r} now"
+                               for k in sorted(self.settings) if saved.get(k) != self.settings[k]]
+                    more = f", and {len(changed) - CHANGES_SHOWN} more" if len(changed) > CHANGES_SHOWN else ""
                     raise OptionError(f"--resume_results: {self.path} was made with other settings "
-                                      f"({', '.join(changed)}); delete it to start again")
+                                      f"({'; '.join(changed[:CHANGES_SHOWN])}{more}); delete it to start again")
                 if number > 0:
                     self.done[record.pop("key")] = record
                 valid += len(line)
@@ -101,10 +115,26 @@ def unfinished_hint(journal: Optional[ResultJournal]) -> str:
     return f"; the {len(journal.done)} finished item(s) are kept in {journal.path}: rerun with --resume_results"
 
 
+class Terminated(Exception):
+    """SIGTERM arrived (raised by `journal_on_interrupt`'s handler, as Python raises KeyboardInterrupt for SIGINT)."""
+
+
+def _raise_terminated(signum: int, frame) -> None:
+    raise Terminated()
+
+
 @contextlib.contextmanager
 def journal_on_interrupt(journal: Optional[ResultJournal]) -> Iterator[None]:
-    """Ctrl-C during inference: say where the finished work is kept."""
+    """Ctrl-C or SIGTERM during inference: stop with one line that says where the finished work is kept (a
+    handler can only be installed in the main thread; elsewhere SIGTERM keeps its action)."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         yield
     except KeyboardInterrupt:
         raise Interrupted("interrupted" + unfinished_hint(journal), signal.SIGINT) from None
+    except Terminated:
+        raise Interrupted("terminated (SIGTERM)" + unfinished_hint(journal), signal.SIGTERM) from None
+    finally:
+        if in_main_thread:  # None: a handler installed from outside Python, which cannot be put back
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

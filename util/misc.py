@@ -194,6 +194,15 @@ def ranks_in_sync(module: torch.nn.Module) -> bool:
     return len(set(digests)) == 1
 
 
+def all_gather_object(value: Any) -> List[Any]:
+    """`value` of every process, in rank order (`[value]` in one process)."""
+    if get_world_size() == 1:
+        return [value]
+    gathered: List[Any] = [None] * get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
 def all_reduce_mean(value: Tensor) -> Tensor:
     """Mean of a tensor over processes (identity in one process)."""
     if get_world_size() == 1:

@@ -13,6 +13,9 @@ from util.config import (PARTIAL_SUFFIX, FrozenNamespace, ImgPathAction, add_off
 from util.errors import check_device
 from util.misc import distributed_environment, init_distributed_mode
 
+# The inference options a training run records that inference takes from its checkpoint by default
+# (engine.inference.with_checkpoint_args; the command line wins, with a note).
+TRAINED_WITH_INFERENCE_OPTIONS = ("inference_data_scale",)
 OFFICIAL_PRETRAINED_WEIGHTS = "coco_pretrained_weights/384_coco_r50.pth"
 DEFAULT_AMP_DTYPE = "bfloat16"
 AMP_DTYPES = ("bfloat16", "float16")

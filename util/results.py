@@ -132,12 +132,15 @@ def read_results(path: PathLike) -> List[Dict[str, Any]]:
     """Read and validate results.json -> entries (`exp_id` as str, `obj_id`/`video_id` as int)."""
     path = Path(path)
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             entries = json.load(f)
     except FileNotFoundError:
         raise FileNotFoundError(f"results file not found: {path}") from None
     except json.JSONDecodeError as error:
         raise ResultsFormatError(f"{path}: not valid JSON ({error})") from None
+    except UnicodeDecodeError as error:
+        raise ResultsFormatError(f"{path}: not UTF-8 text ({error.reason} at byte "
+                                 f"{error.start})") from None
     if not isinstance(entries, list):
         raise ResultsFormatError(f"{path}: expected a list of entries, got {type(entries).__name__}")
     return validate_results(entries, str(path))

@@ -20,6 +20,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from util.config import is_none
 from util.errors import UserError
 from util.misc import atomic_write
 
@@ -51,6 +52,11 @@ METADATA_KEY = "__metadata__"
 ARGS_METADATA = "wnet_args"  # JSON of the training args
 TRAIN_VIDEOS_METADATA = "wnet_train_videos"  # JSON of `{part: [video names]}`
 DIGEST_METADATA = "wnet_sha256"  # of the bytes after the header: a changed or cut file is refused
+KEYS_SHOWN = 3  # keys of each kind named in a StateDictMismatchError
+# torch.nn.parallel.DistributedDataParallel's name for the model it wraps: a checkpoint saved from the wrapper
+DDP_PREFIX = "module."
+# Training checkpoints record their options under this key (main.py: `vars(args)`; DETR's: a Namespace).
+ARGS_KEY = "args"
 
 
 class WeightsFileError(UserError, ValueError):
@@ -58,23 +64,30 @@ class WeightsFileError(UserError, ValueError):
 
 
 class StateDictMismatchError(UserError, RuntimeError):
-    """A state dict that does not fit a model; the message lists every offending key."""
+    """A state dict that does not fit a model; the message counts the offending keys of each kind and names the
+    first few (the attributes hold them all)."""
 
     def __init__(self, source: str, missing: List[str], unexpected: List[str],
-                 mismatched: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]]):
+                 mismatched: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]], hint: str = ""):
         self.source = source
         self.missing = missing
         self.unexpected = unexpected
         self.mismatched = mismatched
-        parts = [f"{source} does not fit the model:"]
+        parts = []
         if missing:
-            parts.append(f"{len(missing)} missing key(s): {', '.join(missing)}")
+            parts.append(f"{len(missing)} missing key(s): {first_few(missing)}")
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s): {', '.join(unexpected)}")
+            parts.append(f"{len(unexpected)} unexpected key(s): {first_few(unexpected)}")
         if mismatched:
-            shapes = ", ".join(f"{k} (file {list(f)}, model {list(m)})" for k, f, m in mismatched)
-            parts.append(f"{len(mismatched)} key(s) with mismatched shapes: {shapes}")
-        super().__init__("\n  ".join(parts))
+            shapes = [f"{k} (file {list(f)}, model {list(m)})" for k, f, m in mismatched]
+            parts.append(f"{len(mismatched)} key(s) with mismatched shapes: {first_few(shapes)}")
+        super().__init__(f"{source} does not fit the model: {'; '.join(parts)}{hint}")
+
+
+def first_few(items: Sequence[str]) -> str:
+    """The first `KEYS_SHOWN` of `items`, comma-separated, and how many more: a summary, never a dump."""
+    more = len(items) - KEYS_SHOWN
+    return ", ".join(items[:KEYS_SHOWN]) + (f", ... ({more} more)" if more > 0 else "")
 
 
 # ----------------------------------------------------------------------------- safetensors
@@ -216,11 +229,30 @@ def load_wnet_checkpoint(model: nn.Module, path: PathLike) -> Dict[str, object]:
     """
     checkpoint = load_weights_file(path)
     state_dict = _model_state_dict_from_checkpoint(checkpoint, path)
+    if state_dict and all(key.startswith(DDP_PREFIX) for key in state_dict):
+        print(f"note: {path}: its keys start with {DDP_PREFIX!r} (saved from a DistributedDataParallel wrapper); "
+              f"loaded without it", file=sys.stderr)
+        state_dict = {key[len(DDP_PREFIX):]: value for key, value in state_dict.items()}
     missing, unexpected, mismatched = compare_state_dicts(model.state_dict(), state_dict)
     if missing or unexpected or mismatched:
-        raise StateDictMismatchError(f"checkpoint {path}", missing, unexpected, mismatched)
+        hint = "" if checkpoint.get(ARGS_KEY) else (
+            " (it records no training options: pass those it was trained with, e.g. its --config)")
+        raise StateDictMismatchError(f"checkpoint {path}", missing, unexpected, mismatched, hint)
     model.load_state_dict(state_dict, strict=True)
     return dict(checkpoint)
+
+
+def checkpoint_args(checkpoint: Mapping, path: PathLike) -> Dict[str, object]:
+    """The options a checkpoint was trained with (`{}` when it records none, e.g. the released checkpoint); a
+    record that is not a mapping of option names is a WeightsFileError naming `path`."""
+    recorded = checkpoint.get(ARGS_KEY)
+    if recorded is None:
+        return {}
+    recorded = vars(recorded) if isinstance(recorded, argparse.Namespace) else recorded
+    if not (isinstance(recorded, Mapping) and all(isinstance(key, str) for key in recorded)):
+        raise WeightsFileError(f"{path}: '{ARGS_KEY}' is a {type(recorded).__name__}, not the mapping of option "
+                               f"names to values that training records")
+    return dict(recorded)
 
 
 # ----------------------------------------------------------------------------- leakage guard
@@ -237,7 +269,7 @@ def checkpoint_train_videos(checkpoint: Mapping, path: PathLike) -> Optional[Dic
         return None
     if not (isinstance(videos, Mapping) and all(isinstance(k, str) and isinstance(v, (list, tuple))
                                                 and all(isinstance(n, str) for n in v) for k, v in videos.items())):
-        raise ValueError(f"{path}: '{TRAIN_VIDEOS_KEY}' is not a mapping of dataset names to lists of video names")
+        raise WeightsFileError(f"{path}: '{TRAIN_VIDEOS_KEY}' is not a mapping of dataset names to lists of video names")
     return {part: list(names) for part, names in videos.items()}
 
 
@@ -245,7 +277,7 @@ def read_train_videos(path: PathLike) -> Optional[Dict[str, List[str]]]:
     """`checkpoint_train_videos` of the checkpoint file `path`."""
     checkpoint = load_weights_file(path)
     if not isinstance(checkpoint, Mapping):
-        raise ValueError(f"{path} is not a checkpoint of the form {{'model': state_dict, ...}}")
+        raise WeightsFileError(f"{path} is not a checkpoint of the form {{'model': state_dict, ...}}")
     return checkpoint_train_videos(checkpoint, path)
 
 
@@ -335,9 +367,12 @@ def load_backbone_weights(body: nn.Module, name: str, path: PathLike = "") -> No
     """Load ImageNet weights of torchvision ResNet `name` into the backbone `body`.
 
     From `path` (a torchvision state dict) when given, else from torchvision's local cache. With
-    neither, the body keeps its random initialisation and a warning is logged. `fc.*` and the BN
+    neither, the body keeps its random initialisation and a warning is logged; with `path` 'none' it keeps it
+    without a word (what a model that a checkpoint fills next needs). `fc.*` and the BN
     `num_batches_tracked` counters are dropped; every other key must fit the body exactly.
     """
+    if path and is_none(path):
+        return  # the caller loads every weight afterwards (a checkpoint at inference)
     if path:
         source = Path(path)
         if not source.is_file():

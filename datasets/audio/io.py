@@ -258,9 +258,14 @@ def check_feature_file(path: PathLike) -> None:
 
 
 def read_feature_file(path: PathLike) -> np.ndarray:
-    """A `.npy` of features stored `(frames, 39)`, checked: shape, finite values."""
+    """A `.npy` of features stored `(frames, 39)`, checked: shape, real numbers (not booleans or text), finite
+    values."""
     features = _read_npy(path)
     _check_audio_shape(features.shape, path)
+    if features.dtype == np.bool_ or not (np.issubdtype(features.dtype, np.floating)
+                                          or np.issubdtype(features.dtype, np.integer)):
+        raise DataFormatError(f"audio feature {path}: holds {features.dtype} values, not the real numbers of MFCC "
+                              f"features (the official files hold float64)")
     if not np.all(np.isfinite(features)):
         raise DataFormatError(f"audio feature {path}: contains NaN or infinite values")
     return features
