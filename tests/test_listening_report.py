@@ -230,7 +230,9 @@ def test_clean_only_control_resume_and_the_threshold_warning(data, tmp_path, cap
     argv = ["--out", str(tmp_path / "out"), "--conditions", "clean,speed", "--speeds", "1.2", "--deranged", "clean",
             *inference_argv(data, checkpoint)]
     first, heard = run_with_ears(argv)
-    assert "was trained with --wavelet_threshold 0.0, this report uses 0.008" in capsys.readouterr().err
+    # the model is built with the options its checkpoint records: the report uses its threshold, no warning
+    assert first["wavelet_threshold"] == first["trained_wavelet_threshold"] == 0.0
+    assert "wavelet_threshold" not in capsys.readouterr().err
     assert sorted(heard) == ["clean", "clean_deranged", "speed_x1.2"]
     assert first["conditions"]["speed_x1.2"]["deranged"] is None and first["conditions"]["speed_x1.2"]["gap"] is None
     assert (tmp_path / "out" / report_script.TABLE_NAME).read_text().splitlines()[-1].endswith("| – | – |")
@@ -238,7 +240,12 @@ def test_clean_only_control_resume_and_the_threshold_warning(data, tmp_path, cap
     assert heard == {} and again["conditions"] == first["conditions"]
     more, heard = run_with_ears([a if a != "1.2" else "0.9" for a in argv] + ["--resume"])
     assert sorted(heard) == ["speed_x0.9"] and list(more["conditions"]) == ["clean", "speed_x0.9"]
-    assert run_main(report_script.main, argv + ["--resume", "--wavelet_threshold", "0"]) == 2
+    # a threshold given on the command line wins, and the report says it differs from the training's
+    elsewhere = [a if a != str(tmp_path / "out") else str(tmp_path / "given") for a in argv]
+    given, _ = run_with_ears(elsewhere + ["--wavelet_threshold", "0.008"])
+    assert given["wavelet_threshold"] == 0.008
+    assert "was trained with --wavelet_threshold 0.0, this report uses 0.008" in capsys.readouterr().err
+    assert run_main(report_script.main, argv + ["--resume", "--wavelet_threshold", "0.008"]) == 2
     assert "--resume" in capsys.readouterr().err
 
 
