@@ -16,29 +16,20 @@ import sys
 from typing import Optional, Sequence, Union
 
 from datasets.jhmdb import build_test_set
-from datasets import add_dataset_args, add_training_data_args
-from engine.inference import with_checkpoint_args
+from engine.inference import inference_parser, parse_inference
 from engine.middle_frame import run_middle_frame_evaluation
-from models import add_model_args
-from util.config import ArgumentParser, HelpFormatter, given_options, option_names, parse_args
 from util.errors import run_main
-from util.options import ENTRY_POINT_GROUPS, add_inference_args, add_middle_frame_args, add_run_args, inference_args
+from util.options import add_middle_frame_args
 
 
 def get_parser() -> argparse.ArgumentParser:
     """The options of the evaluation: the run's, the model's, the data's and the inference groups."""
-    parser = ArgumentParser("Wnet JHMDB-Sentences evaluation", formatter_class=HelpFormatter)
-    for add_group in (add_run_args, add_model_args, add_dataset_args, add_inference_args, add_middle_frame_args):
-        add_group(parser)
-    return parser
+    return inference_parser("Wnet JHMDB-Sentences evaluation", add_middle_frame_args)
 
 
 def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """The options of `argv` after the post-parse step (`util.options.inference_args`), with the model options
-    that `argv` leaves out taken from `--model_path`'s own (`engine.inference.with_checkpoint_args`), frozen."""
-    parser, other_options = get_parser(), option_names(*ENTRY_POINT_GROUPS, add_training_data_args)
-    args = inference_args(parse_args(parser, argv, other_options=other_options))
-    return with_checkpoint_args(args, given_options(parser, argv, other_options), parser)
+    """The options of `argv`, frozen (`engine.inference.parse_inference`)."""
+    return parse_inference(get_parser(), argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Union[dict, int]:

@@ -51,21 +51,17 @@ from datasets.ytvos_format import read_video_list
 from datasets.audio.io import RESAMPLER, is_recording, resample
 from datasets.audio.loader import decode
 from datasets.video import read_video_frames
-from engine.inference import (frame_tensor, list_frames, load_model_for_inference, predict_video_masks,
-                              with_checkpoint_args)
+from engine.inference import (frame_tensor, inference_parser, list_frames, load_model_for_inference, parse_inference,
+                              predict_video_masks)
 from engine.shard import Shard
 from models.postprocess import PostProcessSegm
-from datasets import add_dataset_args, add_training_data_args
-from models import add_model_args
-from util.config import (ArgumentParser, HelpFormatter, given_options, inference_scale, option_names,
-                         parse_args)
+from util.config import inference_scale
 from util.errors import USER_OS_ERRORS, OptionError, UserError, one_line, run_main
 from util.journal import ResultJournal, journal_on_interrupt, journal_settings, unfinished_hint
 from util.misc import atomic_write
 from util.names import child_path
 from util.paths import check_outputs_apart, check_writable, file_problem
-from util.options import (ENTRY_POINT_GROUPS, add_inference_args, add_run_args, add_rvos_inference_args,
-                          inference_args)
+from util.options import add_rvos_inference_args
 from util.reporting import log_json
 from util.results import make_entry, write_results
 from util.visualize import PALETTE, annotate_frame, contact_sheet, labelled_rows, overlay, save_gif
@@ -106,21 +102,13 @@ class VideoJob:
 
 def get_parser(prog: str = "Wnet Ref-YouTube-VOS inference") -> argparse.ArgumentParser:
     """The options of Ref-YouTube-VOS inference: the run's, the model's, the data's and the inference groups."""
-    parser = ArgumentParser(prog, formatter_class=HelpFormatter)
-    for add_group in (add_run_args, add_model_args, add_dataset_args, add_inference_args, add_rvos_inference_args):
-        add_group(parser)
-    return parser
+    return inference_parser(prog, add_rvos_inference_args)
 
 
 def parse(argv: Optional[Sequence[str]] = None,
           parser: Optional[argparse.ArgumentParser] = None) -> argparse.Namespace:
-    """The options of `argv` (by `parser`, default `get_parser()`) after the post-parse step
-    (`util.options.inference_args`), with the model options that `argv` leaves out taken from `--model_path`'s
-    own (`engine.inference.with_checkpoint_args`), frozen."""
-    parser = parser or get_parser()
-    other_options = option_names(*ENTRY_POINT_GROUPS, add_training_data_args)
-    args = inference_args(parse_args(parser, argv, other_options=other_options))
-    return with_checkpoint_args(args, given_options(parser, argv, other_options), parser)
+    """The options of `argv` (by `parser`, default `get_parser()`), frozen (`engine.inference.parse_inference`)."""
+    return parse_inference(parser or get_parser(), argv)
 
 
 # ----------------------------------------------------------------------------- what to run

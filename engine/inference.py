@@ -10,7 +10,7 @@ import argparse
 import functools
 import sys
 from pathlib import Path
-from typing import Collection, Dict, List, Optional, Tuple, Union
+from typing import Collection, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -19,17 +19,20 @@ from torch import Tensor, nn
 
 import util.misc as utils
 from engine.train import amp_settings, outputs_to_float
+from datasets import add_dataset_args, add_training_data_args
 from datasets.formats import read_rgb
 from datasets.options import TRAINED_WITH_DATA_OPTIONS
 from datasets.transforms import make_inference_transforms
-from models import build_model, optimize_for_inference
+from models import add_model_args, build_model, optimize_for_inference
 from models.options import ARCHITECTURE_OPTIONS, TRAINED_WITH_OPTIONS
 from models.postprocess import PostProcessSegm
 from util.clips import cyclic_clips
-from util.config import NONE, FrozenNamespace, freeze, inference_scale
+from util.config import (NONE, ArgumentParser, FrozenNamespace, HelpFormatter, freeze, given_options, inference_scale,
+                         option_names, parse_args)
 from util.errors import OptionError, check_device
 from util.names import natural_sorted
-from util.options import TRAINED_WITH_INFERENCE_OPTIONS
+from util.options import (ENTRY_POINT_GROUPS, TRAINED_WITH_INFERENCE_OPTIONS, add_inference_args, add_run_args,
+                          inference_args)
 from util.reporting import log_json
 from util.weights import (WeightsFileError, checkpoint_args, checkpoint_train_videos, load_weights_file,
                           load_wnet_checkpoint)
@@ -55,6 +58,24 @@ class AutocastInference(nn.Module):
         with torch.autocast(device_type=device_type, dtype=self.dtype):
             outputs = self.model(*inputs)
         return outputs_to_float(outputs)
+
+
+def inference_parser(prog: str, *dataset_groups) -> argparse.ArgumentParser:
+    """The options of an inference script: the run's, the model's, the data's and the inference groups, then its
+    dataset's own (`dataset_groups`: functions that add an argument group)."""
+    parser = ArgumentParser(prog, formatter_class=HelpFormatter)
+    for add_group in (add_run_args, add_model_args, add_dataset_args, add_inference_args, *dataset_groups):
+        add_group(parser)
+    return parser
+
+
+def parse_inference(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> FrozenNamespace:
+    """The options of `argv` by an inference script's `parser` after the post-parse step
+    (`util.options.inference_args`), with the model options that `argv` leaves out taken from `--model_path`'s own
+    (`with_checkpoint_args`), frozen. A config's keys of other entry points (training) are ignored."""
+    other_options = option_names(*ENTRY_POINT_GROUPS, add_training_data_args)
+    args = inference_args(parse_args(parser, argv, other_options=other_options))
+    return with_checkpoint_args(args, given_options(parser, argv, other_options), parser)
 
 
 def with_checkpoint_args(args: FrozenNamespace, given: Collection[str],

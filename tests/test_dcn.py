@@ -14,8 +14,8 @@ from torchvision.ops import deform_conv2d as torchvision_deform_conv2d
 from models.dcn import (BACKEND_ENV, DeformConv, DeformConvFunction, deform_conv, extension_available,
                         extension_has_cuda, selected_backend)
 
-# The module itself (the package attribute `deform_conv` is the function of that name).
-dcn_module = importlib.import_module("models.dcn.deform_conv")
+# The module itself, whose names the tests patch.
+dcn_module = importlib.import_module("models.dcn.ops")
 
 MAX_RELATIVE_ERROR = 1e-9
 FLOAT32_RELATIVE_ERROR = 1e-5

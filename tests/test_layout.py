@@ -44,7 +44,7 @@ def source_files() -> List[Path]:
 
 
 def module_parts(path: Path) -> Tuple[str, ...]:
-    """`models/dcn/deform_conv.py` -> ('models', 'dcn', 'deform_conv')."""
+    """`models/dcn/ops.py` -> ('models', 'dcn', 'ops')."""
     return path.relative_to(ROOT).with_suffix("").parts
 
 
