@@ -1,8 +1,8 @@
 """The argument groups of a run, of training and of inference (the model's and the data's are defined by
 `models.add_model_args` and `datasets.add_dataset_args` / `datasets.add_training_data_args`).
 
-Each entry point builds its parser from the groups it needs (`main.get_args_parser`, `inference_rvos.get_parser`,
-...); `ENTRY_POINT_GROUPS` lists the groups of this module, whose keys a shared YAML config may hold (an entry
+Each entry point builds its parser from the groups it needs (`engine.run.get_args_parser`,
+`engine.inference.inference_parser`, ...); `ENTRY_POINT_GROUPS` lists the groups of this module, whose keys a shared YAML config may hold (an entry
 point ignores those its parser lacks). The defaults are the official ones (the official main.py).
 """
 import argparse
