@@ -2,8 +2,9 @@
 `models.add_model_args` and `datasets.add_dataset_args` / `datasets.add_training_data_args`).
 
 Each entry point builds its parser from the groups it needs (`engine.run.get_args_parser`,
-`engine.inference.inference_parser`, ...); `ENTRY_POINT_GROUPS` lists the groups of this module, whose keys a shared YAML config may hold (an entry
-point ignores those its parser lacks). The defaults are the official ones (the official main.py).
+`engine.inference.inference_parser`, ...); `ENTRY_POINT_GROUPS` lists the groups of this module, whose keys a
+shared YAML config may hold (an entry point ignores those its parser lacks). The defaults are the official ones
+(the official main.py).
 """
 import argparse
 import os
