@@ -18,7 +18,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 import util.misc as utils
-from engine.train import amp_settings, outputs_to_float
+from engine.train import amp_settings, autocast_context, outputs_to_float
 from datasets import add_dataset_args, add_training_data_args
 from datasets.formats import read_rgb
 from datasets.options import TRAINED_WITH_DATA_OPTIONS
@@ -54,8 +54,7 @@ class AutocastInference(nn.Module):
 
     def forward(self, *inputs: Tensor) -> Dict[str, Tensor]:
         """The wrapped model's outputs (same keys and shapes), floating tensors in float32."""
-        device_type = next(self.model.parameters()).device.type
-        with torch.autocast(device_type=device_type, dtype=self.dtype):
+        with autocast_context(next(self.model.parameters()).device, True, self.dtype):
             outputs = self.model(*inputs)
         return outputs_to_float(outputs)
 
