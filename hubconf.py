@@ -24,8 +24,8 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from models import add_model_args, build_model
-from util.config import ANY_OPTION, NONE, ArgumentParser, freeze, parse_args
+from models import add_model_args, build_inference_model
+from util.config import ANY_OPTION, ArgumentParser, parse_args
 from util.options import add_run_args, add_training_args
 from util.errors import UserError
 from util.weights import load_wnet_checkpoint
@@ -83,8 +83,7 @@ def _official_wnet(config_name: str, checkpoint: str) -> Tuple[nn.Module, Dict[s
     for add_group in (add_run_args, add_model_args, add_training_args):  # the model's, trainable as main.py's
         add_group(parser)
     args = parse_args(parser, ["--config", str(CONFIG_DIR / config_name)], other_options=ANY_OPTION)
-    # no ImageNet weights (nor a note that there are none): the checkpoint replaces every backbone weight
-    model, _, postprocessors = build_model(freeze(args, backbone_weights=NONE))
+    model, postprocessors = build_inference_model(args)
     load_wnet_checkpoint(model, path)
     return model.eval(), postprocessors
 

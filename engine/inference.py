@@ -23,11 +23,11 @@ from datasets import add_dataset_args, add_training_data_args
 from datasets.formats import read_rgb
 from datasets.options import TRAINED_WITH_DATA_OPTIONS
 from datasets.transforms import make_inference_transforms
-from models import add_model_args, build_model, optimize_for_inference
+from models import add_model_args, add_model_training_args, build_inference_model, optimize_for_inference
 from models.options import ARCHITECTURE_OPTIONS, TRAINED_WITH_OPTIONS
 from models.postprocess import PostProcessSegm
 from util.clips import cyclic_clips
-from util.config import (NONE, ArgumentParser, FrozenNamespace, HelpFormatter, freeze, given_options, inference_scale,
+from util.config import (ArgumentParser, FrozenNamespace, HelpFormatter, freeze, given_options, inference_scale,
                          option_names, parse_args)
 from util.errors import OptionError, check_device
 from util.names import natural_sorted
@@ -72,7 +72,7 @@ def parse_inference(parser: argparse.ArgumentParser, argv: Optional[Sequence[str
     """The options of `argv` by an inference script's `parser` after the post-parse step
     (`util.options.inference_args`), with the model options that `argv` leaves out taken from `--model_path`'s own
     (`with_checkpoint_args`), frozen. A config's keys of other entry points (training) are ignored."""
-    other_options = option_names(*ENTRY_POINT_GROUPS, add_training_data_args)
+    other_options = option_names(*ENTRY_POINT_GROUPS, add_model_training_args, add_training_data_args)
     args = inference_args(parse_args(parser, argv, other_options=other_options))
     return with_checkpoint_args(args, given_options(parser, argv, other_options), parser)
 
@@ -150,8 +150,7 @@ def load_model_for_inference(args) -> Tuple[nn.Module, Dict[str, nn.Module], Opt
                   "note": "--inference_data_scale: the frames are resized for inference to another scale than "
                           "--data_scale (the official infers at the training sizes)"})
     utils.seed_everything(args.seed)
-    # no ImageNet weights (nor a note that there are none): the checkpoint replaces every backbone weight
-    model, _, postprocessors = build_model(freeze(args, backbone_weights=NONE))
+    model, postprocessors = build_inference_model(args)
     checkpoint = load_wnet_checkpoint(model, args.model_path)
     saved_rate = checkpoint_args(checkpoint, args.model_path).get("audio_sample_rate") or 0
     if isinstance(saved_rate, bool) or not isinstance(saved_rate, int):

@@ -27,7 +27,7 @@ from engine.signals import StopSignals, stopped_message
 from engine.train import (amp_settings, build_loader, build_lr_scheduler, build_optimizer, evaluate_loss,
                           train_one_epoch)
 from engine.warmup import warm_start
-from models import add_model_args, build_model
+from models import add_model_args, add_model_training_args, build_model
 from util.config import ArgumentParser, FrozenNamespace, HelpFormatter, freeze, is_none, option_names, parse_args
 from util.errors import DataWarning, Interrupted, OptionError, UserError, check_device
 from util.options import ENTRY_POINT_GROUPS, add_run_args, add_training_args
@@ -236,7 +236,8 @@ def training_audio_sample_rate(args: argparse.Namespace) -> int:
 def get_args_parser() -> argparse.ArgumentParser:
     """The options of training: the run's, the model's, the data's, the augmentation and the training groups."""
     parser = ArgumentParser("Wnet", add_help=False)
-    for add_group in (add_run_args, add_model_args, add_dataset_args, add_training_data_args, add_training_args):
+    for add_group in (add_run_args, add_model_args, add_model_training_args, add_dataset_args, add_training_data_args,
+                      add_training_args):
         add_group(parser)
     return parser
 

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 import inference_rvos
 from engine.inference import AutocastInference
-from models import build_model, optimize_for_inference
+from models import build_inference_model, optimize_for_inference
 from models.dcn import selected_backend
 from util.config import ArgumentParser, HelpFormatter
 from util.errors import run_main
@@ -54,7 +54,7 @@ def build_modes(frames: int, modes: Sequence[str], seed: int) -> Dict[str, nn.Mo
     args = inference_rvos.parse(["--masks", "--device", "cpu", "--num_frames", str(frames),
                                  "--num_queries", str(frames), "--seed", str(seed)])
     torch.manual_seed(seed)
-    model, _, postprocessors = build_model(args)
+    model, postprocessors = build_inference_model(args)
     model = optimize_for_inference(model)
     built = {"fp32": model, "amp": AutocastInference(model, torch.bfloat16)}
     if "compile" in modes:

@@ -6,7 +6,7 @@ import torch
 
 import inference_rvos
 import main
-from models import build_model
+from models import build_inference_model
 from util.config import own_argv
 
 CHECKPOINT_NAME = "checkpoint.pth"
@@ -18,7 +18,7 @@ def save_untrained_checkpoint(folder: Path, argv: Sequence[str], seed: int = 0) 
     hold training options too (a demo command line): the inference options of it build the model."""
     torch.manual_seed(seed)
     args = inference_rvos.parse(own_argv(list(argv), inference_rvos.get_parser(), main.get_parser()))
-    model, _, _ = build_model(args)
+    model, _ = build_inference_model(args)
     path = Path(folder) / CHECKPOINT_NAME
     torch.save({"model": model.state_dict()}, path)
     return path

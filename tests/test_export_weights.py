@@ -14,7 +14,7 @@ import torch
 
 import inference_rvos
 from data_factory import make_ytvos
-from models import build_model
+from models import build_inference_model
 from scripts import export_weights
 from util.results import decode_masks, read_results
 from util.weights import DROPPED_DETR_KEYS, load_pretrained_weights
@@ -35,7 +35,7 @@ def exported(tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("export")
     torch.manual_seed(0)
     args = inference_rvos.parse(MODEL_ARGV)
-    model, _, _ = build_model(args)
+    model, _ = build_inference_model(args)
     checkpoint = folder / "checkpoint.pth"
     torch.save({"model": model.state_dict(), "args": {**vars(args), "audio_sample_rate": AUDIO_RATE},
                 "train_videos": {"ytvos": ["train000"]}, "epoch": 3}, checkpoint)
@@ -82,7 +82,7 @@ def test_model_path_and_pretrained_weights_read_the_export(tmp_path, exported, c
     np.testing.assert_array_equal(masks["out"], masks["checkpoint"])
 
     torch.manual_seed(1)  # other random weights, replaced by the export's
-    model, _, _ = build_model(inference_rvos.parse(MODEL_ARGV))
+    model, _ = build_inference_model(inference_rvos.parse(MODEL_ARGV))
     load_pretrained_weights(model, exported["out"])
     loaded = model.state_dict()
     # as from DETR weights: every tensor but the query embedding (another number of queries, DROPPED_DETR_KEYS)

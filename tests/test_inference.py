@@ -23,7 +23,7 @@ from datasets.formats import read_palette_png
 from engine.inference import load_frame
 from engine.middle_frame import evaluate_middle_frame
 from model_helpers import save_untrained_checkpoint
-from models import build_model
+from models import build_inference_model
 from models.postprocess import PostProcessSegm
 from util.clips import cyclic_clips
 from util.config import inference_scale
@@ -64,7 +64,7 @@ def test_rvos_inference_and_evaluation(tmp_path: Path, checkpoint: Path):
     assert sorted((e["file_name"], e["exp_id"]) for e in entries) == [
         (video, exp_id) for video in sorted(data["videos"]) for exp_id in ("0", "1")]
     args = inference_rvos.parse(argv)
-    model, _, _ = build_model(args)
+    model, _ = build_inference_model(args)
     model.load_state_dict(torch.load(checkpoint, weights_only=True)["model"])
     model.eval()
     for entry in entries:

@@ -16,6 +16,7 @@ import main as train
 from data_factory import make_ytvos
 from util.config import FrozenNamespace, OfficialUnused
 from datasets import add_training_data_args
+from models import add_model_training_args
 from util.options import add_inference_args, add_middle_frame_args, add_rvos_inference_args, add_training_args
 from util.results import read_results
 
@@ -93,7 +94,9 @@ def test_inference_help_shows_no_optimiser_option(entry_point, capsys):
         PARSERS[entry_point]().parse_args(["--help"])
     shown = listed(capsys.readouterr().out)
     assert shown.isdisjoint(OPTIMISER_OPTIONS), sorted(shown.intersection(OPTIMISER_OPTIONS))
-    assert shown.isdisjoint({f"--{name}" for name in stored_names(add_training_args, add_training_data_args)})
+    training_only = stored_names(add_training_args, add_training_data_args, add_model_training_args)
+    assert shown.isdisjoint({f"--{name}" for name in training_only}), sorted(shown & {f"--{n}" for n in training_only})
+    assert {"--checkpoint_activations", "--mask_loss_coef", "--no_aux_loss"}.isdisjoint(shown)
     assert "--model_path" in shown and "--masks" in shown
 
 

@@ -126,8 +126,9 @@ def add_inference_args(parser: argparse.ArgumentParser) -> None:
 # reads the dataset it is named after).
 OFFICIAL_TRAINING_OPTIONS = ("lr", "lr_backbone", "batch_size", "weight_decay", "epochs", "lr_drop", "clip_max_norm",
                              "pretrained_weights", "output_dir", "resume", "start_epoch", "eval", "num_workers",
-                             "world_size", "dataset_file", "remove_difficult")
-OFFICIAL_TRAINING_FLAGS = ("eval", "remove_difficult")
+                             "world_size", "dataset_file", "remove_difficult", "no_aux_loss", "mask_loss_coef",
+                             "dice_loss_coef", "bbox_loss_coef", "giou_loss_coef", "kl_loss_coef")
+OFFICIAL_TRAINING_FLAGS = ("eval", "remove_difficult", "no_aux_loss")
 
 
 def add_rvos_inference_args(parser: argparse.ArgumentParser) -> None:
