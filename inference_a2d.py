@@ -25,7 +25,7 @@ from util.options import add_middle_frame_args
 
 def get_parser() -> argparse.ArgumentParser:
     """The options of the evaluation: the run's, the model's, the data's and the inference groups."""
-    return inference_parser("Wnet A2D-Sentences evaluation", add_middle_frame_args)
+    return inference_parser("Wnet A2D-Sentences evaluation", "a2d", add_middle_frame_args)
 
 
 def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

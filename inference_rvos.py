@@ -102,7 +102,7 @@ class VideoJob:
 
 def get_parser(prog: str = "Wnet Ref-YouTube-VOS inference") -> argparse.ArgumentParser:
     """The options of Ref-YouTube-VOS inference: the run's, the model's, the data's and the inference groups."""
-    return inference_parser(prog, add_rvos_inference_args)
+    return inference_parser(prog, "ytvos", add_rvos_inference_args)
 
 
 def parse(argv: Optional[Sequence[str]] = None,

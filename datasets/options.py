@@ -22,24 +22,41 @@ OFFICIAL_JHMDB_PATH = "data/JHMDB"
 TRAINED_WITH_DATA_OPTIONS = ("data_scale", "audio_feature")
 
 
-def add_dataset_args(parser: argparse.ArgumentParser) -> None:
-    """Where the data is and how it is read and heard (training and inference)."""
+# The datasets whose files each path option names (an inference script offers those of the dataset it evaluates).
+PATH_OPTIONS_READ_BY = {"ytvos_path": ("ytvos",), "ytvos_split": ("ytvos",), "a2d_path": ("a2d",),
+                        "jhmdb_path": ("jhmdb",), "rvos_audio_path": ("ytvos",), "a2d_audio_path": ("a2d", "jhmdb"),
+                        "rvos_wav_path": ("ytvos",), "a2d_wav_path": ("a2d", "jhmdb")}
+ALL_DATA = ("ytvos", "a2d", "jhmdb")
+OFFICIAL_PATH_OPTIONS = ("ytvos_path",)  # the official scripts' only path option: every script accepts it
+
+
+def add_dataset_args(parser: argparse.ArgumentParser, data: Sequence[str] = ALL_DATA) -> None:
+    """Where the data is and how it is read and heard (training and inference). `data`: the datasets whose paths
+    to offer ("ytvos", "a2d", "jhmdb"; training: all of them); an official path option of another dataset is
+    accepted with a note that it is not read."""
     group = parser.add_argument_group("data (defaults: the official data/ layout)")
-    group.add_argument("--ytvos_path", default=OFFICIAL_YTVOS_PATH, type=str,
-                       help="Ref-YouTube-VOS root (train/JPEGImages, train/Annotations, meta_expressions/, ann/)")
-    group.add_argument("--ytvos_split", default="train", type=str)
-    group.add_argument("--a2d_path", default=OFFICIAL_A2D_PATH, type=str, help="A2D-Sentences root")
-    group.add_argument("--jhmdb_path", default=OFFICIAL_JHMDB_PATH, type=str, help="JHMDB-Sentences root")
-    group.add_argument("--rvos_audio_path", default=OFFICIAL_RVOS_AUDIO_PATH, type=str,
-                       help="MFCC-39 .npy files <video>_<exp_id>.npy")
-    group.add_argument("--a2d_audio_path", default=OFFICIAL_A2D_AUDIO_PATH, type=str,
-                       help="MFCC-39 .npy files <video>_<instance_id>.npy (A2D) and <video>.npy (JHMDB)")
-    group.add_argument("--rvos_wav_path", default="", type=str,
-                       help="recordings <video>_<exp_id>.wav: MFCC-39 computed from them on the fly (instead of "
-                            "--rvos_audio_path)")
-    group.add_argument("--a2d_wav_path", default="", type=str,
-                       help="recordings <video>_<instance_id>.wav (A2D) and <video>.wav (JHMDB): MFCC-39 computed "
-                            "from them on the fly (instead of --a2d_audio_path)")
+
+    def add_path(name: str, **kwargs) -> None:
+        if set(PATH_OPTIONS_READ_BY[name]) & set(data):
+            group.add_argument(f"--{name}", type=str, **kwargs)
+        elif name in OFFICIAL_PATH_OPTIONS:
+            add_official_unused(group, name, f"another dataset's files (this script reads {', '.join(data)})",
+                                hidden=True)
+
+    add_path("ytvos_path", default=OFFICIAL_YTVOS_PATH,
+             help="Ref-YouTube-VOS root (train/JPEGImages, train/Annotations, meta_expressions/, ann/)")
+    add_path("ytvos_split", default="train")
+    add_path("a2d_path", default=OFFICIAL_A2D_PATH, help="A2D-Sentences root")
+    add_path("jhmdb_path", default=OFFICIAL_JHMDB_PATH, help="JHMDB-Sentences root")
+    add_path("rvos_audio_path", default=OFFICIAL_RVOS_AUDIO_PATH, help="MFCC-39 .npy files <video>_<exp_id>.npy")
+    add_path("a2d_audio_path", default=OFFICIAL_A2D_AUDIO_PATH,
+             help="MFCC-39 .npy files <video>_<instance_id>.npy (A2D) and <video>.npy (JHMDB)")
+    add_path("rvos_wav_path", default="",
+             help="recordings <video>_<exp_id>.wav: MFCC-39 computed from them on the fly (instead of "
+                  "--rvos_audio_path)")
+    add_path("a2d_wav_path", default="",
+             help="recordings <video>_<instance_id>.wav (A2D) and <video>.wav (JHMDB): MFCC-39 computed from them "
+                  "on the fly (instead of --a2d_audio_path)")
     group.add_argument("--data_scale", default=1.0, type=positive_float,
                        help="multiplies every resize/crop size of the clip transforms and the inference short side "
                             "(1 = the official sizes; tiny test or demo runs use less, never below 32 pixels)")

@@ -59,11 +59,13 @@ class AutocastInference(nn.Module):
         return outputs_to_float(outputs)
 
 
-def inference_parser(prog: str, *dataset_groups) -> argparse.ArgumentParser:
-    """The options of an inference script: the run's, the model's, the data's and the inference groups, then its
-    dataset's own (`dataset_groups`: functions that add an argument group)."""
+def inference_parser(prog: str, data: str, *dataset_groups) -> argparse.ArgumentParser:
+    """The options of an inference script: the run's, the model's, the data's (the paths of the dataset `data`
+    alone: "ytvos", "a2d" or "jhmdb") and the inference groups, then its dataset's own (`dataset_groups`: functions
+    that add an argument group)."""
     parser = ArgumentParser(prog, formatter_class=HelpFormatter)
-    for add_group in (add_run_args, add_model_args, add_dataset_args, add_inference_args, *dataset_groups):
+    for add_group in (add_run_args, add_model_args, functools.partial(add_dataset_args, data=(data,)),
+                      add_inference_args, *dataset_groups):
         add_group(parser)
     return parser
 
@@ -72,7 +74,7 @@ def parse_inference(parser: argparse.ArgumentParser, argv: Optional[Sequence[str
     """The options of `argv` by an inference script's `parser` after the post-parse step
     (`util.options.inference_args`), with the model options that `argv` leaves out taken from `--model_path`'s own
     (`with_checkpoint_args`), frozen. A config's keys of other entry points (training) are ignored."""
-    other_options = option_names(*ENTRY_POINT_GROUPS, add_model_training_args, add_training_data_args)
+    other_options = option_names(*ENTRY_POINT_GROUPS, add_model_training_args, add_dataset_args, add_training_data_args)
     args = inference_args(parse_args(parser, argv, other_options=other_options))
     return with_checkpoint_args(args, given_options(parser, argv, other_options), parser)
 

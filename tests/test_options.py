@@ -100,6 +100,21 @@ def test_inference_help_shows_no_optimiser_option(entry_point, capsys):
     assert "--model_path" in shown and "--masks" in shown
 
 
+DATA_PATHS = {"--ytvos_path", "--ytvos_split", "--rvos_audio_path", "--rvos_wav_path", "--a2d_path", "--jhmdb_path",
+              "--a2d_audio_path", "--a2d_wav_path"}
+
+
+@pytest.mark.parametrize("entry_point, own_paths", [
+    ("inference_rvos", {"--ytvos_path", "--ytvos_split", "--rvos_audio_path", "--rvos_wav_path"}),
+    ("inference_a2d", {"--a2d_path", "--a2d_audio_path", "--a2d_wav_path"}),
+    ("inference_jhmdb", {"--jhmdb_path", "--a2d_audio_path", "--a2d_wav_path"}),  # JHMDB's audio sits with A2D's
+    ("main", DATA_PATHS)])
+def test_each_script_offers_the_data_paths_it_reads(entry_point, own_paths, capsys):
+    with pytest.raises(SystemExit):
+        PARSERS[entry_point]().parse_args(["--help"])
+    assert listed(capsys.readouterr().out) & DATA_PATHS == own_paths
+
+
 class FrozenFromTheStart(FrozenNamespace):
     """What the test hands to the entry points: assigning to it raises, as to the post-parse step's result."""
 
