@@ -23,6 +23,7 @@ from datasets.audio import feature_sample_rate
 from datasets.common import BadSampleLog, build_for_check, report_data_check
 from engine.checkpoint import (CHECKPOINT_TEMPLATE, LATEST_CHECKPOINT, append_log, check_paths, merge_video_names,
                                prepare_output_dir, resume_notes)
+from engine.ranks import check_same_data
 from engine.signals import StopSignals, stopped_message
 from engine.train import (amp_settings, build_loader, build_lr_scheduler, build_optimizer, evaluate_loss,
                           train_one_epoch)
@@ -76,6 +77,7 @@ def train(parsed: argparse.Namespace):
     # The data first: a broken dataset fails before the model is built.
     image_set = "val" if args.eval else "train"
     dataset = build_checked_dataset(image_set, args)
+    check_same_data(dataset, image_set)  # ranks that read different data would wait for each other forever
     data_loader = build_loader(dataset, args, shuffle=not args.eval)
     if len(data_loader) == 0:
         raise OptionError(f"--batch_size {args.batch_size} is larger than the {len(data_loader.batch_sampler.sampler)} "

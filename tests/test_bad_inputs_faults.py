@@ -10,9 +10,13 @@ import os
 import re
 import shutil
 import signal
+import socket
+import subprocess
+import sys
+import time
 import urllib.error
 from pathlib import Path
-from typing import Callable, List, Sequence
+from typing import Callable, List, Sequence, Tuple
 
 import numpy as np
 import pytest
@@ -328,3 +332,65 @@ def count_dropped_on_rank(rank: int, init_file: str, out_dir: str) -> None:
 def test_14_dropped_samples_are_counted_over_ranks(tmp_path):
     torch.multiprocessing.spawn(count_dropped_on_rank, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2)
     assert [Path(tmp_path, f"rank{rank}.txt").read_text() for rank in (0, 1)] == ["5", "5"]  # 1 + a, b, c, d
+
+
+ROOT = Path(__file__).resolve().parents[1]
+RANKS_TIMEOUT = 60  # seconds: two ranks that wait for each other forever fail the test instead of hanging it
+LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_ranks(tmp_path: Path, argvs: Sequence[Sequence]) -> Tuple[List[subprocess.Popen], Path]:
+    """`main.py` with each of `argvs` as one rank of a gloo run, started with the variables torchrun sets but
+    without a launcher that would stop the others when one fails: their stderr goes to one file (returned), as to
+    a shared terminal."""
+    port, log = free_port(), tmp_path / "stderr.txt"
+    base = {k: v for k, v in os.environ.items()
+            if k not in LAUNCHER_VARIABLES and not k.startswith(("SLURM_", "TORCHELASTIC_"))}
+    processes = []
+    with open(log, "w") as stderr:
+        for rank, argv in enumerate(argvs):
+            env = {**base, "OMP_NUM_THREADS": "1", "RANK": str(rank), "LOCAL_RANK": str(rank),
+                   "WORLD_SIZE": str(len(argvs)), "LOCAL_WORLD_SIZE": str(len(argvs)), "MASTER_ADDR": "127.0.0.1",
+                   "MASTER_PORT": str(port)}
+            processes.append(subprocess.Popen([sys.executable, "main.py", *map(str, argv)], cwd=ROOT, env=env,
+                                              stdout=subprocess.DEVNULL, stderr=stderr))
+    return processes, log
+
+
+def wait_ranks(processes: Sequence[subprocess.Popen], log: Path, timeout: float = RANKS_TIMEOUT) -> Tuple[List[int], str]:
+    """The exit codes of the ranks and their stderr; fails when a rank is still running after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    try:
+        codes = [process.wait(timeout=max(deadline - time.monotonic(), 0)) for process in processes]
+    except subprocess.TimeoutExpired:
+        codes = None
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+    err = log.read_text()
+    assert codes is not None, f"the ranks were still running after {timeout} s:\n{err[-3000:]}"
+    return codes, err
+
+
+def run_ranks(tmp_path: Path, argvs: Sequence[Sequence]) -> Tuple[List[int], str]:
+    return wait_ranks(*start_ranks(tmp_path, argvs))
+
+
+def test_08_ranks_that_read_different_data_stop_before_training(tmp_path):
+    fewer = make_ytvos(tmp_path / "one_video", num_videos=1, num_frames=2)
+    more = make_ytvos(tmp_path / "two_videos", num_videos=2, num_frames=2)
+    output_dir = tmp_path / "run"
+    codes, err = run_ranks(tmp_path, [train_argv(fewer, output_dir), train_argv(more, output_dir)])
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert all(code != 0 for code in codes) and len(errors) == 1 and "Traceback" not in err, err
+    assert re.fullmatch(r"error: rank 1 sees 8 train samples \(hash \w+\), rank 0 sees 4 \(hash \w+\): every rank "
+                        r"must read the same data.*", errors[0]), errors[0]
+    assert "rank 1 stopped: the ranks read different data" in err
+    assert not list(output_dir.glob("checkpoint*.pth"))
