@@ -339,6 +339,7 @@ def test_14_dropped_samples_are_counted_over_ranks(tmp_path):
 
 ROOT = Path(__file__).resolve().parents[1]
 RANKS_TIMEOUT = 60  # seconds: two ranks that wait for each other forever fail the test instead of hanging it
+SIGNAL_STOPS_WITHIN = 15  # seconds: a step of the tiny model and the ranks' agreement to stop
 LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -397,6 +398,20 @@ def test_08_ranks_that_read_different_data_stop_before_training(tmp_path):
                         r"must read the same data.*", errors[0]), errors[0]
     assert "rank 1 stopped: the ranks read different data" in err
     assert not list(output_dir.glob("checkpoint*.pth"))
+
+
+def test_08_sigterm_to_one_rank_stops_every_rank_within_seconds(tmp_path):
+    data = make_ytvos(tmp_path / "ytvos", num_videos=1, num_frames=2)
+    argv = train_argv(data, tmp_path / "run") + ["--epochs", "1000"]
+    processes, log = start_ranks(tmp_path, [argv] * 2)
+    deadline = time.monotonic() + RANKS_TIMEOUT
+    while "epoch 1:" not in log.read_text() and time.monotonic() < deadline:  # training, past a checkpoint
+        time.sleep(0.5)
+    processes[1].send_signal(signal.SIGTERM)
+    codes, err = wait_ranks(processes, log, timeout=SIGNAL_STOPS_WITHIN)
+    assert codes == [128 + signal.SIGTERM] * 2 and "Traceback" not in err, err
+    assert re.search(r"stopped by SIGTERM (in|after) epoch \d+", err) and "stopped by a signal to another process" in err
+    assert any(line.startswith("SIGTERM: stopping after the current step") for line in err.splitlines()), err
 
 
 def seed_giving_all_of(samples: Sequence[int], count: int, rank: int) -> int:
