@@ -6,6 +6,7 @@ readers and writers of its own files (`ytvos.py` / `ytvos_format.py`, ...). To a
 registered name as a `--dataset_file`; the data's options are defined in datasets/options.py.
 """
 import argparse
+import hashlib
 from typing import Callable, Dict, List, Optional, Tuple
 
 from torch.utils.data import Dataset
@@ -99,3 +100,16 @@ def videos_sources(dataset: Dataset) -> Dict[str, str]:
 def video_names(dataset: Dataset) -> Dict[str, List[str]]:
     """`{part: names of the videos its samples come from}` (what a checkpoint records as trained on)."""
     return {name: part.video_names() for name, part in dataset_parts(dataset).items() if hasattr(part, "video_names")}
+
+
+def sample_digest(dataset: Dataset) -> str:
+    """SHA-1 of the samples' identities in order (each part's name and `describe(i)`: video, frame, expression
+    ids), not of the files: cheap, and equal on two processes exactly when they read the same samples in the
+    same order (what the ranks of a distributed run compare before training)."""
+    digest = hashlib.sha1()
+    for name, part in dataset_parts(dataset).items():
+        digest.update(f"{name}\n".encode())
+        for index in range(len(part)):
+            describe = part.describe(index) if hasattr(part, "describe") else str(index)
+            digest.update(f"{describe}\n".encode())
+    return digest.hexdigest()

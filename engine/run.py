@@ -23,6 +23,7 @@ from datasets.audio import feature_sample_rate
 from datasets.common import BadSampleLog, build_for_check, report_data_check
 from engine.checkpoint import (CHECKPOINT_TEMPLATE, LATEST_CHECKPOINT, append_log, check_paths, merge_video_names,
                                prepare_output_dir, resume_notes)
+from engine.ranks import StopTogether, check_same_data
 from engine.signals import StopSignals, stopped_message
 from engine.train import (amp_settings, build_loader, build_lr_scheduler, build_optimizer, evaluate_loss,
                           train_one_epoch)
@@ -61,6 +62,12 @@ def train(parsed: argparse.Namespace):
     args = training_args(parsed)
     if args.check_data:
         return check_data(args)
+    with StopTogether():  # a rank that fails stops the others within seconds (engine/ranks.py)
+        return train_process(args)
+
+
+def train_process(args: FrozenNamespace):
+    """The training (or `--eval`) of this process, with its post-parse `args`; returns the model."""
     device = torch.device(args.device)
     if not args.masks:
         raise OptionError("training needs --masks (the KL loss uses the mask model's memory and fusion)")
@@ -76,6 +83,7 @@ def train(parsed: argparse.Namespace):
     # The data first: a broken dataset fails before the model is built.
     image_set = "val" if args.eval else "train"
     dataset = build_checked_dataset(image_set, args)
+    check_same_data(dataset, image_set)  # ranks that read different data would wait for each other forever
     data_loader = build_loader(dataset, args, shuffle=not args.eval)
     if len(data_loader) == 0:
         raise OptionError(f"--batch_size {args.batch_size} is larger than the {len(data_loader.batch_sampler.sampler)} "

@@ -35,7 +35,8 @@ class StopSignals:
         if self.signum is not None:
             raise KeyboardInterrupt
         self.signum = signum
-        print(f"{signal.Signals(signum).name}: stopping after the current step (send it again to stop at once)",
+        # on a line of its own: a progress bar (this rank's or another's on a shared terminal) may hold the line
+        print(f"\n{signal.Signals(signum).name}: stopping after the current step (send it again to stop at once)",
               file=sys.stderr, flush=True)
 
     def requested(self) -> bool:

@@ -104,43 +104,43 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, data_loader: Iterabl
     criterion.train()
     averages = EpochAverages()
     stopped = False
-    progress = tqdm(data_loader, desc=f"epoch {epoch}", disable=not utils.is_main_process(), dynamic_ncols=True)
-    for samples, audio, targets in progress:
-        outputs, targets = forward_batch(model, samples, audio, targets, device, amp, amp_dtype, bad_samples)
-        loss_dict = criterion(outputs, targets)
-        losses = _weighted_losses(loss_dict, criterion.weight_dict)
+    # closed also when an error stops the epoch, so that the error line starts a line of its own
+    with tqdm(data_loader, desc=f"epoch {epoch}", disable=not utils.is_main_process(), dynamic_ncols=True) as progress:
+        for samples, audio, targets in progress:
+            outputs, targets = forward_batch(model, samples, audio, targets, device, amp, amp_dtype, bad_samples)
+            loss_dict = criterion(outputs, targets)
+            losses = _weighted_losses(loss_dict, criterion.weight_dict)
 
-        reduced = utils.reduce_dict({k: v.detach() for k, v in loss_dict.items()})
-        reduced_total = float(_weighted_losses(reduced, criterion.weight_dict))
-        if not math.isfinite(reduced_total):
-            local_ok = math.isfinite(float(losses.detach()))
-            where = "another process's batch" if local_ok else f"the batch of samples {describe_samples(targets)}"
-            raise NonFiniteLossError(
-                f"epoch {epoch}: loss is {reduced_total} on {where}; terms: "
-                f"{ {k: float(v) for k, v in reduced.items()} }. Stopping; the last checkpoint is left untouched.")
+            reduced = utils.reduce_dict({k: v.detach() for k, v in loss_dict.items()})
+            reduced_total = float(_weighted_losses(reduced, criterion.weight_dict))
+            if not math.isfinite(reduced_total):
+                local_ok = math.isfinite(float(losses.detach()))
+                where = "another process's batch" if local_ok else f"the batch of samples {describe_samples(targets)}"
+                raise NonFiniteLossError(
+                    f"epoch {epoch}: loss is {reduced_total} on {where}; terms: "
+                    f"{ {k: float(v) for k, v in reduced.items()} }. Stopping; the last checkpoint is left untouched.")
 
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(losses).backward()
-            scaler.unscale_(optimizer)
-        else:
-            losses.backward()
-        if max_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(losses).backward()
+                scaler.unscale_(optimizer)
+            else:
+                losses.backward()
+            if max_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
 
-        values = {k: float(v) for k, v in reduced.items()}
-        values["loss"] = reduced_total
-        averages.update(values)
-        progress.set_postfix(loss=f"{reduced_total:.4f}")
-        if should_stop():
-            stopped = True
-            break
-    progress.close()
+            values = {k: float(v) for k, v in reduced.items()}
+            values["loss"] = reduced_total
+            averages.update(values)
+            progress.set_postfix(loss=f"{reduced_total:.4f}")
+            if should_stop():
+                stopped = True
+                break
     if averages.count == 0:
         raise UserError(f"epoch {epoch} took no optimizer step: the data loader gave no batch")
     means = averages.means()

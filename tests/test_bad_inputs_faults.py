@@ -1,5 +1,6 @@
 """The second bad-input matrix (issue 23), its faults part: inference builds the model from the checkpoint's own
-options, outputs never replace inputs, a training `--output_dir` is checked writable and locked at start.
+options, outputs never replace inputs, a training `--output_dir` is checked writable and locked at start, the ranks
+of a distributed training run agree or stop together.
 
 One test per item of the issue (`test_NN_...`), each failing when its fix is reverted; the data is written in the
 real on-disk formats by `data_factory`, the checkpoints by `model_helpers`. User errors are checked as the user
@@ -10,17 +11,23 @@ import os
 import re
 import shutil
 import signal
+import socket
+import subprocess
+import sys
+import time
 import urllib.error
 from pathlib import Path
-from typing import Callable, List, Sequence
+from typing import Callable, List, Sequence, Tuple
 
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DistributedSampler
 
 import inference_rvos
 import main
 from data_factory import make_ytvos
+from datasets import build_dataset
 from engine.checkpoint import OutputDirLock
 from model_helpers import save_untrained_checkpoint
 from scripts import evaluate_rvos
@@ -328,3 +335,142 @@ def count_dropped_on_rank(rank: int, init_file: str, out_dir: str) -> None:
 def test_14_dropped_samples_are_counted_over_ranks(tmp_path):
     torch.multiprocessing.spawn(count_dropped_on_rank, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2)
     assert [Path(tmp_path, f"rank{rank}.txt").read_text() for rank in (0, 1)] == ["5", "5"]  # 1 + a, b, c, d
+
+
+ROOT = Path(__file__).resolve().parents[1]
+RANKS_TIMEOUT = 60  # seconds: two ranks that wait for each other forever fail the test instead of hanging it
+SIGNAL_STOPS_WITHIN = 15  # seconds: a step of the tiny model and the ranks' agreement to stop
+LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_ranks(tmp_path: Path, argvs: Sequence[Sequence]) -> Tuple[List[subprocess.Popen], Path]:
+    """`main.py` with each of `argvs` as one rank of a gloo run, started with the variables torchrun sets but
+    without a launcher that would stop the others when one fails: their stderr goes to one file (returned), as to
+    a shared terminal."""
+    port, log = free_port(), tmp_path / "stderr.txt"
+    base = {k: v for k, v in os.environ.items()
+            if k not in LAUNCHER_VARIABLES and not k.startswith(("SLURM_", "TORCHELASTIC_"))}
+    processes = []
+    with open(log, "w") as stderr:
+        for rank, argv in enumerate(argvs):
+            env = {**base, "OMP_NUM_THREADS": "1", "RANK": str(rank), "LOCAL_RANK": str(rank),
+                   "WORLD_SIZE": str(len(argvs)), "LOCAL_WORLD_SIZE": str(len(argvs)), "MASTER_ADDR": "127.0.0.1",
+                   "MASTER_PORT": str(port)}
+            processes.append(subprocess.Popen([sys.executable, "main.py", *map(str, argv)], cwd=ROOT, env=env,
+                                              stdout=subprocess.DEVNULL, stderr=stderr))
+    return processes, log
+
+
+def wait_ranks(processes: Sequence[subprocess.Popen], log: Path, timeout: float = RANKS_TIMEOUT) -> Tuple[List[int], str]:
+    """The exit codes of the ranks and their stderr; fails when a rank is still running after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    try:
+        codes = [process.wait(timeout=max(deadline - time.monotonic(), 0)) for process in processes]
+    except subprocess.TimeoutExpired:
+        codes = None
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+    err = log.read_text()
+    assert codes is not None, f"the ranks were still running after {timeout} s:\n{err[-3000:]}"
+    return codes, err
+
+
+def run_ranks(tmp_path: Path, argvs: Sequence[Sequence]) -> Tuple[List[int], str]:
+    return wait_ranks(*start_ranks(tmp_path, argvs))
+
+
+def test_08_ranks_that_read_different_data_stop_before_training(tmp_path):
+    fewer = make_ytvos(tmp_path / "one_video", num_videos=1, num_frames=2)
+    more = make_ytvos(tmp_path / "two_videos", num_videos=2, num_frames=2)
+    output_dir = tmp_path / "run"
+    codes, err = run_ranks(tmp_path, [train_argv(fewer, output_dir), train_argv(more, output_dir)])
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert all(code != 0 for code in codes) and len(errors) == 1 and "Traceback" not in err, err
+    assert re.fullmatch(r"error: rank 1 sees 8 train samples \(hash \w+\), rank 0 sees 4 \(hash \w+\): every rank "
+                        r"must read the same data.*", errors[0]), errors[0]
+    assert "rank 1 stopped: the ranks read different data" in err
+    assert not list(output_dir.glob("checkpoint*.pth"))
+
+
+def test_08_sigterm_to_one_rank_stops_every_rank_within_seconds(tmp_path):
+    data = make_ytvos(tmp_path / "ytvos", num_videos=1, num_frames=2)
+    argv = train_argv(data, tmp_path / "run") + ["--epochs", "1000"]
+    processes, log = start_ranks(tmp_path, [argv] * 2)
+    deadline = time.monotonic() + RANKS_TIMEOUT
+    while "epoch 1:" not in log.read_text() and time.monotonic() < deadline:  # training, past a checkpoint
+        time.sleep(0.5)
+    processes[1].send_signal(signal.SIGTERM)
+    codes, err = wait_ranks(processes, log, timeout=SIGNAL_STOPS_WITHIN)
+    assert codes == [128 + signal.SIGTERM] * 2 and "Traceback" not in err, err
+    assert re.search(r"stopped by SIGTERM (in|after) epoch \d+", err) and "stopped by a signal to another process" in err
+    assert any(line.startswith("SIGTERM: stopping after the current step") for line in err.splitlines()), err
+
+
+def seed_giving_all_of(samples: Sequence[int], count: int, rank: int) -> int:
+    """A `--seed` whose shuffle (the training sampler's, epoch 0) gives every one of `samples` to `rank` of 2."""
+    return next(seed for seed in range(1000)
+                if set(samples) <= set(DistributedSampler(range(count), num_replicas=2, rank=rank, seed=seed)))
+
+
+@pytest.mark.parametrize("failing", [1, 0])  # rank 0: outside torchrun the store lives in its process
+def test_19_a_failing_rank_stops_the_others_with_one_line(tmp_path, failing):
+    data = make_ytvos(tmp_path / "ytvos", num_videos=2, num_frames=2)
+    feature = Path(data["audio_root"], "vid001_0.npy")
+    broken = np.load(feature)
+    broken[0, 0] = np.nan
+    np.save(feature, broken)
+    argv = train_argv(data, tmp_path / "run")
+    dataset = build_dataset("train", main.parse([str(a) for a in argv]))
+    meeting_it = [i for i in range(len(dataset)) if dataset.describe(i).startswith("video vid001 ")
+                  and dataset.describe(i).endswith("expression 0")]
+    seed = seed_giving_all_of(meeting_it, len(dataset), failing)
+
+    codes, err = run_ranks(tmp_path, [argv + ["--seed", seed]] * 2)
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert all(code != 0 for code in codes) and len(errors) == 1, err
+    assert errors[0].startswith(f"error: rank {failing} failed: ytvos: video vid001 ") and str(feature) in errors[0]
+    assert f"rank {1 - failing} stopped: rank {failing} failed" in err.splitlines()
+    assert "Traceback" not in err and "Connection closed" not in err, err
+
+
+def fail_or_wait_on_rank(rank: int, port: int) -> None:
+    """Rank 1 of 2 fails; rank 0 waits as in an NCCL collective, which no error of the other rank interrupts."""
+    import argparse
+    from engine.ranks import StopTogether
+    from util.misc import init_distributed_mode
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    init_distributed_mode(argparse.Namespace(device="cpu", dist_url="env://"))
+
+    def work(argv: Sequence[str]) -> None:
+        with StopTogether():
+            if rank == 1:
+                raise UserError("FILE: broken")
+            time.sleep(RANKS_TIMEOUT)
+
+    sys.exit(run_main(work, []))
+
+
+def test_19_a_rank_waiting_where_no_error_reaches_it_is_stopped_within_seconds(capfd):
+    context, port = torch.multiprocessing.get_context("spawn"), free_port()
+    processes = [context.Process(target=fail_or_wait_on_rank, args=(rank, port)) for rank in range(2)]
+    for process in processes:
+        process.start()
+    processes[1].join(RANKS_TIMEOUT)
+    failed_at = time.monotonic()
+    processes[0].join(RANKS_TIMEOUT)
+    stopped_within = time.monotonic() - failed_at
+    for process in processes:
+        process.kill()
+    err = capfd.readouterr().err
+    assert [process.exitcode for process in processes] == [EXIT_DATA, EXIT_DATA], err
+    assert stopped_within < RANKS_TIMEOUT / 4, err  # seconds (poll and grace), not the wait
+    assert "error: rank 1 failed: FILE: broken" in err.splitlines() and "rank 0 stopped: rank 1 failed" in err, err

@@ -27,6 +27,7 @@ class UserError(Exception):
     """An error the user can fix; the message names the option or file and what was expected."""
 
     exit_code = EXIT_DATA
+    prefix = "error: "  # what `run_main` prints before the message
 
 
 class OptionError(UserError, ValueError):
@@ -48,6 +49,13 @@ class Interrupted(UserError):
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.exit_code = 128 + signum
+
+
+class StoppedByPeer(UserError):
+    """This process of a distributed run stops because another one failed, or found what makes every process
+    stop; that one prints the `error:` line, so this one's line has no `error:` and the cause stands out."""
+
+    prefix = ""
 
 
 class DataWarning(UserWarning):
@@ -83,7 +91,7 @@ def run_main(main: Callable[[Optional[Sequence[str]]], Any], argv: Optional[Sequ
     except (UserError,) + USER_OS_ERRORS as error:
         if debug:
             raise
-        print(f"error: {one_line(error)}", file=sys.stderr, flush=True)
+        print(f"{getattr(error, 'prefix', UserError.prefix)}{one_line(error)}", file=sys.stderr, flush=True)
         return getattr(error, "exit_code", EXIT_DATA)
     except KeyboardInterrupt:
         if debug:

@@ -103,6 +103,10 @@ def set_cpu_threads(threads: int) -> None:
 
 
 # ----------------------------------------------------------------------------- distributed
+DEFAULT_GROUP_PREFIX = "default_pg"  # init_process_group's own prefix for the keys of the default group
+_run_store: Optional[dist.Store] = None  # set by init_distributed_mode, read through run_store()
+
+
 def is_dist_avail_and_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 
@@ -171,9 +175,20 @@ def init_distributed_mode(args) -> Dict[str, object]:
         torch.cuda.set_device(local_rank)
         device = f"cuda:{local_rank}"
     backend = "nccl" if use_cuda else "gloo"
-    dist.init_process_group(backend=backend, init_method=args.dist_url, world_size=world_size, rank=rank)
+    # The rendezvous made here rather than inside init_process_group, so that the processes keep its store
+    # (`run_store`): the one channel left to them when a collective waits for a process that has failed.
+    global _run_store
+    store, rank, world_size = next(dist.rendezvous(args.dist_url, rank, world_size))
+    _run_store = store
+    dist.init_process_group(backend=backend, store=dist.PrefixStore(DEFAULT_GROUP_PREFIX, store), world_size=world_size,
+                            rank=rank)
     dist.barrier()
     return {"distributed": True, "rank": rank, "world_size": world_size, "gpu": local_rank, "device": device}
+
+
+def run_store() -> Optional[dist.Store]:
+    """The key-value store (TCPStore, FileStore) the processes of this run met through; None in one process."""
+    return _run_store if is_dist_avail_and_initialized() else None
 
 
 def state_digest(module: torch.nn.Module) -> str:
