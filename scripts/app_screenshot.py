@@ -102,9 +102,10 @@ def drive_page(url: str, video: str, phrases: Sequence[str], out: Path) -> None:
         choice.click()
         choice.send_keys(Keys.CONTROL, "a")
         choice.send_keys(video)
-        # the list, filtered by the typed name, shows the video's entry ("name: its words")
+        # the list, filtered by the typed name, shows the video's entry ("name: its words"; the chosen one after a
+        # check mark line)
         wait.until(lambda page: [item for item in page.find_elements(By.CSS_SELECTOR, "li[role='option']")
-                                 if item.text.startswith(f"{video}:")])[0].click()
+                                 if item.text.splitlines()[-1].startswith(f"{video}:")])[0].click()
         for column, phrase in enumerate(phrases, start=1):
             browser.find_element(By.CSS_SELECTOR, f"#phrase_{column} textarea").send_keys(phrase)
             browser.find_element(By.CSS_SELECTOR, f"#segment_{column}").click()

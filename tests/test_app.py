@@ -31,6 +31,7 @@ HEIGHT, WIDTH = 48, 64
 MAX_SECONDS = 2.0  # the app's limit: the test clip (0.7 s) passes, a 3 s one does not
 LONG_CLIP_FRAMES = 30  # 3 s at CLIP_FPS
 AUDIO_RATE, AUDIO_SECONDS = 16000, 1.0
+LOW_RATE = 4000  # below the app's 8 kHz
 MIN_SCREENSHOT_BYTES = 20_000  # a page with its widgets and a video frame; a blank page compresses to far less
 MIN_SCREENSHOT_COLOURS = 50
 
@@ -105,13 +106,16 @@ def test_an_uploaded_recording_gives_the_masks_of_inference_rvos(client, served,
 def test_an_uploaded_video_is_segmented_and_bad_uploads_get_a_readable_message(client, tmp_path):
     from gradio_client.exceptions import AppError
     clip, long_clip, empty = tmp_path / "clip.mp4", tmp_path / "long.mp4", tmp_path / "empty.wav"
+    low_rate = tmp_path / "low_rate.wav"
     write_mp4(clip, clip_frames(), CLIP_FPS)
     write_mp4(long_clip, [clip_frames()[i % len(clip_frames())] for i in range(LONG_CLIP_FRAMES)], CLIP_FPS)
     write_audio(empty, np.zeros(0, dtype=np.int16), AUDIO_RATE)
+    write_audio(low_rate, tone_signal(LOW_RATE, AUDIO_SECONDS), LOW_RATE)
     overlay, _, _ = segment(client, phrase="the red square", upload=clip)
     # the app's --fps 6 keeps every other frame of the 10 fps clip
     assert video_frame_count(overlay) == len(range(0, len(clip_frames()), 2))
     for kwargs, message in (({"recording": empty}, "the recording: zero-length recording"),
+                            ({"recording": low_rate}, f"the recording's sample rate {LOW_RATE} Hz is not one of speech"),
                             ({"phrase": "   "}, "no expression: type one, or upload or record one"),
                             ({"phrase": "x", "upload": long_clip}, "the video lasts 3 s; this app takes up to 2 s"),
                             ({"phrase": "x", "upload": empty}, "the video: the file holds no video stream")):
