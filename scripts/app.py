@@ -12,8 +12,8 @@ PNGs) and `results.json`. Two columns take two expressions of the same video, si
 Each request is `inference_rvos.py --video/--video_dir ... --audio ...` run in-process (`single_job`, `run`) on
 the model loaded once at start, so its masks are the script's. The app listens on 127.0.0.1 unless `--host` says
 otherwise and makes no public link without `--share`. It writes only into a temporary folder of its own (the
-uploads Gradio keeps, each request's recording, results, PNGs and videos), removed when it stops; uploaded names
-never become paths. Any other option of `inference_rvos.py` (`--fps`, `--max_frames`, `--amp`, model options for a
+uploads and outputs Gradio serves, kept an hour; the last request's recording, results, PNGs and videos), removed
+when it stops; uploaded names never become paths. Any other option of `inference_rvos.py` (`--fps`, `--max_frames`, `--amp`, model options for a
 checkpoint that records none) applies to every request.
 """
 import argparse
@@ -57,6 +57,7 @@ SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}")  # an upload's suffix kept (deco
 UPLOADED_VIDEO, RECORDING, TYPED = "clip", "recording", "expression"  # the stems of a request's inputs
 OVERLAY, MASKS, RESULTS, PNG_DIR = "overlay.mp4", "masks.zip", "results.json", "png"
 COLUMNS = 2  # expressions side by side
+KEEP_SERVED_S = 3600  # how long Gradio keeps the files it serves (checked as often)
 
 
 def add_app_args(parser: argparse.ArgumentParser) -> None:
@@ -160,6 +161,8 @@ class Segmenter:
                  recording: Optional[str]) -> Tuple[str, str, str]:
         """(overlay video, masks zip, results.json) of the video and the expression; a recording (uploaded or from
         the microphone) is used rather than the typed words, an uploaded video rather than the demo video."""
+        for earlier in self.work_dir.iterdir():  # one request at a time; Gradio serves its own copies of the outputs
+            shutil.rmtree(earlier)
         folder = Path(tempfile.mkdtemp(prefix="request.", dir=self.work_dir))
         args = freeze(self.args, **self.video_options(demo_video, uploaded_video, folder))
         audio, words = self.recording(text or "", voice, recording, folder)
@@ -185,7 +188,8 @@ def build_page(segment: Segmenter, max_upload_mb: int):
             raise gr.Error(html.escape(one_line(error), quote=False), print_exception=False) from None  # shown as HTML
 
     choices = [(f"{name}: {' / '.join(words)}", name) for name, (_, words) in segment.videos.items()]
-    with gr.Blocks(title="Wnet: say it and see it") as page:
+    # Gradio's copies of the outputs, and the uploads, are deleted an hour after they were made
+    with gr.Blocks(title="Wnet: say it and see it", delete_cache=(KEEP_SERVED_S, KEEP_SERVED_S)) as page:
         gr.Markdown("## Wnet: say it and see it\nChoose a video, say which object you mean (type it, upload a "
                     "recording or record one), and press *Segment*. A second expression beside the first shows the "
                     f"mask follow the words. Videos and recordings up to {segment.args.max_seconds:g} s and "

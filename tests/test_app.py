@@ -16,7 +16,7 @@ import inference_rvos
 from audio_helpers import tone_signal, write_audio
 from data_factory import make_ytvos
 from model_helpers import save_untrained_checkpoint
-from scripts.app import DEFAULT_HOST, get_parser, main as app_main
+from scripts.app import DEFAULT_HOST, get_parser, kept_copy, main as app_main
 from scripts.app_screenshot import BROWSER, DRIVER, drive_page, start_app, stop_app
 from test_video import CLIP_FPS, clip_frames, write_mp4
 from util.errors import OptionError
@@ -141,3 +141,16 @@ def test_the_app_listens_on_loopback_and_names_how_to_make_a_missing_model(tmp_p
     assert args.host == DEFAULT_HOST == "127.0.0.1" and not args.share
     with pytest.raises(OptionError, match=r"no model at .*missing.pth: run `make demo`.*or pass --model_path"):
         app_main(["--model_path", str(tmp_path / "missing.pth")])
+
+
+def test_an_uploaded_name_does_not_become_a_path(tmp_path):
+    (tmp_path / "in").mkdir()
+    odd = tmp_path / "in" / "x.w;v"  # a suffix that is not a plain one is dropped
+    odd.write_bytes(b"data")
+    plain = tmp_path / "in" / "talk.M4A"
+    plain.write_bytes(b"data")
+    folder = tmp_path / "request"
+    folder.mkdir()
+    assert kept_copy(str(odd), folder, "recording") == folder / "recording"
+    assert kept_copy(str(plain), folder, "recording") == folder / "recording.M4A"
+    assert sorted(path.name for path in folder.iterdir()) == ["recording", "recording.M4A"]
