@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast build-ext demo benchmark gpu-check clean
+.PHONY: install install-app app test test-fast build-ext demo benchmark gpu-check clean
 
 install: $(STAMP)
 
@@ -22,6 +22,20 @@ $(STAMP): $(REQUIREMENTS) pyproject.toml
 	$(PY) -m pip install --upgrade $(addprefix -r ,$(REQUIREMENTS))
 	$(PY) -m pip install --no-build-isolation --no-deps -e .
 	touch $(STAMP)
+
+# The web app's optional requirements (requirements/app.txt: gradio, and selenium for its browser tests), each
+# pinned and installed without resolution, so that the core pins stay as they are (why: requirements/app.txt).
+APP_STAMP := $(VENV)/.installed-app
+
+install-app: $(APP_STAMP)
+
+$(APP_STAMP): $(STAMP) requirements/app.txt
+	$(PY) -m pip install --no-deps -r requirements/app.txt
+	touch $(APP_STAMP)
+
+# The web app on http://127.0.0.1:7860 with the demo model (scripts/app.py; its options: APP_ARGS="--port 8080").
+app: $(APP_STAMP)
+	$(PY) scripts/app.py $(APP_ARGS)
 
 # The compiled deformable-convolution extension (C++ CPU, plus CUDA where a toolkit is present).
 build-ext: $(STAMP)

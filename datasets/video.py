@@ -1,6 +1,7 @@
 """Frames of a video file (any container FFmpeg reads, through PyAV), in presentation order, optionally subsampled.
 
     frames = read_video_frames("clip.mp4", fps=6, max_frames=900)   # VideoFrames(images, names, fps)
+    seconds = video_seconds("clip.mp4")   # from the header, nothing decoded: a limit checked before the work
 
 A file without a video stream, one FFmpeg cannot read, or one with more than `max_frames` frames (after the
 subsampling) raises a `DataFormatError` naming the file, so the caller stops with one line.
@@ -32,6 +33,24 @@ def _video_stream(container, path: PathLike):
         kinds = sorted({s.type for s in container.streams}) or ["none"]
         raise DataFormatError(f"{path}: the file holds no video stream (its streams: {', '.join(kinds)})")
     return stream
+
+
+def video_seconds(path: PathLike) -> float:
+    """How long the first video stream of `path` lasts, in seconds, as its header says (its own duration, else the
+    container's; 0.0 when neither is recorded). Nothing is decoded; errors as `read_video_frames`'s."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video not found: {path}")
+    try:
+        with av.open(str(path)) as container:
+            stream = _video_stream(container, path)
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+            return float(container.duration or 0) / av.time_base
+    except av.FFmpegError as error:
+        raise DataFormatError(f"{path}: not a readable video ({error.strerror or error})") from None
 
 
 def read_video_frames(path: PathLike, fps: float = 0.0, max_frames: int = 0) -> VideoFrames:
