@@ -90,27 +90,42 @@ def headless_chromium():
 def drive_page(url: str, video: str, phrases: Sequence[str], out: Path) -> None:
     """Choose `video` in the page at `url`, type `phrases[i]` into column i + 1 and press its *Segment*, wait for
     each overlay video to show a frame, and save a screenshot of the whole page as `out` (PNG)."""
+    from selenium.common.exceptions import ElementClickInterceptedException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
+    def choose_video(page) -> bool:
+        # the list, filtered by the typed name, shows the video's entry ("name: its words"; the chosen one after a
+        # check mark line)
+        entries = [item for item in page.find_elements(By.CSS_SELECTOR, "li[role='option']")
+                   if item.text.splitlines()[-1].startswith(f"{video}:")]
+        if entries:
+            entries[0].click()
+        return bool(entries)
+
+    def shows_a_frame(column: int):
+        def ready(page) -> bool:
+            overlay = page.find_element(By.CSS_SELECTOR, f"#overlay_{column} video")
+            return page.execute_script("return arguments[0].readyState", overlay) >= HAVE_FRAME
+        return ready
+
     browser = headless_chromium()
     try:
         browser.get(url)
-        wait = WebDriverWait(browser, RESULT_TIMEOUT_S)
+        # Gradio re-renders its components as the page settles and results arrive: an element found a moment ago
+        # may be replaced (stale) or covered, so each wait looks it up again
+        wait = WebDriverWait(browser, RESULT_TIMEOUT_S,
+                             ignored_exceptions=(StaleElementReferenceException, ElementClickInterceptedException))
         choice = wait.until(lambda page: page.find_element(By.CSS_SELECTOR, "#demo_video input"))
         choice.click()
         choice.send_keys(Keys.CONTROL, "a")
         choice.send_keys(video)
-        # the list, filtered by the typed name, shows the video's entry ("name: its words"; the chosen one after a
-        # check mark line)
-        wait.until(lambda page: [item for item in page.find_elements(By.CSS_SELECTOR, "li[role='option']")
-                                 if item.text.splitlines()[-1].startswith(f"{video}:")])[0].click()
+        wait.until(choose_video)
         for column, phrase in enumerate(phrases, start=1):
             browser.find_element(By.CSS_SELECTOR, f"#phrase_{column} textarea").send_keys(phrase)
             browser.find_element(By.CSS_SELECTOR, f"#segment_{column}").click()
-            overlay = wait.until(lambda page: page.find_element(By.CSS_SELECTOR, f"#overlay_{column} video"))
-            wait.until(lambda page: page.execute_script("return arguments[0].readyState", overlay) >= HAVE_FRAME)
+            wait.until(shows_a_frame(column))
         height = browser.execute_script("return document.documentElement.scrollHeight")
         browser.set_window_size(WINDOW_WIDTH, max(MIN_WINDOW_HEIGHT, height + WINDOW_MARGIN))
         browser.execute_script("window.scrollTo(0, 0)")
