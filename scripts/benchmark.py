@@ -56,7 +56,9 @@ from models import build_model, optimize_for_inference
 from models.dcn import selected_backend
 from util.config import ArgumentParser, freeze, parse_args as parse_model_args
 from util.errors import run_main
-from util.misc import atomic_json_dump
+from util.misc import atomic_json_dump, set_cpu_threads
+
+from scripts.benchmark_stages import format_stage_table, profile_stages
 
 INFERENCE_CASES = ("model", "baseline")
 CUDA_INFERENCE_CASES = ("model", "model_tf32", "model_bf16", "baseline")
@@ -64,7 +66,7 @@ CUDA_INFERENCE_CASES = ("model", "model_tf32", "model_bf16", "baseline")
 PRECISIONS = {"model": "fp32", "model_tf32": "tf32", "model_bf16": "bf16", "baseline": "fp32"}
 TRAIN_CASES = ("default", "checkpoint_activations", "amp", "baseline")
 TRAIN_OPTIONS = {"default": [], "checkpoint_activations": ["--checkpoint_activations"], "amp": ["--amp"]}
-QUICK = {"frames": 2, "train_frames": [2], "size": "64x96", "audio_len": 20, "repeats": 1}
+QUICK = {"frames": 2, "train_frames": [2], "size": "64x96", "audio_len": 20, "repeats": 1, "stage_repeats": 2}
 MMAP_THRESHOLD = 1 << 16  # bytes; fixed, so that every tensor above it is returned to the OS when freed
 SAMPLE_INTERVAL_S = 0.001
 MIB = 1 << 20
@@ -98,6 +100,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--max_frames_limit", type=int, default=1024, help="the search's upper end")
     parser.add_argument("--time_budget_s", type=float, default=0.0,
                         help="seconds from the start after which the max-frames search starts no probe (0: none)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="intra-op CPU threads (torch, BLAS, OpenMP); 0: torch's default")
+    parser.add_argument("--stages", action="store_true",
+                        help="only the per-stage profile of the optimised model at --frames (the default run ends "
+                             "with it)")
+    parser.add_argument("--stage_repeats", type=int, default=5,
+                        help="interleaved repeats of the whole inference and of its own backbone in the profile")
     parser.add_argument("--memory_worker", default="", help=argparse.SUPPRESS)  # internal: one case, fresh process
     parsed = parser.parse_args(argv)
     args = freeze(parsed, **(QUICK if parsed.quick else {}))
@@ -490,6 +499,10 @@ def print_table(results: Dict[str, object]) -> None:
     if "checkpoint_memory_reduction" in results:
         print(f"\n--checkpoint_activations lowers the training step's peak memory by "
               f"{100 * results['checkpoint_memory_reduction']:.0f}%")
+    if "stages" in results:
+        print(f"\nstages of the optimised model's inference ({results['stages']['frames']} frames {cfg['size']}, "
+              f"{results['machine']['threads']} threads)")
+        print(format_stage_table(results["stages"]))
     if "max_frames" in results:
         search = results["max_frames"]
         print(f"\nlargest --num_frames that trains under {search['cap_gib']:g} GiB:")
@@ -516,6 +529,8 @@ def main(argv: Sequence[str]) -> int:
     start_time = time.monotonic()
     args = parse_args(argv)
     device = torch.device(args.device)
+    if args.threads > 0:
+        set_cpu_threads(args.threads)
     if args.memory_worker:
         kind, name, frames = args.memory_worker.split(":")
         print(json.dumps(measure_memory_here(kind, name, args, device, int(frames))))
@@ -548,6 +563,8 @@ def main(argv: Sequence[str]) -> int:
         if args.json is not None:
             atomic_json_dump(results, args.json, indent=1)
 
+    if args.stages:
+        sections = []
     for section, kind, cases, frames in sections:
         steps = {name: build_case(kind, name, args, device, frames) for name in cases}
         summary = summarise(interleaved_times(steps, args.repeats, device), baseline="baseline")
@@ -563,7 +580,7 @@ def main(argv: Sequence[str]) -> int:
         results[section] = summary
         save()
         print(f"{section} done ({uptime()})", file=sys.stderr)
-    if not args.no_memory:
+    if not args.no_memory and "training" in results:
         training = results["training"]
         results["checkpoint_memory_reduction"] = 1 - (training["checkpoint_activations"]["memory"]["peak_mib"]
                                                       / training["default"]["memory"]["peak_mib"])
@@ -572,10 +589,24 @@ def main(argv: Sequence[str]) -> int:
             results["max_frames"] = figures
             save()
         results["max_frames"] = max_frames(args, device, start_time, progress)
+    results["stages"] = stage_profile(args, device)
+    results["stages"]["frames"] = args.frames
     results["load_after"] = uptime()
     save()
     print_table(results)
     return 0
+
+
+def stage_profile(args: argparse.Namespace, device: torch.device) -> Dict[str, object]:
+    """`benchmark_stages.profile_stages` of the optimised default mask model on one clip of --frames."""
+    torch.manual_seed(0)
+    model, _, postprocessors = build_model(model_args(args, args.frames))
+    model = optimize_for_inference(model.to(device))
+    clip, audio = make_clip(args, args.frames, device)
+    profile = profile_stages(model, postprocessors["segm"], clip, audio, args.stage_repeats,
+                             functools.partial(synchronize, device))
+    print(f"stages done ({uptime()})", file=sys.stderr)
+    return profile
 
 
 if __name__ == "__main__":

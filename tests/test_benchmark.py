@@ -4,8 +4,10 @@ import mmap
 import time
 
 import pytest
+import torch
+import torch.utils.flop_counter
 
-from scripts import benchmark
+from scripts import benchmark, benchmark_stages
 
 SMALL_MODEL = ["--quick", "--backbone", "resnet18", "--hidden_dim", "96"]
 
@@ -93,3 +95,40 @@ def test_out_of_memory_is_told_from_other_errors():
     assert benchmark.is_out_of_memory(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate"))
     assert not benchmark.is_out_of_memory(RuntimeError("CUDA error: an illegal memory access was encountered"))
     assert not benchmark.is_out_of_memory(ValueError("out of memory"))
+
+
+def test_stage_profile_prints_every_stage_and_covers_the_whole_pass(tmp_path, capsys):
+    out = tmp_path / "stages.json"
+    assert benchmark.main([*SMALL_MODEL, "--stages", "--threads", "1", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert "inference" not in results and "training" not in results  # --stages runs the profile alone
+    profile = results["stages"]
+    rows = {row["stage"]: row for row in profile["stages"]}
+    assert list(rows) == list(benchmark_stages.ROW_NAMES)
+    table = capsys.readouterr().out
+    assert all(name in table for name in rows) and "own optimised backbone" in table
+    repeats = len(profile["total"]["times_ms"])
+    assert repeats == len(profile["backbone_alone"]["times_ms"]) == 2
+    for index, total in enumerate(profile["total"]["times_ms"]):
+        hooked = sum(row["times_ms"][index] for name, row in rows.items() if name != benchmark_stages.OTHER)
+        assert 0 < hooked <= total  # the stages are inside the pass, and what is between them is small
+        assert rows[benchmark_stages.OTHER]["times_ms"][index] < 0.5 * total
+        assert sum(row["times_ms"][index] for row in rows.values()) == pytest.approx(total)
+    assert all(rows[stage.name]["median_ms"] > 0 for stage in benchmark_stages.STAGES)
+    # FLOPs: every model stage does arithmetic, the backbone most; the stages' sum is the whole pass's
+    assert all(rows[stage.name]["gflop"] > 0 for stage in benchmark_stages.STAGES)
+    assert max(rows, key=lambda name: rows[name]["gflop"]) == "backbone"
+    assert sum(row["gflop"] for row in rows.values()) == pytest.approx(profile["total_gflop"])
+    assert rows["backbone"]["ms_per_gflop_vs_backbone"] == pytest.approx(1.0)
+    assert profile["ratio"] > 0 and profile["paired_ratio"] > 0
+
+
+def test_deform_conv_flops_are_those_of_a_dense_convolution():
+    from models.dcn import DeformConv
+    conv = DeformConv(6, 4, 3, padding=1)
+    model = torch.nn.Sequential(conv)
+    x, offset = torch.randn(2, 6, 5, 7), torch.zeros(2, 18, 5, 7)
+    flops = benchmark_stages.deform_conv_flops(model, lambda: model[0](x, offset))
+    with torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
+        torch.nn.functional.conv2d(x, conv.weight, padding=1)
+    assert flops == counter.get_total_flops() > 0
