@@ -58,6 +58,7 @@ from util.config import ArgumentParser, freeze, parse_args as parse_model_args
 from util.errors import run_main
 from util.misc import atomic_json_dump, set_cpu_threads
 
+from scripts.benchmark_loader import OFFICIAL_FRAME_SIZE, benchmark_loader, format_loader_table
 from scripts.benchmark_stages import format_stage_table, profile_stages
 
 INFERENCE_CASES = ("model", "baseline")
@@ -66,7 +67,8 @@ CUDA_INFERENCE_CASES = ("model", "model_tf32", "model_bf16", "baseline")
 PRECISIONS = {"model": "fp32", "model_tf32": "tf32", "model_bf16": "bf16", "baseline": "fp32"}
 TRAIN_CASES = ("default", "checkpoint_activations", "amp", "baseline")
 TRAIN_OPTIONS = {"default": [], "checkpoint_activations": ["--checkpoint_activations"], "amp": ["--amp"]}
-QUICK = {"frames": 2, "train_frames": [2], "size": "64x96", "audio_len": 20, "repeats": 1, "stage_repeats": 2}
+QUICK = {"frames": 2, "train_frames": [2], "size": "64x96", "audio_len": 20, "repeats": 1, "stage_repeats": 2,
+         "loader_size": "96x160", "loader_frames": 4, "loader_clips": 2, "loader_workers": [0, 1], "loader_videos": 1}
 MMAP_THRESHOLD = 1 << 16  # bytes; fixed, so that every tensor above it is returned to the OS when freed
 SAMPLE_INTERVAL_S = 0.001
 MIB = 1 << 20
@@ -107,6 +109,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                              "with it)")
     parser.add_argument("--stage_repeats", type=int, default=5,
                         help="interleaved repeats of the whole inference and of its own backbone in the profile")
+    parser.add_argument("--loader", action="store_true",
+                        help="only the training loader's clips/s at the official frame size against the training step")
+    parser.add_argument("--loader_frames", type=int, default=36, help="frames per clip of the loader")
+    parser.add_argument("--loader_size", default="x".join(map(str, OFFICIAL_FRAME_SIZE)),
+                        help="HxW of the JPEG frames the loader reads (official Ref-YouTube-VOS: 720x1280)")
+    parser.add_argument("--loader_workers", type=int, nargs="+", default=[0, 1, 2, 4], help="DataLoader workers")
+    parser.add_argument("--loader_clips", type=int, default=6, help="timed clips per worker count")
+    parser.add_argument("--loader_videos", type=int, default=2, help="videos in the loader's data")
     parser.add_argument("--memory_worker", default="", help=argparse.SUPPRESS)  # internal: one case, fresh process
     parsed = parser.parse_args(argv)
     args = freeze(parsed, **(QUICK if parsed.quick else {}))
@@ -114,7 +124,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         height, width = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
         parser.error(f"--size: expected HxW such as 300x540, got {args.size!r}")
-    args = freeze(args, height=height, width=width)
+    try:
+        loader_size = tuple(int(v) for v in args.loader_size.lower().split("x"))
+    except ValueError:
+        parser.error(f"--loader_size: expected HxW such as 720x1280, got {args.loader_size!r}")
+    args = freeze(args, height=height, width=width, loader_frame_size=loader_size)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
     if args.max_frames_gib > 0 and args.device != "cuda":
@@ -503,6 +517,12 @@ def print_table(results: Dict[str, object]) -> None:
         print(f"\nstages of the optimised model's inference ({results['stages']['frames']} frames {cfg['size']}, "
               f"{results['machine']['threads']} threads)")
         print(format_stage_table(results["stages"]))
+    if "loader" in results:
+        step = results["loader"]["training_step"]
+        print(f"\ntraining step (default options) {step['median_s']:.2f} s at {step['frames']} frames {step['size']}, "
+              f"{step['step_s_at_loader_frames']:.2f} s scaled to {results['loader']['frames']} frames; "
+              f"'clip / step': the loader's time per clip over that step")
+        print(format_loader_table(results["loader"], step["step_s_at_loader_frames"]))
     if "max_frames" in results:
         search = results["max_frames"]
         print(f"\nlargest --num_frames that trains under {search['cap_gib']:g} GiB:")
@@ -563,8 +583,13 @@ def main(argv: Sequence[str]) -> int:
         if args.json is not None:
             atomic_json_dump(results, args.json, indent=1)
 
-    if args.stages:
+    if args.stages or args.loader:
         sections = []
+    if args.loader:
+        results["loader"] = loader_section(args, device)
+        save()
+        print_table(results)
+        return 0
     for section, kind, cases, frames in sections:
         steps = {name: build_case(kind, name, args, device, frames) for name in cases}
         summary = summarise(interleaved_times(steps, args.repeats, device), baseline="baseline")
@@ -595,6 +620,22 @@ def main(argv: Sequence[str]) -> int:
     save()
     print_table(results)
     return 0
+
+
+def loader_section(args: argparse.Namespace, device: torch.device) -> Dict[str, object]:
+    """The loader's figures and the default training step it feeds: the step is timed at --train_frames[0]
+    (after one untimed step) and scaled linearly to the loader's --loader_frames (`step_s_at_loader_frames`)."""
+    figures = benchmark_loader(args.loader_frames, args.loader_workers, args.loader_clips, args.loader_videos,
+                               args.loader_frame_size)
+    print(f"loader done ({uptime()})", file=sys.stderr)
+    step_frames = args.train_frames[0]
+    step = train_case("default", args, device, step_frames)
+    step()
+    times = [timed(step, device) for _ in range(args.repeats)]
+    figures["training_step"] = {"frames": step_frames, "size": f"{args.height}x{args.width}", "times_s": times,
+                                "median_s": statistics.median(times),
+                                "step_s_at_loader_frames": statistics.median(times) * args.loader_frames / step_frames}
+    return figures
 
 
 def stage_profile(args: argparse.Namespace, device: torch.device) -> Dict[str, object]:

@@ -132,3 +132,18 @@ def test_deform_conv_flops_are_those_of_a_dense_convolution():
     with torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
         torch.nn.functional.conv2d(x, conv.weight, padding=1)
     assert flops == counter.get_total_flops() > 0
+
+
+def test_loader_mode_reports_clips_per_second_for_every_worker_count(tmp_path, capsys):
+    out = tmp_path / "loader.json"
+    assert benchmark.main([*SMALL_MODEL, "--loader", "--threads", "1", "--json", str(out)]) == 0
+    loader = json.loads(out.read_text())["loader"]
+    assert [row["workers"] for row in loader["workers"]] == benchmark.QUICK["loader_workers"]
+    for row in loader["workers"]:
+        assert row["clips_per_s"] > 0 and len(row["times_s"]) == benchmark.QUICK["loader_clips"]
+    assert 0 < loader["item"]["decode_s"] < loader["item"]["item_s"]
+    assert loader["frame_size"] == [96, 160] and loader["frames"] == benchmark.QUICK["loader_frames"]
+    step = loader["training_step"]
+    assert step["step_s_at_loader_frames"] == pytest.approx(step["median_s"] * loader["frames"] / step["frames"])
+    table = capsys.readouterr().out
+    assert "clips/s" in table and "JPEG decoding" in table
