@@ -48,15 +48,16 @@ CPU_SDPA_OPS = [getattr(torch.ops.aten, name) for name in ("_scaled_dot_product_
 
 
 class StageClock:
-    """Forward pre/post hooks on the modules of `STAGES`; `seconds` holds each stage's time in the passes since
+    """Forward pre/post hooks on the modules of `stages`; `seconds` holds each stage's time in the passes since
     the last `reset`."""
 
-    def __init__(self, model: WnetSegm, synchronize: Callable[[], None]) -> None:
+    def __init__(self, model: WnetSegm, synchronize: Callable[[], None], stages: Sequence[Stage] = STAGES) -> None:
         self.seconds: Dict[str, float] = {}
+        self._stages = stages
         self._started: Dict[str, float] = {}
         self._synchronize = synchronize
         self._handles = []
-        for stage in STAGES:
+        for stage in stages:
             for path in stage.modules:
                 module = model.get_submodule(path)
                 self._handles.append(module.register_forward_pre_hook(self._start(path)))
@@ -64,7 +65,7 @@ class StageClock:
         self.reset()
 
     def reset(self) -> None:
-        self.seconds = {stage.name: 0.0 for stage in STAGES}
+        self.seconds = {stage.name: 0.0 for stage in self._stages}
 
     def _start(self, path: str) -> Callable:
         def hook(module: nn.Module, inputs: object) -> None:

@@ -147,3 +147,43 @@ def test_loader_mode_reports_clips_per_second_for_every_worker_count(tmp_path, c
     assert step["step_s_at_loader_frames"] == pytest.approx(step["median_s"] * loader["frames"] / step["frames"])
     table = capsys.readouterr().out
     assert "clips/s" in table and "JPEG decoding" in table
+
+
+def test_scaling_points_report_time_memory_and_the_encoder_share(tmp_path):
+    """One point of each kind, in this process (the --scaling run puts each in a fresh one), then the fits, the
+    table and the picture from them."""
+    from scripts import benchmark_scaling
+    args = benchmark.parse_args([*SMALL_MODEL])
+    device = torch.device("cpu")
+    points = benchmark_scaling.scaling_points(args.height, args.width, clip_lengths=[2, 4], frame_scales=[1.0],
+                                              video_lengths=[2, 4], clip=2, train_lengths=[2, 4])
+    rows = {sweep: [benchmark.scaling_point_here(point, args, device) for point in sweep_points]
+            for sweep, sweep_points in points.items() if sweep != "frame_size"}
+    for sweep_rows in rows.values():
+        for row in sweep_rows:
+            assert row["time_s"] > 0 and row["peak_mib"] >= 0 and row["process_peak_mib"] > row["before_mib"] > 0
+    for row in rows["clip_length"]:
+        assert 0 < row["encoder_attention_s"] <= row["encoder_s"] < row["time_s"] and row["decoder_s"] > 0
+        assert row["tokens"] == row["frames"] * 2 * 3  # 64x96 frames: 2x3 layer4 cells each
+    assert [row["clips"] for row in rows["video_length"]] == [1, 2]
+    assert {row["option"] for row in rows["training"]} == set(benchmark_scaling.TRAIN_OPTIONS)
+    results = {"sweeps": rows, "models": {sweep: "tiny" for sweep in rows}}
+    summary = benchmark_scaling.summarise(results)
+    assert set(summary) >= {"clip_length_exponent", "encoder_attention_share", "video_fit", "training_fit"}
+    assert summary["video_fit"]["frames"] == list(benchmark_scaling.VIDEO_LENGTHS_FITTED)
+    for found in summary["training_fit"].values():
+        assert set(found["largest_num_frames"]) == {str(g) for g in benchmark_scaling.MEMORY_SIZES_GIB}
+    results["summary"] = summary
+    picture = tmp_path / "scaling.png"
+    benchmark_scaling.plot(results, picture)
+    assert picture.stat().st_size > 0
+    assert "largest --num_frames" in benchmark_scaling.format_scaling_table(results)
+
+
+def test_memory_fit_finds_the_largest_fitting_clip():
+    from scripts import benchmark_scaling
+    coefficients = benchmark_scaling.fit([1, 2, 3, 4], [110, 120, 130, 140])  # 100 MiB + 10 MiB per frame
+    assert coefficients[1] == pytest.approx(10) and coefficients[2] == pytest.approx(0, abs=1e-9)
+    assert benchmark_scaling.largest_fitting(coefficients, 1000) == 90
+    assert benchmark_scaling.largest_fitting(coefficients, 50) == 0
+    assert benchmark_scaling.growth_exponent([1, 4], [3, 48]) == pytest.approx(2)
