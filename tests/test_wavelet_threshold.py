@@ -78,7 +78,6 @@ def test_a_bad_threshold_is_an_error():
 
 
 def test_wavelet_step_runs_native_cpu_convolutions_and_restores_onednn():
-    from models.encoder import WaveletDenoisingLayer
     layer = WaveletDenoisingLayer(12, 2).eval()
     seen = []
     layer.xfm.register_forward_pre_hook(lambda module, inputs: seen.append(torch.backends.mkldnn.enabled))
