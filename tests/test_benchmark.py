@@ -183,7 +183,8 @@ def test_scaling_points_report_time_memory_and_the_encoder_share(tmp_path):
 def test_memory_fit_finds_the_largest_fitting_clip():
     from scripts import benchmark_scaling
     coefficients = benchmark_scaling.fit([1, 2, 3, 4], [110, 120, 130, 140])  # 100 MiB + 10 MiB per frame
-    assert coefficients[1] == pytest.approx(10) and coefficients[2] == pytest.approx(0, abs=1e-9)
-    assert benchmark_scaling.largest_fitting(coefficients, 1000) == 90
+    assert coefficients == pytest.approx([100, 10])
+    assert benchmark_scaling.fit([1, 2, 3], [1, 4, 9], degree=2) == pytest.approx([0, 0, 1], abs=1e-9)
+    assert benchmark_scaling.largest_fitting(coefficients, 1005) == 90
     assert benchmark_scaling.largest_fitting(coefficients, 50) == 0
     assert benchmark_scaling.growth_exponent([1, 4], [3, 48]) == pytest.approx(2)
