@@ -26,6 +26,7 @@ class Stage:
     modules: Tuple[str, ...]  # submodule paths of `WnetSegm`
 
 
+MASK_HEAD = "FPN mask head + DCN"  # the deformable convolution's FLOPs are added to it
 STAGES = (
     Stage("backbone", ("wnet.backbone",)),
     Stage("input projection", ("wnet.input_proj", "wnet.proj_a")),
@@ -33,7 +34,7 @@ STAGES = (
     Stage("Fourier decoder", ("wnet.transformer.decoder",)),
     Stage("box head", ("wnet.bbox_embed",)),
     Stage("attention maps", ("bbox_attention",)),
-    Stage("FPN mask head + DCN", ("mask_head",)),
+    Stage(MASK_HEAD, ("mask_head",)),
     Stage("3-D instance head", ("insmask_head",)),
 )
 POSTPROCESSING = "postprocessing"
@@ -125,9 +126,8 @@ def stage_flops(model: WnetSegm, run: Callable[[], object]) -> Dict[str, float]:
     flops = {name: 0.0 for name in ROW_NAMES}
     for stage in STAGES:
         flops[stage.name] = sum(sum(counts.get(f"{root}.{path}", {}).values()) for path in stage.modules) / GIGA
-    flops["FPN mask head + DCN"] += deform_conv_flops(model, run) / GIGA
-    total = counter.get_total_flops() / GIGA
-    flops[OTHER] = max(0.0, total - sum(flops.values()))
+    flops[OTHER] = max(0.0, counter.get_total_flops() / GIGA - sum(flops.values()))  # between the stages
+    flops[MASK_HEAD] += deform_conv_flops(model, run) / GIGA
     return flops
 
 
