@@ -94,6 +94,8 @@ def plot(results: Dict[str, object], path: Path) -> None:
         if sweep == "video_length" and "video_fit" in results:
             fitted = results["video_fit"]
             axis.plot(fitted["frames"], fitted["time_s"], ":", color="tab:blue", label="time (fit)")
+        axis.set_ylim(bottom=0)
+        memory_axis.set_ylim(bottom=0)  # a flat curve looks flat
         axis.set_xlabel(label)
         axis.set_ylabel("seconds", color="tab:blue")
         memory_axis.set_ylabel("peak GiB above start", color="tab:red")
