@@ -2,7 +2,8 @@
 
     python scripts/benchmark.py [--device cpu|cuda] [--json OUT] [--frames 36] [--train_frames 8 [36 ...]]
                                 [--repeats N] [--size 300x540] [--audio_len 120] [--quick]
-                                [--max_frames_gib 32 [--max_frames_limit 1024] [--time_budget_s S]]
+                                [--max_frames_gib 32 [--max_frames_limit 1024] [--time_budget_s S]] [--threads N]
+    python scripts/benchmark.py --stages | --loader | --scaling [--scaling_plot PNG]   (one mode alone)
 
 (a) Inference: the default mask model (ResNet-50, hidden 384, num_frames = num_queries = --frames,
     float32, eval, after `models.optimize_for_inference`, no_grad) against torchvision's
@@ -19,6 +20,12 @@
     (`torch.cuda.set_per_process_memory_fraction`): doubling from the anchor of 36 frames until a step
     runs out of memory, then bisection, within --time_budget_s (probes that find no room report their
     bracket as it stands).
+
+(d) The optimised model stage by stage at --frames (`scripts/benchmark_stages.py`): time per stage, FLOPs, the
+    ratio of the whole inference to its own backbone; the default run ends with it, --stages runs it alone.
+(e) --loader: the Ref-YouTube-VOS training loader at 720x1280 JPEG against the training step
+    (`scripts/benchmark_loader.py`); --scaling: time and memory against clip length, frame size, video length
+    and the training clip length (`scripts/benchmark_scaling.py`).
 
 Every repeat runs all cases back to back, starting with a different case each time, so that load from
 other processes hits them alike; the medians and their ratios to the baseline are reported. Peak
