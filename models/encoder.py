@@ -5,8 +5,9 @@ of a one-level 2-D db2 wavelet transform of the `(L_v, C)` token image of each s
 feed-forward block. All sub-blocks are pre-norm. Returns the final `memory` and `fusion` (the state
 after layer 0's attention), which the KL loss compares.
 """
+import contextlib
 import math
-from typing import List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -85,6 +86,22 @@ def soft_threshold_per_sample(bands: Tensor, ratio: float = THRESHOLD_RATIO) -> 
     return bands.sign() * (magnitude - tau[..., None, None]).clamp(min=0)
 
 
+@contextlib.contextmanager
+def native_cpu_convolutions(device: torch.device) -> Iterator[None]:
+    """On the CPU, PyTorch's own convolutions instead of oneDNN's: the wavelet filters convolve one channel of
+    the `(L_v, C)` token image, where oneDNN's kernels are slow (the transform's round trip 1.8x faster; the
+    same sums up to float rounding). Elsewhere nothing changes."""
+    if device.type != "cpu":
+        yield
+        return
+    saved = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = saved
+
+
 class WaveletDenoisingLayer(nn.Module):
     """One encoder layer: cross-modal attention, wavelet denoising, feed-forward (all pre-norm)."""
 
@@ -110,7 +127,7 @@ class WaveletDenoisingLayer(nn.Module):
         """Wavelet soft-thresholding of the `(L_v, B, C)` tokens, each sample as one image."""
         length, _, channels = x.shape
         # pytorch_wavelets' autograd functions bypass autocast: run in the filters' dtype.
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with torch.autocast(device_type=x.device.type, enabled=False), native_cpu_convolutions(x.device):
             image = x.permute(1, 0, 2).unsqueeze(1).to(self.xfm.h0_col.dtype)  # [B, 1, L_v, C]
             low, (high,) = self.xfm(image)  # high: [B, 1, 3, h, w]
             image = self.ifm((low, [soft_threshold_per_sample(high, self.threshold_ratio)]))

@@ -2,7 +2,8 @@
 
     python scripts/benchmark.py [--device cpu|cuda] [--json OUT] [--frames 36] [--train_frames 8 [36 ...]]
                                 [--repeats N] [--size 300x540] [--audio_len 120] [--quick]
-                                [--max_frames_gib 32 [--max_frames_limit 1024] [--time_budget_s S]]
+                                [--max_frames_gib 32 [--max_frames_limit 1024] [--time_budget_s S]] [--threads N]
+    python scripts/benchmark.py --stages | --loader | --scaling [--scaling_plot PNG]   (one mode alone)
 
 (a) Inference: the default mask model (ResNet-50, hidden 384, num_frames = num_queries = --frames,
     float32, eval, after `models.optimize_for_inference`, no_grad) against torchvision's
@@ -19,6 +20,12 @@
     (`torch.cuda.set_per_process_memory_fraction`): doubling from the anchor of 36 frames until a step
     runs out of memory, then bisection, within --time_budget_s (probes that find no room report their
     bracket as it stands).
+
+(d) The optimised model stage by stage at --frames (`scripts/benchmark_stages.py`): time per stage, FLOPs, the
+    ratio of the whole inference to its own backbone; the default run ends with it, --stages runs it alone.
+(e) --loader: the Ref-YouTube-VOS training loader at 720x1280 JPEG against the training step
+    (`scripts/benchmark_loader.py`); --scaling: time and memory against clip length, frame size, video length
+    and the training clip length (`scripts/benchmark_scaling.py`).
 
 Every repeat runs all cases back to back, starting with a different case each time, so that load from
 other processes hits them alike; the medians and their ratios to the baseline are reported. Peak
@@ -51,20 +58,31 @@ import torchvision
 from torch import Tensor, nn
 
 from engine.train import autocast_context, build_optimizer, outputs_to_float
+from engine.inference import predict_clip_masks, predict_video_masks
 from engine.run import get_args_parser
 from models import build_model, optimize_for_inference
 from models.dcn import selected_backend
 from util.config import ArgumentParser, freeze, parse_args as parse_model_args
 from util.errors import run_main
-from util.misc import atomic_json_dump
+from util.misc import atomic_json_dump, set_cpu_threads
 
+from scripts.benchmark_loader import OFFICIAL_FRAME_SIZE, benchmark_loader, format_loader_table
+from scripts.benchmark_scaling import (CLIP_LENGTHS, FRAME_SCALES, TRAIN_LENGTHS, VIDEO_LENGTHS_MEASURED, Point,
+                                      format_scaling_table, plot as plot_scaling, scaling_points,
+                                      summarise as summarise_scaling)
+from scripts.benchmark_stages import Stage, StageClock, format_stage_table, profile_stages
+
+SCALING_SWEEPS = ("clip_length", "frame_size", "video_length", "training")
 INFERENCE_CASES = ("model", "baseline")
 CUDA_INFERENCE_CASES = ("model", "model_tf32", "model_bf16", "baseline")
 # inference case -> precision; "fp32" is float32 with TF32 off (no effect on the CPU)
 PRECISIONS = {"model": "fp32", "model_tf32": "tf32", "model_bf16": "bf16", "baseline": "fp32"}
 TRAIN_CASES = ("default", "checkpoint_activations", "amp", "baseline")
 TRAIN_OPTIONS = {"default": [], "checkpoint_activations": ["--checkpoint_activations"], "amp": ["--amp"]}
-QUICK = {"frames": 2, "train_frames": [2], "size": "64x96", "audio_len": 20, "repeats": 1}
+QUICK = {"frames": 2, "train_frames": [2], "size": "64x96", "audio_len": 20, "repeats": 1, "stage_repeats": 2,
+         "loader_size": "96x160", "loader_frames": 4, "loader_clips": 2, "loader_workers": [0, 1], "loader_videos": 1,
+         "scaling_clip_lengths": [2, 4], "scaling_video_lengths": [2, 4], "scaling_train_lengths": [2, 4],
+         "scaling_frame_scales": [0.5, 1.0]}
 MMAP_THRESHOLD = 1 << 16  # bytes; fixed, so that every tensor above it is returned to the OS when freed
 SAMPLE_INTERVAL_S = 0.001
 MIB = 1 << 20
@@ -98,14 +116,44 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--max_frames_limit", type=int, default=1024, help="the search's upper end")
     parser.add_argument("--time_budget_s", type=float, default=0.0,
                         help="seconds from the start after which the max-frames search starts no probe (0: none)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="intra-op CPU threads (torch, BLAS, OpenMP); 0: torch's default")
+    parser.add_argument("--stages", action="store_true",
+                        help="only the per-stage profile of the optimised model at --frames (the default run ends "
+                             "with it)")
+    parser.add_argument("--stage_repeats", type=int, default=5,
+                        help="interleaved repeats of the whole inference and of its own backbone in the profile")
+    parser.add_argument("--loader", action="store_true",
+                        help="only the training loader's clips/s at the official frame size against the training step")
+    parser.add_argument("--loader_frames", type=int, default=36, help="frames per clip of the loader")
+    parser.add_argument("--loader_size", default="x".join(map(str, OFFICIAL_FRAME_SIZE)),
+                        help="HxW of the JPEG frames the loader reads (official Ref-YouTube-VOS: 720x1280)")
+    parser.add_argument("--loader_workers", type=int, nargs="+", default=[0, 1, 2, 4], help="DataLoader workers")
+    parser.add_argument("--loader_clips", type=int, default=6, help="timed clips per worker count")
+    parser.add_argument("--loader_videos", type=int, default=2, help="videos in the loader's data")
+    parser.add_argument("--scaling", action="store_true",
+                        help="only how time and peak memory grow (clip length, frame size, video length, training)")
+    parser.add_argument("--scaling_sweeps", nargs="+", default=list(SCALING_SWEEPS), choices=SCALING_SWEEPS)
+    parser.add_argument("--scaling_clip_lengths", type=int, nargs="+", default=list(CLIP_LENGTHS))
+    parser.add_argument("--scaling_frame_scales", type=float, nargs="+", default=list(FRAME_SCALES),
+                        help="of --size, at --frames per clip")
+    parser.add_argument("--scaling_video_lengths", type=int, nargs="+", default=list(VIDEO_LENGTHS_MEASURED),
+                        help="video frames, inferred in clips of --frames")
+    parser.add_argument("--scaling_train_lengths", type=int, nargs="+", default=list(TRAIN_LENGTHS))
+    parser.add_argument("--scaling_plot", type=Path, default=None, help="draw the picture here (PNG)")
     parser.add_argument("--memory_worker", default="", help=argparse.SUPPRESS)  # internal: one case, fresh process
+    parser.add_argument("--scaling_worker", default="", help=argparse.SUPPRESS)  # internal: one point, fresh process
     parsed = parser.parse_args(argv)
     args = freeze(parsed, **(QUICK if parsed.quick else {}))
     try:
         height, width = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
         parser.error(f"--size: expected HxW such as 300x540, got {args.size!r}")
-    args = freeze(args, height=height, width=width)
+    try:
+        loader_size = tuple(int(v) for v in args.loader_size.lower().split("x"))
+    except ValueError:
+        parser.error(f"--loader_size: expected HxW such as 720x1280, got {args.loader_size!r}")
+    args = freeze(args, height=height, width=width, loader_frame_size=loader_size)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
     if args.max_frames_gib > 0 and args.device != "cuda":
@@ -490,6 +538,18 @@ def print_table(results: Dict[str, object]) -> None:
     if "checkpoint_memory_reduction" in results:
         print(f"\n--checkpoint_activations lowers the training step's peak memory by "
               f"{100 * results['checkpoint_memory_reduction']:.0f}%")
+    if "stages" in results:
+        print(f"\nstages of the optimised model's inference ({results['stages']['frames']} frames {cfg['size']}, "
+              f"{results['machine']['threads']} threads)")
+        print(format_stage_table(results["stages"]))
+    if "scaling" in results:
+        print(format_scaling_table(results["scaling"]))
+    if "loader" in results:
+        step = results["loader"]["training_step"]
+        print(f"\ntraining step (default options) {step['median_s']:.2f} s at {step['frames']} frames {step['size']}, "
+              f"{step['step_s_at_loader_frames']:.2f} s scaled to {results['loader']['frames']} frames; "
+              f"'clip / step': the loader's time per clip over that step")
+        print(format_loader_table(results["loader"], step["step_s_at_loader_frames"]))
     if "max_frames" in results:
         search = results["max_frames"]
         print(f"\nlargest --num_frames that trains under {search['cap_gib']:g} GiB:")
@@ -516,6 +576,11 @@ def main(argv: Sequence[str]) -> int:
     start_time = time.monotonic()
     args = parse_args(argv)
     device = torch.device(args.device)
+    if args.threads > 0:
+        set_cpu_threads(args.threads)
+    if args.scaling_worker:
+        print(json.dumps(scaling_point_here(Point(**json.loads(args.scaling_worker)), args, device)))
+        return 0
     if args.memory_worker:
         kind, name, frames = args.memory_worker.split(":")
         print(json.dumps(measure_memory_here(kind, name, args, device, int(frames))))
@@ -548,6 +613,19 @@ def main(argv: Sequence[str]) -> int:
         if args.json is not None:
             atomic_json_dump(results, args.json, indent=1)
 
+    if args.stages or args.loader or args.scaling:
+        sections = []
+    if args.scaling:
+        results["scaling"] = scaling_section(args, worker_argv, save_partial=lambda part: (
+            results.__setitem__("scaling", part), save()))
+        save()
+        print_table(results)
+        return 0
+    if args.loader:
+        results["loader"] = loader_section(args, device)
+        save()
+        print_table(results)
+        return 0
     for section, kind, cases, frames in sections:
         steps = {name: build_case(kind, name, args, device, frames) for name in cases}
         summary = summarise(interleaved_times(steps, args.repeats, device), baseline="baseline")
@@ -563,7 +641,7 @@ def main(argv: Sequence[str]) -> int:
         results[section] = summary
         save()
         print(f"{section} done ({uptime()})", file=sys.stderr)
-    if not args.no_memory:
+    if not args.no_memory and "training" in results:
         training = results["training"]
         results["checkpoint_memory_reduction"] = 1 - (training["checkpoint_activations"]["memory"]["peak_mib"]
                                                       / training["default"]["memory"]["peak_mib"])
@@ -572,10 +650,137 @@ def main(argv: Sequence[str]) -> int:
             results["max_frames"] = figures
             save()
         results["max_frames"] = max_frames(args, device, start_time, progress)
+    results["stages"] = stage_profile(args, device)
+    results["stages"]["frames"] = args.frames
     results["load_after"] = uptime()
     save()
     print_table(results)
     return 0
+
+
+def loader_section(args: argparse.Namespace, device: torch.device) -> Dict[str, object]:
+    """The loader's figures and the default training step it feeds: the step is timed at --train_frames[0]
+    (after one untimed step) and scaled linearly to the loader's --loader_frames (`step_s_at_loader_frames`)."""
+    figures = benchmark_loader(args.loader_frames, args.loader_workers, args.loader_clips, args.loader_videos,
+                               args.loader_frame_size)
+    print(f"loader done ({uptime()})", file=sys.stderr)
+    step_frames = args.train_frames[0]
+    step = train_case("default", args, device, step_frames)
+    step()
+    times = [timed(step, device) for _ in range(args.repeats)]
+    figures["training_step"] = {"frames": step_frames, "size": f"{args.height}x{args.width}", "times_s": times,
+                                "median_s": statistics.median(times),
+                                "step_s_at_loader_frames": statistics.median(times) * args.loader_frames / step_frames}
+    return figures
+
+
+def feature_tokens(model: nn.Module, run: Callable[[], object]) -> int:
+    """The encoder's visual tokens (T*h*w) in one `run`: the length of the input projection's output."""
+    shapes: List[torch.Size] = []
+    handle = model.wnet.input_proj.register_forward_hook(lambda module, inputs, output: shapes.append(output.shape))
+    try:
+        run()
+    finally:
+        handle.remove()
+    frames, _, height, width = shapes[0]
+    return frames * height * width
+
+
+def scaling_point_here(point: Point, args: argparse.Namespace, device: torch.device) -> Dict[str, object]:
+    """One point of --scaling in this process (a fresh one, see `measure_scaling_point`): the time of one
+    measured pass after an untimed one (for training: the second step, after AdamW has made its state), its peak
+    resident memory above the memory before it (`peak_mib`) and the whole process's (`process_peak_mib`); for
+    inference also the encoder's, its attention's and the decoder's time and the visual tokens."""
+    sized = freeze(args, height=point.height, width=point.width)
+    row: Dict[str, object] = point.as_dict()
+    if point.kind == "train":
+        step = train_case(point.option, sized, device, point.frames)
+        warm_up = run = step
+        clock = None
+    else:
+        torch.manual_seed(0)
+        model, _, postprocessors = build_model(model_args(sized, point.frames))
+        model = optimize_for_inference(model.to(device))
+        frames, audio = make_clip(sized, point.video_frames or point.frames, device)
+        postprocess, out_size = postprocessors["segm"], (point.height, point.width)
+
+        def warm_up() -> object:
+            with torch.no_grad():
+                return predict_clip_masks(model, postprocess, frames[:point.frames], audio[0], out_size)
+
+        def run() -> object:
+            with torch.no_grad():
+                if point.kind == "video":
+                    return predict_video_masks(model, postprocess, frames, audio[0], point.frames, out_size)
+                return predict_clip_masks(model, postprocess, frames, audio[0], out_size)
+        layers = len(model.wnet.transformer.encoder.layers)
+        attention = tuple(f"wnet.transformer.encoder.layers.{i}.self_attn" for i in range(layers))
+        clock = StageClock(model, functools.partial(synchronize, device), (
+            Stage("encoder", ("wnet.transformer.encoder",)), Stage("encoder_attention", attention),
+            Stage("decoder", ("wnet.transformer.decoder",))))
+        with torch.no_grad():
+            row["tokens"] = feature_tokens(model, lambda: model(frames[:point.frames], audio))
+        row["clips"] = -(-max(point.video_frames, point.frames) // point.frames)
+    warm_up()
+    if clock is not None:
+        clock.reset()
+    gc.collect()
+    before = resident_bytes()
+    with ResidentPeak() as sampler:
+        row["time_s"] = timed(run, device)
+    row.update({"peak_mib": (sampler.peak - before) / MIB, "before_mib": before / MIB,
+                "process_peak_mib": sampler.peak / MIB})
+    if clock is not None:
+        row.update({f"{name}_s": seconds for name, seconds in clock.seconds.items()})
+    return row
+
+
+def measure_scaling_point(point: Point, argv: Sequence[str]) -> Dict[str, object]:
+    """`scaling_point_here` in a fresh process, glibc's mmap threshold fixed as for the memory cases."""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD), MALLOC_TRIM_THRESHOLD_=str(MMAP_THRESHOLD))
+    command = [sys.executable, str(Path(__file__).resolve()), *argv, "--scaling_worker", json.dumps(point.as_dict())]
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"scaling point {point} failed:\n{result.stderr[-4000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def scaling_section(args: argparse.Namespace, worker_argv: Sequence[str],
+                    save_partial: Callable[[Dict[str, object]], None]) -> Dict[str, object]:
+    """Every point of the chosen sweeps, each in a fresh process; then the fits and, with --scaling_plot, the
+    picture."""
+    points = scaling_points(args.height, args.width, args.scaling_clip_lengths, args.scaling_frame_scales,
+                            args.scaling_video_lengths, args.frames, args.scaling_train_lengths)
+    model = f"{args.backbone}, hidden {args.hidden_dim}, {args.audio_len} audio frames"
+    figures: Dict[str, object] = {
+        "sweeps": {}, "models": {sweep: model for sweep in args.scaling_sweeps},
+        "title": f"Wnet ({model}), {torch.get_num_threads()} CPU thread(s); peaks are resident memory above the "
+                 f"start of the pass"}
+    argv = strip_option(worker_argv, "--scaling_plot")
+    for sweep in args.scaling_sweeps:
+        figures["sweeps"][sweep] = []
+        for point in points[sweep]:
+            figures["sweeps"][sweep].append(measure_scaling_point(point, argv))
+            print(f"scaling {sweep} {point} done ({uptime()})", file=sys.stderr)
+            save_partial(figures)
+    figures["summary"] = summarise_scaling(figures)
+    if "video_fit" in figures["summary"]:
+        figures["video_fit"] = figures["summary"]["video_fit"]
+    if args.scaling_plot is not None:
+        plot_scaling(figures, args.scaling_plot)
+    return figures
+
+
+def stage_profile(args: argparse.Namespace, device: torch.device) -> Dict[str, object]:
+    """`benchmark_stages.profile_stages` of the optimised default mask model on one clip of --frames."""
+    torch.manual_seed(0)
+    model, _, postprocessors = build_model(model_args(args, args.frames))
+    model = optimize_for_inference(model.to(device))
+    clip, audio = make_clip(args, args.frames, device)
+    profile = profile_stages(model, postprocessors["segm"], clip, audio, args.stage_repeats,
+                             functools.partial(synchronize, device))
+    print(f"stages done ({uptime()})", file=sys.stderr)
+    return profile
 
 
 if __name__ == "__main__":

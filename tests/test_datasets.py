@@ -604,3 +604,36 @@ def test_listing_helpers_for_inference(data):
     a2d = A2DDataset(data["a2d"]["root"], data["a2d"]["audio_root"], 5, split="test")
     _, _, target = a2d[0]
     assert np.array_equal(a2d.ground_truth(0), target["masks"][0].numpy())
+
+
+def test_hsv_conversions_equal_the_reduction_and_table_forms_exactly():
+    """The channel-wise max/min and per-channel selection give the very values of the straightforward forms
+    (a reduction over the colour axis, a stacked table indexed per pixel): the loader's outputs are unchanged."""
+    from datasets.transforms import FLT_EPSILON, HSV_SECTOR_TABLE, HUE_RANGE, HUE_SECTOR, bgr_to_hsv, hsv_to_bgr
+    rng = np.random.default_rng(0)
+    image = (rng.random((40, 50, 3), dtype=np.float32) * 400 - 60).astype(np.float32)
+    image[0, :5] = 0
+    image[1, :5] = 255
+    image[2, :5] = [7, 7, 7]  # grey: saturation 0
+    image[3, :5] = [10, 200, 200]  # ties between channels
+    hsv = bgr_to_hsv(image)
+    np.testing.assert_array_equal(hsv[..., 2], image.max(-1))
+    value, diff = image.max(-1), image.max(-1) - image.min(-1)
+    np.testing.assert_array_equal(hsv[..., 1], (diff / (np.abs(value) + np.float32(FLT_EPSILON))).astype(np.float32))
+
+    hsv[..., 1] *= rng.uniform(0.5, 1.5, size=hsv.shape[:2]).astype(np.float32)
+    hue, saturation, value = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    sectors = np.float32(HUE_RANGE / HUE_SECTOR)
+    h = np.fmod(hue * np.float32(1 / HUE_SECTOR), sectors)
+    h = np.where(h < 0, h + sectors, h)
+    sector = np.floor(h)
+    fraction = (h - sector).astype(np.float32)
+    sector = sector.astype(np.int64)
+    outside = (sector < 0) | (sector >= len(HSV_SECTOR_TABLE))
+    sector, fraction = np.where(outside, 0, sector), np.where(outside, np.float32(0), fraction)
+    one = np.float32(1)
+    tab = np.stack([value, value * (one - saturation), value * (one - saturation * fraction),
+                    value * (one - saturation * (one - fraction))], -1)
+    expected = np.take_along_axis(tab, np.asarray(HSV_SECTOR_TABLE)[sector], axis=-1)
+    expected = np.where((saturation == 0)[..., None], value[..., None], expected).astype(np.float32)
+    np.testing.assert_array_equal(hsv_to_bgr(hsv), expected)

@@ -75,3 +75,12 @@ def test_a_bad_threshold_is_an_error():
         WaveletDenoisingLayer(48, 4, threshold_ratio=-0.1)
     with pytest.raises(ValueError, match="--wavelet_threshold"):
         encoder_layers("--wavelet_threshold", "1.5")
+
+
+def test_wavelet_step_runs_native_cpu_convolutions_and_restores_onednn():
+    layer = WaveletDenoisingLayer(12, 2).eval()
+    seen = []
+    layer.xfm.register_forward_pre_hook(lambda module, inputs: seen.append(torch.backends.mkldnn.enabled))
+    before = torch.backends.mkldnn.enabled
+    layer.denoise(torch.randn(10, 1, 12))
+    assert seen == [False] and torch.backends.mkldnn.enabled == before
