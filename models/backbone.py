@@ -7,14 +7,13 @@ axis. The position encoding is computed only for the last level, the only one th
 from typing import Dict, List, Tuple
 
 import torch
-import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from torchvision.models._utils import IntermediateLayerGetter
 
 from util.errors import OptionError
-from util.misc import NestedTensor
+from util.misc import NestedTensor, downsample_mask
 from util.weights import load_backbone_weights
 
 from .position_encoding import NUM_AXES, PositionEmbeddingSine3D
@@ -103,7 +102,7 @@ class Backbone(nn.Module):
         out = []
         for name in LEVEL_NAMES:
             feature = levels[name]
-            level_mask = F.interpolate(mask[None].float(), size=feature.shape[-2:]).to(torch.bool)[0]  # [N,h,w]
+            level_mask = downsample_mask(mask, feature.shape[-2:])  # [N, h, w]
             out.append(NestedTensor(feature, level_mask))
         return out
 

@@ -88,9 +88,10 @@ def soft_threshold_per_sample(bands: Tensor, ratio: float = THRESHOLD_RATIO) -> 
 
 @contextlib.contextmanager
 def native_cpu_convolutions(device: torch.device) -> Iterator[None]:
-    """On the CPU, PyTorch's own convolutions instead of oneDNN's: the wavelet filters convolve one channel of
-    the `(L_v, C)` token image, where oneDNN's kernels are slow (the transform's round trip 1.8x faster; the
-    same sums up to float rounding). Elsewhere nothing changes."""
+    """On the CPU, PyTorch's own convolutions instead of oneDNN's, for the forward wavelet transform: its filters
+    convolve the one channel of the `(L_v, C)` token image, where oneDNN's kernels are slow (6x at the official
+    size, 6120x384); the inverse's transposed convolutions are the other way round (oneDNN 3.5x faster), so they
+    keep oneDNN. The same sums up to float rounding. Elsewhere nothing changes."""
     if device.type != "cpu":
         yield
         return
@@ -127,9 +128,10 @@ class WaveletDenoisingLayer(nn.Module):
         """Wavelet soft-thresholding of the `(L_v, B, C)` tokens, each sample as one image."""
         length, _, channels = x.shape
         # pytorch_wavelets' autograd functions bypass autocast: run in the filters' dtype.
-        with torch.autocast(device_type=x.device.type, enabled=False), native_cpu_convolutions(x.device):
+        with torch.autocast(device_type=x.device.type, enabled=False):
             image = x.permute(1, 0, 2).unsqueeze(1).to(self.xfm.h0_col.dtype)  # [B, 1, L_v, C]
-            low, (high,) = self.xfm(image)  # high: [B, 1, 3, h, w]
+            with native_cpu_convolutions(x.device):
+                low, (high,) = self.xfm(image)  # high: [B, 1, 3, h, w]
             image = self.ifm((low, [soft_threshold_per_sample(high, self.threshold_ratio)]))
         # The inverse transform has even sides; crop back (the official crashes on an odd L_v).
         image = image[:, :, :length, :channels].to(x.dtype)

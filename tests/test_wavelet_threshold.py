@@ -80,7 +80,9 @@ def test_a_bad_threshold_is_an_error():
 def test_wavelet_step_runs_native_cpu_convolutions_and_restores_onednn():
     layer = WaveletDenoisingLayer(12, 2).eval()
     seen = []
-    layer.xfm.register_forward_pre_hook(lambda module, inputs: seen.append(torch.backends.mkldnn.enabled))
+    for transform in (layer.xfm, layer.ifm):
+        transform.register_forward_pre_hook(lambda module, inputs: seen.append(torch.backends.mkldnn.enabled))
     before = torch.backends.mkldnn.enabled
     layer.denoise(torch.randn(10, 1, 12))
-    assert seen == [False] and torch.backends.mkldnn.enabled == before
+    # the forward transform on PyTorch's convolutions, the inverse's transposed ones on oneDNN (each the faster)
+    assert seen == [False, before] and torch.backends.mkldnn.enabled == before

@@ -57,6 +57,11 @@ def nested_tensor_from_videos_list(videos: Sequence[Tensor]) -> NestedTensor:
         if v.shape[0] != num_frames:
             raise ValueError(f"clips in one batch must have the same frame count, got {v.shape[0]} and {num_frames}")
     height, width = _max_by_axis([v.shape[-2:] for v in videos])
+    if all(tuple(v.shape[-2:]) == (height, width) for v in videos):
+        # nothing to pad (one clip, or clips of one size): the frames as they are, no zero-filled copy
+        frames = videos[0] if len(videos) == 1 else torch.cat(list(videos))  # [B*T, 3, H, W]
+        return NestedTensor(frames, torch.zeros((frames.shape[0], height, width), dtype=torch.bool,
+                                                device=frames.device))
     tensor = videos[0].new_zeros((len(videos) * num_frames, 3, height, width))
     mask = torch.ones((len(videos) * num_frames, height, width), dtype=torch.bool, device=videos[0].device)
     for i, v in enumerate(videos):
@@ -64,6 +69,21 @@ def nested_tensor_from_videos_list(videos: Sequence[Tensor]) -> NestedTensor:
         tensor[frames, :, : v.shape[-2], : v.shape[-1]].copy_(v)
         mask[frames, : v.shape[-2], : v.shape[-1]] = False
     return NestedTensor(tensor, mask)
+
+
+def downsample_mask(mask: Tensor, size: Sequence[int]) -> Tensor:
+    """A padding mask `[N, H, W]` at `size` `(h, w)`, as `F.interpolate(mask[None].float(), size)` (mode
+    'nearest', DETR's backbone) returns it, without its float copy of the whole mask: the same source rows and
+    columns, `min(floor(i * (H / h)), H - 1)` in float32 as PyTorch's kernels compute them."""
+    rows, columns = (_nearest_source_index(source, target, mask.device)
+                     for source, target in zip(mask.shape[-2:], size))
+    return mask.index_select(-2, rows).index_select(-1, columns)  # [N, h, w]
+
+
+def _nearest_source_index(source: int, target: int, device: torch.device) -> Tensor:
+    scale = torch.tensor(np.float32(source) / np.float32(target), dtype=torch.float32, device=device)
+    index = (torch.arange(target, dtype=torch.float32, device=device) * scale).floor().long()
+    return index.clamp_(max=source - 1)
 
 
 def nested_tensor_from_audio_list(features: Sequence[Tensor]) -> NestedTensor:
