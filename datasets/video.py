@@ -6,10 +6,11 @@
 A file without a video stream, one FFmpeg cannot read, or one with more than `max_frames` frames (after the
 subsampling) raises a `DataFormatError` naming the file, so the caller stops with one line.
 """
+import contextlib
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import List, Union
+from typing import Iterator, List, Tuple, Union
 
 from PIL import Image
 
@@ -35,22 +36,30 @@ def _video_stream(container, path: PathLike):
     return stream
 
 
+@contextlib.contextmanager
+def _open_video(path: Path) -> Iterator[Tuple[object, object]]:
+    """`(container, its first video stream)` of `path`; a missing file is a FileNotFoundError, and FFmpeg's errors
+    while it is open (decoding included) a DataFormatError naming the file."""
+    import av  # FFmpeg: imported here, only videos need it
+
+    if not path.is_file():
+        raise FileNotFoundError(f"video not found: {path}")
+    try:
+        with av.open(str(path)) as container:
+            yield container, _video_stream(container, path)
+    except av.FFmpegError as error:
+        raise DataFormatError(f"{path}: not a readable video ({error.strerror or error})") from None
+
+
 def video_seconds(path: PathLike) -> float:
     """How long the first video stream of `path` lasts, in seconds, as its header says (its own duration, else the
     container's; 0.0 when neither is recorded). Nothing is decoded; errors as `read_video_frames`'s."""
     import av
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"video not found: {path}")
-    try:
-        with av.open(str(path)) as container:
-            stream = _video_stream(container, path)
-            if stream.duration is not None and stream.time_base is not None:
-                return float(stream.duration * stream.time_base)
-            return float(container.duration or 0) / av.time_base
-    except av.FFmpegError as error:
-        raise DataFormatError(f"{path}: not a readable video ({error.strerror or error})") from None
+    with _open_video(Path(path)) as (container, stream):
+        if stream.duration is not None and stream.time_base is not None:
+            return float(stream.duration * stream.time_base)
+        return float(container.duration or 0) / av.time_base
 
 
 def read_video_frames(path: PathLike, fps: float = 0.0, max_frames: int = 0) -> VideoFrames:
@@ -60,34 +69,26 @@ def read_video_frames(path: PathLike, fps: float = 0.0, max_frames: int = 0) -> 
     1/`fps`; every frame when the video's own rate is not higher); `max_frames` > 0 refuses longer videos
     (counted after the subsampling) before they fill the memory.
     """
-    import av  # FFmpeg: imported here, only videos need it
-
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"video not found: {path}")
-    try:
-        with av.open(str(path)) as container:
-            stream = _video_stream(container, path)
-            source_fps = float(stream.average_rate or stream.guessed_rate or 0)
-            subsample = fps > 0 and (not source_fps or fps < source_fps)
-            step = Fraction(1) / Fraction(fps).limit_denominator() if subsample else Fraction(0)
-            images, names, next_time = [], [], Fraction(0)
-            for index, frame in enumerate(container.decode(stream)):
-                if subsample:
-                    time = Fraction(frame.pts - (stream.start_time or 0)) * stream.time_base \
-                        if frame.pts is not None else Fraction(index) / Fraction(source_fps).limit_denominator()
-                    if time < next_time:
-                        continue
-                    while next_time <= time:
-                        next_time += step
-                if max_frames and len(images) == max_frames:
-                    raise DataFormatError(f"{path}: more than --max_frames {max_frames} frames"
-                                          f"{f' at --fps {fps:g}' if subsample else ''}; pass a lower --fps or a "
-                                          f"higher --max_frames")
-                images.append(frame.to_image())  # RGB24
-                names.append(f"{index:0{FRAME_NAME_DIGITS}d}")
-    except av.FFmpegError as error:
-        raise DataFormatError(f"{path}: not a readable video ({error.strerror or error})") from None
+    with _open_video(path) as (container, stream):
+        source_fps = float(stream.average_rate or stream.guessed_rate or 0)
+        subsample = fps > 0 and (not source_fps or fps < source_fps)
+        step = Fraction(1) / Fraction(fps).limit_denominator() if subsample else Fraction(0)
+        images, names, next_time = [], [], Fraction(0)
+        for index, frame in enumerate(container.decode(stream)):
+            if subsample:
+                time = Fraction(frame.pts - (stream.start_time or 0)) * stream.time_base \
+                    if frame.pts is not None else Fraction(index) / Fraction(source_fps).limit_denominator()
+                if time < next_time:
+                    continue
+                while next_time <= time:
+                    next_time += step
+            if max_frames and len(images) == max_frames:
+                raise DataFormatError(f"{path}: more than --max_frames {max_frames} frames"
+                                      f"{f' at --fps {fps:g}' if subsample else ''}; pass a lower --fps or a "
+                                      f"higher --max_frames")
+            images.append(frame.to_image())  # RGB24
+            names.append(f"{index:0{FRAME_NAME_DIGITS}d}")
     if not images:
         raise DataFormatError(f"{path}: the video stream holds no frames")
     return VideoFrames(images, names, float(fps) if subsample else source_fps)
