@@ -70,6 +70,9 @@ def growth_exponent(xs: Sequence[float], ys: Sequence[float]) -> float:
     return float(np.log(ys[-1] / ys[0]) / np.log(xs[-1] / xs[0]))
 
 
+PLOT_HEADROOM = 1.15
+
+
 def plot(results: Dict[str, object], path: Path) -> None:
     """Time and peak memory against clip length, frame size, video length and (training) clip length."""
     import matplotlib
@@ -94,15 +97,18 @@ def plot(results: Dict[str, object], path: Path) -> None:
         if sweep == "video_length" and "video_fit" in results:
             fitted = results["video_fit"]
             axis.plot(fitted["frames"], fitted["time_s"], ":", color="tab:blue", label="time (fit)")
-        axis.set_ylim(bottom=0)
-        memory_axis.set_ylim(bottom=0)  # a flat curve looks flat
+        # from zero with headroom, so that a flat curve looks flat and no point sits on the frame
+        for drawn in (axis, memory_axis):
+            drawn.set_ylim(0, max([line.get_ydata().max() for line in drawn.get_lines()], default=1) * PLOT_HEADROOM)
         axis.set_xlabel(label)
         axis.set_ylabel("seconds", color="tab:blue")
         memory_axis.set_ylabel("peak GiB above start", color="tab:red")
         axis.set_title(sweep.replace("_", " "))
         lines = axis.get_legend_handles_labels()
         memory_lines = memory_axis.get_legend_handles_labels()
-        axis.legend(lines[0] + memory_lines[0], lines[1] + memory_lines[1], fontsize=7, loc="upper left")
+        # the inference curves rise to the right, the training ones fill the right: each legend where none runs
+        axis.legend(lines[0] + memory_lines[0], lines[1] + memory_lines[1], fontsize=7,
+                    loc="upper left" if sweep == "training" else "lower right")
     figure.suptitle(results.get("title", "Wnet: how the cost grows"), fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=90)
