@@ -16,7 +16,6 @@ line (`os._exit`: nothing can interrupt the wait; checkpoints are written atomic
 goes with the process).
 """
 import os
-import sys
 import threading
 import time
 from types import TracebackType
@@ -28,7 +27,7 @@ from torch.utils.data import Dataset
 import util.misc as utils
 from datasets import sample_digest
 from engine.train import NonFiniteLossError
-from util.errors import EXIT_DATA, Interrupted, StoppedByPeer, UserError, one_line
+from util.errors import EXIT_DATA, Interrupted, StoppedByPeer, UserError, one_line, print_line
 
 FAILED_KEY = "wnet/failed_rank"  # set in the run's store by a rank that fails
 FAILING_KEY = "wnet/ranks_failed"  # counts the ranks that have failed
@@ -109,7 +108,7 @@ class StopTogether:
                                     f"{one_line(error)}") from None
         self._flag_and_tell()
         # Another rank's progress bar may hold the terminal's line: this rank's error starts a line of its own.
-        print(file=sys.stderr, flush=True)
+        print_line("")
         if isinstance(error, UserError):
             raise RankFailed(f"rank {self.rank} failed: {one_line(error)}", error.exit_code) from error
         # a bug (or a second Ctrl-C) keeps its traceback; the others were told
@@ -152,7 +151,7 @@ class StopTogether:
                 continue
             if self.left.wait(GRACE_SECONDS):  # the main thread stopped on its own (its collective raised)
                 return
-            print(f"\nrank {self.rank} stopped: {failure(failed)}", file=sys.stderr, flush=True)
+            print_line(f"\nrank {self.rank} stopped: {failure(failed)}")
             os._exit(EXIT_DATA)
 
 

@@ -1,6 +1,5 @@
 """Stopping a training run cleanly: SIGINT and SIGTERM end it after the current step, keeping the last checkpoint."""
 import signal
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -8,6 +7,7 @@ import torch
 
 import util.misc as utils
 from engine.checkpoint import LATEST_CHECKPOINT
+from util.errors import print_line
 
 
 class StopSignals:
@@ -36,8 +36,7 @@ class StopSignals:
             raise KeyboardInterrupt
         self.signum = signum
         # on a line of its own: a progress bar (this rank's or another's on a shared terminal) may hold the line
-        print(f"\n{signal.Signals(signum).name}: stopping after the current step (send it again to stop at once)",
-              file=sys.stderr, flush=True)
+        print_line(f"\n{signal.Signals(signum).name}: stopping after the current step (send it again to stop at once)")
 
     def requested(self) -> bool:
         """Whether a signal asked to stop, on any process (every process must stop at the same step)."""

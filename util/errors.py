@@ -71,6 +71,13 @@ def one_line(error: BaseException) -> str:
     return " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
+def print_line(text: str) -> None:
+    """`text` and its newline to stderr in one write: under `PYTHONUNBUFFERED` (or `python -u`) `print` writes
+    the two apart, and another process on the same terminal (the other ranks) can write between them."""
+    sys.stderr.write(f"{text}\n")
+    sys.stderr.flush()
+
+
 _default_format_warning = warnings.formatwarning
 
 
@@ -91,12 +98,12 @@ def run_main(main: Callable[[Optional[Sequence[str]]], Any], argv: Optional[Sequ
     except (UserError,) + USER_OS_ERRORS as error:
         if debug:
             raise
-        print(f"{getattr(error, 'prefix', UserError.prefix)}{one_line(error)}", file=sys.stderr, flush=True)
+        print_line(f"{getattr(error, 'prefix', UserError.prefix)}{one_line(error)}")
         return getattr(error, "exit_code", EXIT_DATA)
     except KeyboardInterrupt:
         if debug:
             raise
-        print("error: interrupted", file=sys.stderr, flush=True)
+        print_line("error: interrupted")
         return 128 + signal.SIGINT
     finally:
         warnings.formatwarning = _default_format_warning
