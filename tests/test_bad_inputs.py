@@ -17,7 +17,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import List, Sequence
 
 import numpy as np
 import pytest
@@ -29,11 +29,12 @@ import inference_jhmdb
 import inference_rvos
 import main as train
 from audio_helpers import load_script, tone_signal, write_audio
-from data_factory import draw_frame, make_a2d, make_jhmdb, make_ytvos
+from cli_helpers import assert_user_error, user_error
+from data_factory import make_a2d, make_jhmdb, make_ytvos
 from datasets import audio
 from datasets.audio.io import RESAMPLER
 from datasets.common import BadSampleWarning
-from datasets.formats import write_jpeg, write_npy, write_palette_png
+from datasets.formats import write_npy, write_palette_png
 from util.config import own_argv
 from util.errors import run_main
 from util.results import read_results
@@ -52,26 +53,6 @@ DIFFERENT_FEATURES, SAME_FEATURES = 0.5, 0.01
 
 
 # ----------------------------------------------------------------------------- helpers
-def user_error(capsys, main: Callable, argv: Sequence[str]) -> tuple:
-    """Run `main` as its script does; returns (exit code, the `error:` lines, all of stderr)."""
-    capsys.readouterr()
-    try:
-        code = run_main(main, [str(a) for a in argv])
-    except SystemExit as exit_info:  # argparse errors exit at parse time
-        code = exit_info.code
-    err = capsys.readouterr().err
-    return code, [line for line in err.splitlines() if line.startswith("error:")], err
-
-
-def assert_user_error(capsys, main: Callable, argv: Sequence[str], code: int, *named: str) -> str:
-    """Exactly one `error:` line naming everything in `named`, no traceback, exit code `code`."""
-    rc, errors, err = user_error(capsys, main, argv)
-    assert rc == code and len(errors) == 1 and "Traceback" not in err, err
-    for text in named:
-        assert text in errors[0], (text, errors[0])
-    return errors[0]
-
-
 def train_argv(data: dict, output_dir: Path, *extra) -> List[str]:
     return TINY_MODEL + ["--dataset_file", "ytvos", "--ytvos_path", data["root"], "--rvos_audio_path",
                          data["audio_root"], "--output_dir", str(output_dir), "--epochs", "1", *map(str, extra)]

@@ -26,6 +26,7 @@ from torch.utils.data import DistributedSampler
 
 import inference_rvos
 import main
+from cli_helpers import assert_user_error
 from data_factory import make_ytvos
 from datasets import build_dataset
 from engine.checkpoint import OutputDirLock
@@ -42,18 +43,6 @@ LONGEST_ERROR = 1000  # characters: a summary of missing keys, never a dump of t
 
 
 # ----------------------------------------------------------------------------- helpers
-def user_error(capsys, main: Callable, argv: Sequence, code: int, *named: str) -> str:
-    """Exactly one `error:` line naming everything in `named`, no traceback, exit code `code`."""
-    capsys.readouterr()
-    exit_code = run_main(main, [str(a) for a in argv])
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert exit_code == code and len(errors) == 1 and "Traceback" not in err, err
-    for text in named:
-        assert text in errors[0], (text, errors[0])
-    return errors[0]
-
-
 def succeeds(capsys, main: Callable, argv: Sequence) -> str:
     """`main` exits 0; returns its stderr."""
     capsys.readouterr()
@@ -88,8 +77,8 @@ def test_20_inference_builds_the_model_from_the_checkpoints_own_options(trained_
     succeeds(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path))  # no model option given
     assert (tmp_path / "results.json").is_file()
     # an option that contradicts the checkpoint is named in one line, with what it was trained with
-    user_error(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path, "--hidden_dim", "96"),
-               EXIT_OPTION, "--hidden_dim 96: the checkpoint was trained with 48", str(trained_checkpoint))
+    assert_user_error(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path, "--hidden_dim", "96"),
+                      EXIT_OPTION, "--hidden_dim 96: the checkpoint was trained with 48", str(trained_checkpoint))
 
 
 
@@ -112,8 +101,8 @@ def test_20_a_ddp_prefix_is_stripped_with_a_note(trained_checkpoint, data, tmp_p
 def test_20_missing_keys_are_summarised(data, tmp_path, capsys):
     # a checkpoint that records no options (the released one) and a command line without them
     path = save_untrained_checkpoint(tmp_path, MODEL_OPTIONS + RUN_OPTIONS)
-    line = user_error(capsys, inference_rvos.main, rvos_argv(data, path, tmp_path, "--masks"), EXIT_DATA,
-                      str(path), "missing key(s)", "more)", "records no training options")
+    line = assert_user_error(capsys, inference_rvos.main, rvos_argv(data, path, tmp_path, "--masks"), EXIT_DATA,
+                             str(path), "missing key(s)", "more)", "records no training options")
     assert len(line) < LONGEST_ERROR, line
 
 
@@ -126,19 +115,19 @@ def test_18_a_checkpoint_whose_args_are_not_options_is_named(trained_checkpoint,
                            ({"train_videos": {"ytvos": [1, 2]}}, "train_videos")):
         path = tmp_path / "bad_args.pth"
         torch.save({**checkpoint, **changed}, path)
-        user_error(capsys, inference_rvos.main, rvos_argv(data, path, tmp_path), EXIT_DATA, str(path), named)
+        assert_user_error(capsys, inference_rvos.main, rvos_argv(data, path, tmp_path), EXIT_DATA, str(path), named)
 
 
 def test_18_text_that_is_not_utf8_is_named(trained_checkpoint, tmp_path, capsys):
     data = make_ytvos(tmp_path / "ytvos", num_videos=1, num_frames=2)
     meta = Path(data["root"]) / "meta_expressions" / "train" / "meta_expressions.json"
     meta.write_bytes(meta.read_bytes().replace(b'"videos"', b'"vid\xffeos"', 1))
-    user_error(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path), EXIT_DATA, str(meta),
-               "not UTF-8")
+    assert_user_error(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path), EXIT_DATA, str(meta),
+                      "not UTF-8")
     results = tmp_path / "r.json"
     results.write_bytes(b'[{"video": "vid\xff"}]')
-    user_error(capsys, evaluate_rvos.main, [results, "--ytvos_path", data["root"], "--out", tmp_path / "m.json"],
-               EXIT_DATA, str(results), "not UTF-8")
+    assert_user_error(capsys, evaluate_rvos.main, [results, "--ytvos_path", data["root"], "--out", tmp_path / "m.json"],
+                      EXIT_DATA, str(results), "not UTF-8")
 
 
 def test_17_feature_files_that_are_not_numbers_are_refused(trained_checkpoint, tmp_path, capsys):
@@ -147,8 +136,8 @@ def test_17_feature_files_that_are_not_numbers_are_refused(trained_checkpoint, t
     frames = len(np.load(feature))
     for values, named in ((np.ones((frames, 39), dtype=bool), "bool"), (np.full((frames, 39), "1"), "<U1")):
         np.save(feature, values)
-        user_error(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path), EXIT_DATA,
-                   str(feature), named)
+        assert_user_error(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path), EXIT_DATA,
+                          str(feature), named)
 
 
 # ----------------------------------------------------------------------------- outputs never replace inputs
@@ -160,28 +149,29 @@ def files_under(folder: Path) -> dict:
 def test_04_overlays_never_replace_the_frames(trained_checkpoint, data, tmp_path, capsys):
     root = Path(data["root"])
     before = files_under(root)
-    user_error(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path, "--visualize",
-                                                      root / "train" / "JPEGImages"),
-               EXIT_OPTION, "--visualize", "lies inside --ytvos_path")
+    assert_user_error(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path, "--visualize",
+                                                             root / "train" / "JPEGImages"),
+                      EXIT_OPTION, "--visualize", "lies inside --ytvos_path")
     # one folder of frames: overlays into its parent would be written over the frames themselves
     video_dir = root / "train" / "JPEGImages" / "vid000"
     audio = next(Path(data["audio_root"]).rglob("*.npy"))
-    user_error(capsys, inference_rvos.main, ["--model_path", trained_checkpoint, "--audio", audio, "--video_dir",
-                                             video_dir, "--visualize", video_dir.parent, "--save_path",
-                                             tmp_path / "r.json", "--device", "cpu"],
-               EXIT_OPTION, "--visualize", "--video_dir")
+    assert_user_error(capsys, inference_rvos.main, ["--model_path", trained_checkpoint, "--audio", audio, "--video_dir",
+                                                    video_dir, "--visualize", video_dir.parent, "--save_path",
+                                                    tmp_path / "r.json", "--device", "cpu"],
+                      EXIT_OPTION, "--visualize", "--video_dir")
     assert files_under(root) == before
 
 
 def test_05_results_never_replace_the_checkpoint_or_what_is_scored(trained_checkpoint, data, tmp_path, capsys):
     before = trained_checkpoint.read_bytes()
-    user_error(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path)[:-4] + [
-        "--save_path", trained_checkpoint, "--device", "cpu"], EXIT_OPTION, "--save_path", "is --model_path")
+    assert_user_error(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path)[:-4] + [
+                      "--save_path", trained_checkpoint, "--device", "cpu"],
+                      EXIT_OPTION, "--save_path", "is --model_path")
     assert trained_checkpoint.read_bytes() == before
     results = tmp_path / "r.json"
     results.write_text("[]")
-    user_error(capsys, evaluate_rvos.main, [results, "--ytvos_path", data["root"], "--out", results], EXIT_OPTION,
-               f"--out {results} is the results")
+    assert_user_error(capsys, evaluate_rvos.main, [results, "--ytvos_path", data["root"], "--out", results],
+                      EXIT_OPTION, f"--out {results} is the results")
     assert results.read_text() == "[]"
 
 
@@ -196,8 +186,8 @@ def test_06_a_second_run_into_one_output_dir_is_refused(data, tmp_path, capsys):
     output_dir.mkdir()
     held = OutputDirLock(output_dir)  # the first run, still training
     try:
-        user_error(capsys, main.cli, train_argv(data, output_dir), EXIT_OPTION, f"--output_dir {output_dir}",
-                   "another training run")
+        assert_user_error(capsys, main.cli, train_argv(data, output_dir), EXIT_OPTION, f"--output_dir {output_dir}",
+                          "another training run")
     finally:
         held.release()
     assert not list(output_dir.glob("checkpoint*.pth"))
@@ -206,8 +196,8 @@ def test_06_a_second_run_into_one_output_dir_is_refused(data, tmp_path, capsys):
 def test_07_an_unwritable_output_dir_is_found_at_start(data, capsys):
     # an existing folder where not even root can create a file (a read-only mount says the same at start)
     unwritable = Path("/proc/self")
-    user_error(capsys, main.cli, train_argv(data, unwritable), EXIT_OPTION, f"--output_dir {unwritable}",
-               "cannot write there")
+    assert_user_error(capsys, main.cli, train_argv(data, unwritable), EXIT_OPTION, f"--output_dir {unwritable}",
+                      "cannot write there")
 
 
 # ----------------------------------------------------------------------------- resuming checks what changes results
@@ -216,7 +206,7 @@ def test_10_resume_results_refuses_other_features_or_audio_options(trained_check
     broken = Path(data["root"]) / "train" / "JPEGImages" / "vid001" / "00000.jpg"
     good_frame = broken.read_bytes()
     broken.write_bytes(b"\xff\xd8 not a whole JPEG")
-    user_error(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path), EXIT_DATA, "vid001")
+    assert_user_error(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path), EXIT_DATA, "vid001")
     partial = tmp_path / "results.json.partial"
     assert partial.is_file()  # vid000 is kept
     broken.write_bytes(good_frame)
@@ -225,8 +215,8 @@ def test_10_resume_results_refuses_other_features_or_audio_options(trained_check
     for changed in (["--rvos_audio_path", other_features], ["--audio_cmvn"]):
         argv = rvos_argv(data, trained_checkpoint, tmp_path, "--resume_results")
         argv[argv.index("--rvos_audio_path"):argv.index("--rvos_audio_path") + 2] = []
-        user_error(capsys, inference_rvos.main, argv + ["--rvos_audio_path", data["audio_root"], *changed],
-                   EXIT_OPTION, "--resume_results", str(partial), changed[0][2:])
+        assert_user_error(capsys, inference_rvos.main, argv + ["--rvos_audio_path", data["audio_root"], *changed],
+                          EXIT_OPTION, "--resume_results", str(partial), changed[0][2:])
     assert run_main(inference_rvos.main, [str(a) for a in rvos_argv(data, trained_checkpoint, tmp_path,
                                                                     "--resume_results")]) == 0
 
@@ -263,8 +253,8 @@ def test_22_sigterm_during_inference_says_how_to_continue(trained_checkpoint, tm
     monkeypatch.setattr(inference_rvos, "infer_job", terminated_at_the_second_video)
     previous = signal.signal(signal.SIGTERM, test_handler)
     try:
-        user_error(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path), 128 + signal.SIGTERM,
-                   "SIGTERM", str(tmp_path / "results.json.partial"), "--resume_results")
+        assert_user_error(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path),
+                          128 + signal.SIGTERM, "SIGTERM", str(tmp_path / "results.json.partial"), "--resume_results")
         assert signal.getsignal(signal.SIGTERM) is test_handler  # put back
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -280,21 +270,21 @@ def test_21_empty_frames_a_fifo_and_a_folder_are_named_as_such(trained_checkpoin
     data = make_ytvos(tmp_path / "ytvos", num_videos=1, num_frames=2)
     folder = tmp_path / "a_folder"
     folder.mkdir()
-    user_error(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path)[:-6] + [
-        "--split_file", folder, "--save_path", tmp_path / "r.json", "--device", "cpu"], EXIT_OPTION,
-        f"--split_file {folder}", "is a folder")
+    assert_user_error(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path)[:-6] + [
+                      "--split_file", folder, "--save_path", tmp_path / "r.json", "--device", "cpu"], EXIT_OPTION,
+                      f"--split_file {folder}", "is a folder")
     fifo = tmp_path / "phrase.wav"
     os.mkfifo(fifo)
     video_dir = Path(data["root"]) / "train" / "JPEGImages" / "vid000"
-    user_error(capsys, inference_rvos.main, ["--model_path", trained_checkpoint, "--audio", fifo, "--video_dir",
-                                             video_dir, "--save_path", tmp_path / "r.json", "--device", "cpu"],
-               EXIT_OPTION, f"--audio {fifo}", "not a regular file")
+    assert_user_error(capsys, inference_rvos.main, ["--model_path", trained_checkpoint, "--audio", fifo, "--video_dir",
+                                                    video_dir, "--save_path", tmp_path / "r.json", "--device", "cpu"],
+                      EXIT_OPTION, f"--audio {fifo}", "not a regular file")
     meta = Path(data["root"]) / "meta_expressions" / "train" / "meta_expressions.json"
     videos = json.loads(meta.read_text())["videos"]
     videos["vid000"]["frames"] = []
     meta.write_text(json.dumps({"videos": videos}))
-    user_error(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path), EXIT_DATA, str(meta),
-               "'vid000' lists no frames")
+    assert_user_error(capsys, inference_rvos.main, rvos_argv(data, trained_checkpoint, tmp_path), EXIT_DATA, str(meta),
+                      "'vid000' lists no frames")
 
 
 # ----------------------------------------------------------------------------- torch.hub

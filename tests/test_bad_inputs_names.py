@@ -17,6 +17,7 @@ import pytest
 import inference_a2d
 import inference_jhmdb
 import inference_rvos
+from cli_helpers import assert_user_error
 from data_factory import draw_frame, make_a2d, make_jhmdb, make_ytvos, write_audio
 from datasets.formats import read_palette_png, write_jpeg
 from datasets.ytvos import read_ytvos_videos
@@ -35,18 +36,6 @@ NATURAL_FRAMES = 12  # frame_1 ... frame_12: the lexical order puts frame_10 bef
 
 
 # ----------------------------------------------------------------------------- helpers
-def assert_user_error(capsys, main: Callable, argv: Sequence, *named: str) -> str:
-    """Exactly one `error:` line naming everything in `named`, no traceback, the data exit code."""
-    capsys.readouterr()
-    code = run_main(main, [str(a) for a in argv])
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert code == EXIT_DATA and len(errors) == 1 and "Traceback" not in err, err
-    for text in named:
-        assert text in errors[0], (text, errors[0])
-    return errors[0]
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     return save_untrained_checkpoint(tmp_path_factory.mktemp("ckpt"), TINY_MODEL)
@@ -99,7 +88,7 @@ def test_01_a_video_id_that_is_a_path_reads_and_writes_nothing_outside(checkpoin
     before = files_under(tmp_path)
     assert_user_error(capsys, inference_rvos.main, rvos_argv(data, checkpoint, tmp_path, "--png_dir",
                                                              tmp_path / "out" / "png", "--visualize",
-                                                             tmp_path / "out" / "vis"),
+                                                             tmp_path / "out" / "vis"), EXIT_DATA,
                       str(path), f"video id {escaped!r}", "path separator")
     assert files_under(tmp_path) == before  # no PNG, overlay, sheet or GIF anywhere
     # every writer builds its paths under its folder: a job whose name escapes writes nothing
@@ -114,14 +103,14 @@ def test_01_a_video_id_that_is_a_path_reads_and_writes_nothing_outside(checkpoin
     info = Path(a2d["root"]) / "a2d_annotation_info.txt"
     info.write_text(info.read_text().replace("a2dvid0,1,", "../a2dvid0,1,", 1))
     assert_user_error(capsys, inference_a2d.main, TINY_MODEL + ["--model_path", checkpoint, "--a2d_path", a2d["root"],
-                                                                "--a2d_audio_path", a2d["audio_root"]],
+                                                                "--a2d_audio_path", a2d["audio_root"]], EXIT_DATA,
                       f"{info}:2", "video id '../a2dvid0'")
     jhmdb = make_jhmdb(tmp_path / "jhmdb", num_videos=1)
     queries = Path(jhmdb["root"]) / "jhmdb_annotation.txt"
     queries.write_text(queries.read_text().replace("jvid0,", "/tmp/jvid0,", 1))
     argv = TINY_MODEL + ["--model_path", checkpoint, "--jhmdb_path", jhmdb["root"], "--a2d_audio_path",
                          jhmdb["audio_root"]]
-    assert_user_error(capsys, inference_jhmdb.main, argv, f"{queries}:2", "'/tmp/jvid0'", "absolute path")
+    assert_user_error(capsys, inference_jhmdb.main, argv, EXIT_DATA, f"{queries}:2", "'/tmp/jvid0'", "absolute path")
 
 
 
@@ -134,7 +123,7 @@ def test_02_an_absolute_expression_id_replaces_no_file(checkpoint, tmp_path, cap
         {str(target): videos["vid000"]["expressions"].pop("0")}))
     png_dir = tmp_path / "png"
     assert_user_error(capsys, inference_rvos.main, rvos_argv(data, checkpoint, tmp_path, "--png_dir", png_dir),
-                      str(path), f"expression id {str(target)!r}", "absolute path")
+                      EXIT_DATA, str(path), f"expression id {str(target)!r}", "absolute path")
     assert (target / "00000.png").read_bytes() == b"keep me" and files_under(target) == [target / "00000.png"]
     assert not png_dir.exists()
     # the rule is that of util.names, also for control characters and '..'
@@ -162,7 +151,7 @@ def test_03_evaluation_reads_no_ground_truth_outside_annotations(tmp_path, capsy
     shutil.copytree(annotations / "vid000", annotations.parent / "outside_vid")
     escaping = tmp_path / "escaping.json"
     escaping.write_text(results.read_text().replace('"vid000"', '"../outside_vid"'))
-    assert_user_error(capsys, evaluate_rvos.main, evaluate_argv(data, escaping, tmp_path),
+    assert_user_error(capsys, evaluate_rvos.main, evaluate_argv(data, escaping, tmp_path), EXIT_DATA,
                       str(escaping), "'../outside_vid'", "path separator")
     with pytest.raises(ResultsFormatError, match="'file_name' '../outside_vid'"):
         read_results(escaping)
@@ -170,9 +159,9 @@ def test_03_evaluation_reads_no_ground_truth_outside_annotations(tmp_path, capsy
     split_file = tmp_path / "videos.txt"
     split_file.write_text("../outside_vid\n")
     assert_user_error(capsys, evaluate_rvos.main, evaluate_argv(data, results, tmp_path, "--split_file", split_file),
-                      str(split_file), "video id '../outside_vid'")
+                      EXIT_DATA, str(split_file), "video id '../outside_vid'")
     path = edit_meta(data, lambda videos: videos.update({"../outside_vid": videos["vid000"]}))
-    assert_user_error(capsys, evaluate_rvos.main, evaluate_argv(data, results, tmp_path),
+    assert_user_error(capsys, evaluate_rvos.main, evaluate_argv(data, results, tmp_path), EXIT_DATA,
                       str(path), "video id '../outside_vid'")
     # the ground-truth reader itself stays under Annotations/
     with pytest.raises(UnsafeNameError, match="outside"):
@@ -205,7 +194,7 @@ def test_09_frames_come_in_natural_order_and_results_record_them(checkpoint, tmp
     write_frames(ambiguous, ["1", "01", "2"])
     assert_user_error(capsys, inference_rvos.main, argv[:argv.index("--video_dir") + 1] + [ambiguous, "--save_path",
                                                                                             tmp_path / "r2.json"],
-                      str(ambiguous), "'01.jpg'", "'1.jpg'", "ambiguous")
+                      EXIT_DATA, str(ambiguous), "'01.jpg'", "'1.jpg'", "ambiguous")
 
     # results recording another frame order are refused by the evaluation, which otherwise scores them
     data = make_ytvos(tmp_path / "ytvos", num_videos=1, num_frames=3)
@@ -213,7 +202,7 @@ def test_09_frames_come_in_natural_order_and_results_record_them(checkpoint, tmp
     entries = json.loads(shuffled.read_text())
     entries[0]["frames"] = entries[0]["frames"][::-1]
     shuffled.write_text(json.dumps(entries))
-    assert_user_error(capsys, evaluate_rvos.main, evaluate_argv(data, shuffled, tmp_path),
+    assert_user_error(capsys, evaluate_rvos.main, evaluate_argv(data, shuffled, tmp_path), EXIT_DATA,
                       str(shuffled), "frame 0 is '00010'", "another frame order")
     # results written before frame names were recorded stay readable
     for entry in entries:
@@ -230,7 +219,7 @@ def test_11_a_duplicate_expression_id_is_refused(checkpoint, tmp_path, capsys):
     # the second expression written under the first one's id: json.load would keep only the last
     path.write_text(text.replace('"1": {"exp": "the green square"', '"0": {"exp": "the green square"'))
     assert text != path.read_text()
-    assert_user_error(capsys, inference_rvos.main, rvos_argv(data, checkpoint, tmp_path),
+    assert_user_error(capsys, inference_rvos.main, rvos_argv(data, checkpoint, tmp_path), EXIT_DATA,
                       str(path), "video 'vid000': expression id '0' appears twice")
     with pytest.raises(ValueError, match="appears twice"):  # training reads the file with the same reader
         read_ytvos_videos(data["root"])
@@ -240,7 +229,7 @@ def test_11_a_duplicate_expression_id_is_refused(checkpoint, tmp_path, capsys):
     # a video id repeated in the file
     video = json.dumps(json.loads(text)["videos"]["vid000"])
     path.write_text(json.dumps({"videos": {}}).replace("{}", f'{{"vid000": {video}, "vid000": {video}}}'))
-    assert_user_error(capsys, inference_rvos.main, rvos_argv(data, checkpoint, tmp_path),
+    assert_user_error(capsys, inference_rvos.main, rvos_argv(data, checkpoint, tmp_path), EXIT_DATA,
                       str(path), "video id 'vid000' appears twice")
 
 
@@ -249,11 +238,11 @@ def test_16_a_split_file_naming_a_video_twice_is_refused(checkpoint, tmp_path, c
     split_file = tmp_path / "videos.txt"
     split_file.write_text("vid000\nvid001\nvid000\n")
     assert_user_error(capsys, inference_rvos.main, rvos_argv(data, checkpoint, tmp_path, "--split_file", split_file),
-                      str(split_file), "video id 'vid000' appears twice")
+                      EXIT_DATA, str(split_file), "video id 'vid000' appears twice")
     assert not (tmp_path / "results.json").exists()
     results = perfect_results(data, tmp_path / "perfect.json")
     assert_user_error(capsys, evaluate_rvos.main, evaluate_argv(data, results, tmp_path, "--split_file", split_file),
-                      str(split_file), "'vid000' appears twice")
+                      EXIT_DATA, str(split_file), "'vid000' appears twice")
     # the YouTube-VIS style split file: one video listed twice
     vis_file = Path(data["ann_file"])
     instances = json.loads(vis_file.read_text())
@@ -261,7 +250,7 @@ def test_16_a_split_file_naming_a_video_twice_is_refused(checkpoint, tmp_path, c
     vis_file.write_text(json.dumps(instances))
     for main, argv in ((inference_rvos.main, rvos_argv(data, checkpoint, tmp_path, "--split_file", vis_file)),
                        (evaluate_rvos.main, evaluate_argv(data, results, tmp_path, "--split_file", vis_file))):
-        assert_user_error(capsys, main, argv, str(vis_file), "video id 'vid000' appears twice")
+        assert_user_error(capsys, main, argv, EXIT_DATA, str(vis_file), "video id 'vid000' appears twice")
 
 
 # ----------------------------------------------------------------------------- an expression's object
@@ -271,6 +260,6 @@ def test_12_an_obj_id_no_annotation_holds_is_refused_by_the_evaluation(tmp_path,
     entries = [entry for entry in json.loads(results.read_text()) if entry["exp_id"] == "0"]
     results.write_text(json.dumps(entries))  # expression "1" is missing: scored as an empty mask
     path = edit_meta(data, lambda videos: videos["vid000"]["expressions"]["1"].update({"obj_id": "7"}))
-    assert_user_error(capsys, evaluate_rvos.main, evaluate_argv(data, results, tmp_path),
+    assert_user_error(capsys, evaluate_rvos.main, evaluate_argv(data, results, tmp_path), EXIT_DATA,
                       str(path), "video 'vid000' expression '1'", "object 7", "no annotation", "objects [1, 2]")
     assert not (tmp_path / "metrics.json").exists()
